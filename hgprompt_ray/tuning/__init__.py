@@ -1,0 +1,1 @@
+"""Ray Tune + Optuna search over lambda, M and the prompt subset."""

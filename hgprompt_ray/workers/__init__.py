@@ -1,0 +1,1 @@
+"""Ray Train worker loops: prompt training and prompt-sharded feature extraction."""

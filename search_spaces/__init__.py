@@ -1,0 +1,1 @@
+"""Declarative search spaces (Tune/Optuna domains); data only, nothing computed."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny real timm ViTs; an isolated cache folder for the whole run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+
+
+def make_tiny_vit(seed: int = 0, **overrides: object) -> VisionTransformer:
+    """A real timm VisionTransformer small enough for unit tests (4 x 4 patches, d = 32)."""
+    torch.manual_seed(seed)
+    config = dict(TINY_VIT, num_classes=0)
+    config.update(overrides)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **config)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_vit() -> VisionTransformer:
+    return make_tiny_vit()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the converted-weights cache at a fresh temp folder for the whole run.
+
+    Set at configure time (not with monkeypatch) so module- and session-scoped fixtures see it.
+    """
+    config._hgprompt_cache = tempfile.mkdtemp(prefix="hgprompt_cache_")  # type: ignore[attr-defined]
+    os.environ["HGPROMPT_CACHE"] = config._hgprompt_cache  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(getattr(config, "_hgprompt_cache", ""), ignore_errors=True)
