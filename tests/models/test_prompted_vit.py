@@ -57,8 +57,18 @@ def test_k_prompt_call_equals_k_single_calls(tiny_vit):
     assert (batched[0] - batched[1]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("max_sequences", [None, 1, 4, 7])
+def test_chunked_passes_equal_one_pass(tiny_vit, max_sequences):
+    prompts = torch.randn(5, 4, 32, generator=torch.Generator().manual_seed(3))
+    x = _images(batch=3)
+    with torch.no_grad():
+        reference = PromptedViT(tiny_vit, 4, max_sequences_per_pass=1000).forward_features(x, prompts)
+        chunked = PromptedViT(tiny_vit, 4, max_sequences_per_pass=max_sequences).forward_features(x, prompts)
+    torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)
+
+
 def test_k_prompt_call_embeds_patches_once(tiny_vit):
-    model = PromptedViT(tiny_vit, num_prompt_tokens=4)
+    model = PromptedViT(tiny_vit, num_prompt_tokens=4, max_sequences_per_pass=2)
     calls = []
     handle = tiny_vit.patch_embed.register_forward_hook(lambda *_: calls.append(1))
     with torch.no_grad():
