@@ -1,1 +1,30 @@
-"""Target and source tasks: VTAB-1k over torchvision and the offline suite (pip only)."""
+"""Tasks: VTAB-1k over torchvision and the offline suite that runs with pip alone.
+
+``get_task(name).split("train800" | "val200" | "train800val200" | "test", seed=0,
+transform=backbone_transform(img_size, mean, std))`` serves every task the same way.
+"""
+
+from hgprompt_ray.data.base import (
+    SPLITS,
+    ArraySplit,
+    ImageSplit,
+    Task,
+    TaskInfo,
+    TaskUnavailableError,
+    backbone_transform,
+    vtab_split_indices,
+)
+from hgprompt_ray.data.registry import get_task, list_tasks
+
+__all__ = [
+    "SPLITS",
+    "ArraySplit",
+    "ImageSplit",
+    "Task",
+    "TaskInfo",
+    "TaskUnavailableError",
+    "backbone_transform",
+    "get_task",
+    "list_tasks",
+    "vtab_split_indices",
+]

@@ -19,7 +19,6 @@ converted model reproduces the original graph's output (tested to < 1e-3).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +31,7 @@ from timm.models.vision_transformer import VisionTransformer
 from hgprompt_ray.atomic import atomic_path
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.hashing import sha256_file
+from hgprompt_ray.paths import cache_root
 
 __all__ = [
     "OFFLINE_BACKBONE",
@@ -55,16 +55,13 @@ OFFLINE_IMG_SIZE = 112
 _OFFLINE_ARCH = "vit_small_patch14_dinov2"
 _OFFLINE_NATIVE_GRID = 37  # the ONNX graph stores a 37 x 37 position grid (518 px / 14)
 _CONVERTER_VERSION = "1"
-_CACHE_ENV = "HGPROMPT_CACHE"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def backbone_cache_dir() -> Path:
     """Directory for converted weights: ``$HGPROMPT_CACHE/backbones`` or ``~/.cache/hgprompt_ray``."""
-    root = os.environ.get(_CACHE_ENV)
-    base = Path(root) if root else Path.home() / ".cache" / "hgprompt_ray"
-    return base / "backbones"
+    return cache_root() / "backbones"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,375 @@
+"""The offline suite: tasks built from pip (and optionally Debian) packages, no network needed.
+
+| task | data | classes |
+| --- | --- | --- |
+| digits | scikit-learn ``load_digits`` (1,797 real 8 x 8 handwritten digits) | 10 |
+| digits-parity | the same images, label = digit mod 2 | 2 |
+| digits-high | the same images, label = digit >= 5 | 2 |
+| textile | ``conformal-clip-data`` simulated textiles: nominal / local / global defect | 3 |
+| textile-defect | the same images, nominal vs defective | 2 |
+| textures | scikit-image's brick, grass, gravel, moon, Hubble deep field and IHC images, cut into 64 px grey patches (train/val from the top 2/3, test from the bottom 1/3 of each image) | 6 |
+| dsprites-location | generated dSprites, x position in 16 bins (VTAB's dsprites location) | 16 |
+| dsprites-orientation | generated dSprites, orientation in 16 bins (VTAB's dsprites orientation) | 16 |
+| dsprites-shape | generated dSprites, shape | 3 |
+| dsprites-scale | generated dSprites, scale | 6 |
+| count | generated CLEVR-style scenes, 3-10 objects (VTAB's CLEVR count) | 8 |
+| fashion-mnist | Debian ``dataset-fashion-mnist`` (60k + 10k), when installed | 10 |
+| fashion-coarse | the same, grouped into tops / trousers-dresses / footwear / bags | 4 |
+
+Generated pools hold 2,000 images (data seed fixed at 0, so the images never change), cached as
+``.npz`` under ``$HGPROMPT_CACHE/data`` (written atomically). train800 and val200 are drawn from
+the pool by the split seed; test is the rest of the pool (at least 500 images), or the official
+test split for Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hgprompt_ray.atomic import atomic_path
+from hgprompt_ray.data.base import ArraySplit, ImageSplit, Task, TaskInfo, vtab_split_indices
+from hgprompt_ray.data.synthetic import render_counting, render_dsprites, sample_dsprites_factors
+from hgprompt_ray.paths import cache_root
+
+__all__ = ["FASHION_MNIST_ENV", "OFFLINE_TASKS", "offline_task"]
+
+_POOL = 2000
+_DATA_SEED = 0
+_GENERATOR_VERSION = 2
+FASHION_MNIST_ENV = "HGPROMPT_FASHION_MNIST_DIR"
+_FASHION_DEFAULT = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_NAMES = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+)
+_FASHION_COARSE = np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2])
+
+
+def _cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    path = cache_root() / "data" / f"{name}-seed{_DATA_SEED}-v{_GENERATOR_VERSION}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    arrays = build()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    return arrays
+
+
+class _PoolTask(Task):
+    """A task whose splits are drawn from one in-memory pool (test = the rest of the pool)."""
+
+    def __init__(self, info: TaskInfo, pool: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        self.info = info
+        self._pool = pool
+
+    def _split(self, split: str, seed: int) -> ImageSplit:
+        images, labels = self._pool()
+        if split == "test":
+            used = vtab_split_indices(len(labels), "train800val200", seed)
+            index = np.setdiff1d(np.arange(len(labels)), used)
+        else:
+            index = vtab_split_indices(len(labels), split, seed)
+        return ArraySplit(images[index], labels[index])
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return images, bunch.target.astype(np.int64)
+
+
+def _dsprites() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        factors = sample_dsprites_factors(_POOL, np.random.default_rng(_DATA_SEED))
+        return {"images": render_dsprites(factors), **factors._asdict()}
+
+    return _cached_arrays("dsprites", build)
+
+
+def _counting() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(_DATA_SEED)
+        counts = rng.integers(3, 11, _POOL)
+        return {"images": render_counting(counts, rng), "counts": counts}
+
+    return _cached_arrays("count", build)
+
+
+_TEXTURE_SOURCES = ("brick", "grass", "gravel", "moon", "hubble_deep_field", "immunohistochemistry")
+
+
+def _textures() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        import skimage.data
+        from skimage.color import rgb2gray
+
+        rng = np.random.default_rng(_DATA_SEED)
+        patch = 64
+        out: dict[str, list[np.ndarray]] = {
+            "train_images": [],
+            "train_labels": [],
+            "test_images": [],
+            "test_labels": [],
+        }
+        for label, source in enumerate(_TEXTURE_SOURCES):
+            image = getattr(skimage.data, source)()
+            if image.ndim == 3:
+                image = np.round(rgb2gray(image[..., :3]) * 255).astype(np.uint8)
+            height, width = image.shape
+            cut = (2 * height) // 3  # train/val patches above, test patches below: no overlap
+            for part, (low, high, count) in {
+                "train": (0, cut - patch, 180),
+                "test": (cut, height - patch, 100),
+            }.items():
+                rows = rng.integers(low, high + 1, count)
+                cols = rng.integers(0, width - patch + 1, count)
+                for r, c in zip(rows, cols):
+                    out[f"{part}_images"].append(image[r : r + patch, c : c + patch])
+                    out[f"{part}_labels"].append(label)
+        return {key: np.asarray(value) for key, value in out.items()}
+
+    return _cached_arrays("textures", build)
+
+
+class _TexturesTask(Task):
+    def __init__(self) -> None:
+        self.info = TaskInfo(
+            name="textures",
+            suite="offline",
+            num_classes=len(_TEXTURE_SOURCES),
+            class_names=_TEXTURE_SOURCES,
+            native_size=(64, 64),
+            description="which scikit-image texture a 64 px grey patch comes from",
+            source="scikit-image data (bundled images)",
+        )
+
+    def _split(self, split: str, seed: int) -> ImageSplit:
+        arrays = _textures()
+        if split == "test":
+            return ArraySplit(arrays["test_images"], arrays["test_labels"])
+        index = vtab_split_indices(len(arrays["train_labels"]), split, seed)
+        return ArraySplit(arrays["train_images"][index], arrays["train_labels"][index])
+
+
+class _TextileTask(Task):
+    def __init__(self, name: str, coarse: bool) -> None:
+        self.coarse = coarse
+        names = ("nominal", "defect") if coarse else ("nominal", "local", "global")
+        self.info = TaskInfo(
+            name=name,
+            suite="offline",
+            num_classes=len(names),
+            class_names=names,
+            native_size=(250, 250),
+            description="simulated textile: "
+            + ("nominal or defective" if coarse else "nominal, local or global defect"),
+            source="PyPI conformal-clip-data (Megahed et al., 2025)",
+        )
+
+    def availability(self) -> tuple[bool, str]:
+        try:
+            import conformal_clip_data  # noqa: F401
+        except ModuleNotFoundError:
+            return False, "pip install conformal-clip-data"
+        return True, ""
+
+    def _files(self) -> tuple[list[Path], np.ndarray]:
+        import conformal_clip_data as textiles
+
+        paths: list[Path] = []
+        labels: list[int] = []
+        for label, folder in enumerate((textiles.nominal_dir(), textiles.local_dir(), textiles.global_dir())):
+            files = sorted(Path(folder).glob("*.jpg"))
+            paths.extend(files)
+            labels.extend([min(label, 1) if self.coarse else label] * len(files))
+        return paths, np.asarray(labels, dtype=np.int64)
+
+    def _split(self, split: str, seed: int) -> ImageSplit:
+        paths, labels = self._files()
+        if split == "test":
+            index = np.setdiff1d(
+                np.arange(len(labels)), vtab_split_indices(len(labels), "train800val200", seed)
+            )
+        else:
+            index = vtab_split_indices(len(labels), split, seed)
+        chosen = [paths[i] for i in index]
+        return ImageSplit(lambda i: Image.open(chosen[i]), labels[index])
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the Fashion-MNIST idx files are read from (``$HGPROMPT_FASHION_MNIST_DIR`` overrides)."""
+    return Path(os.environ.get(FASHION_MNIST_ENV, _FASHION_DEFAULT))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) idx file, the MNIST family's format: magic, dims, then uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not a uint8 idx file (magic {data[:4]!r})")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {array.size} bytes")
+    return array.reshape(shape)
+
+
+class _FashionTask(Task):
+    def __init__(self, name: str, coarse: bool) -> None:
+        self.coarse = coarse
+        names = ("tops", "trousers-dresses", "footwear", "bags") if coarse else _FASHION_NAMES
+        self.info = TaskInfo(
+            name=name,
+            suite="offline",
+            num_classes=len(names),
+            class_names=names,
+            native_size=(28, 28),
+            description="Fashion-MNIST article" + (" group" if coarse else ""),
+            source="Debian dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)",
+        )
+
+    def _file(self, stem: str) -> Path:
+        return fashion_mnist_dir() / f"{stem}.gz"
+
+    def availability(self) -> tuple[bool, str]:
+        missing = [
+            p
+            for p in map(self._file, ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
+            if not p.is_file()
+        ]
+        if missing:
+            return False, (
+                f"{missing[0]} is missing. Fix: sudo apt-get install dataset-fashion-mnist "
+                f"(or set {FASHION_MNIST_ENV} to a folder with the four idx .gz files)"
+            )
+        return True, ""
+
+    def _split(self, split: str, seed: int) -> ImageSplit:
+        part = "t10k" if split == "test" else "train"
+        images = read_idx(self._file(f"{part}-images-idx3-ubyte"))
+        labels = read_idx(self._file(f"{part}-labels-idx1-ubyte")).astype(np.int64)
+        if self.coarse:
+            labels = _FASHION_COARSE[labels]
+        if split == "test":
+            return ArraySplit(images, labels)
+        index = vtab_split_indices(len(labels), split, seed)
+        return ArraySplit(images[index], labels[index])
+
+
+def _pool_task(
+    name: str,
+    classes: tuple[str, ...],
+    size: tuple[int, int],
+    description: str,
+    source: str,
+    pool: Callable[[], tuple[np.ndarray, np.ndarray]],
+) -> Task:
+    info = TaskInfo(name, "offline", len(classes), classes, size, description, source)
+    return _PoolTask(info, pool)
+
+
+def _dsprites_pool(
+    label: Callable[[dict[str, np.ndarray]], np.ndarray],
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    def pool() -> tuple[np.ndarray, np.ndarray]:
+        arrays = _dsprites()
+        return arrays["images"], label(arrays).astype(np.int64)
+
+    return pool
+
+
+_DSPRITES_SOURCE = "generated (dSprites factors: 3 shapes, 6 scales, 40 orientations, 32 x 32 positions)"
+_DIGIT_NAMES = tuple(str(i) for i in range(10))
+
+OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
+    "digits": lambda: _pool_task(
+        "digits", _DIGIT_NAMES, (8, 8), "handwritten digit", "scikit-learn load_digits", _digits
+    ),
+    "digits-parity": lambda: _pool_task(
+        "digits-parity",
+        ("even", "odd"),
+        (8, 8),
+        "parity of a handwritten digit",
+        "scikit-learn load_digits",
+        lambda: (_digits()[0], _digits()[1] % 2),
+    ),
+    "digits-high": lambda: _pool_task(
+        "digits-high",
+        ("0-4", "5-9"),
+        (8, 8),
+        "is a handwritten digit >= 5",
+        "scikit-learn load_digits",
+        lambda: (_digits()[0], (_digits()[1] >= 5).astype(np.int64)),
+    ),
+    "textile": lambda: _TextileTask("textile", coarse=False),
+    "textile-defect": lambda: _TextileTask("textile-defect", coarse=True),
+    "textures": _TexturesTask,
+    "dsprites-location": lambda: _pool_task(
+        "dsprites-location",
+        tuple(f"x{i}" for i in range(16)),
+        (64, 64),
+        "sprite x position (16 bins)",
+        _DSPRITES_SOURCE,
+        _dsprites_pool(lambda a: a["x"] // 2),
+    ),
+    "dsprites-orientation": lambda: _pool_task(
+        "dsprites-orientation",
+        tuple(f"o{i}" for i in range(16)),
+        (64, 64),
+        "sprite orientation (16 bins)",
+        _DSPRITES_SOURCE,
+        _dsprites_pool(lambda a: (a["orientation"] * 16) // 40),
+    ),
+    "dsprites-shape": lambda: _pool_task(
+        "dsprites-shape",
+        ("square", "ellipse", "heart"),
+        (64, 64),
+        "sprite shape",
+        _DSPRITES_SOURCE,
+        _dsprites_pool(lambda a: a["shape"]),
+    ),
+    "dsprites-scale": lambda: _pool_task(
+        "dsprites-scale",
+        tuple(f"s{i}" for i in range(6)),
+        (64, 64),
+        "sprite scale",
+        _DSPRITES_SOURCE,
+        _dsprites_pool(lambda a: a["scale"]),
+    ),
+    "count": lambda: _pool_task(
+        "count",
+        tuple(str(i) for i in range(3, 11)),
+        (64, 64),
+        "number of objects in a CLEVR-style scene (3-10)",
+        "generated (CLEVR-style scenes)",
+        lambda: (_counting()["images"], _counting()["counts"] - 3),
+    ),
+    "fashion-mnist": lambda: _FashionTask("fashion-mnist", coarse=False),
+    "fashion-coarse": lambda: _FashionTask("fashion-coarse", coarse=True),
+}
+
+
+def offline_task(name: str) -> Task:
+    """Build the offline task ``name`` (see the module table)."""
+    return OFFLINE_TASKS[name]()
