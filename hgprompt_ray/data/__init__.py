@@ -1,7 +1,8 @@
 """Tasks: VTAB-1k over torchvision and the offline suite that runs with pip alone.
 
 ``get_task(name).split("train800" | "val200" | "train800val200" | "test", seed=0,
-transform=backbone_transform(img_size, mean, std))`` serves every task the same way.
+transform=backbone_transform(img_size, mean, std))`` serves every task the same way;
+``resolve_target`` also accepts an ImageFolder directory or a ``path,label`` CSV.
 """
 
 from hgprompt_ray.data.base import (
@@ -14,17 +15,22 @@ from hgprompt_ray.data.base import (
     backbone_transform,
     vtab_split_indices,
 )
-from hgprompt_ray.data.registry import get_task, list_tasks
+from hgprompt_ray.data.custom import CsvTask, FolderTask, TargetError
+from hgprompt_ray.data.registry import get_task, list_tasks, resolve_target
 
 __all__ = [
     "SPLITS",
     "ArraySplit",
+    "CsvTask",
+    "FolderTask",
     "ImageSplit",
     "Task",
     "TaskInfo",
+    "TargetError",
     "TaskUnavailableError",
     "backbone_transform",
     "get_task",
     "list_tasks",
+    "resolve_target",
     "vtab_split_indices",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 
 from hgprompt_ray.atomic import atomic_path
 from hgprompt_ray.data.base import TaskUnavailableError
-from hgprompt_ray.data.registry import get_task, list_tasks
+from hgprompt_ray.data.registry import get_task, list_tasks, resolve_target
 from hgprompt_ray.errors import InvalidValueError
 
 
@@ -39,7 +39,7 @@ def _preview(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task = get_task(args.task, data_root=args.data_root)
+    task = resolve_target(args.task, data_root=args.data_root)
     split = task.split(args.split, seed=args.seed)
     count = min(args.rows * args.cols, len(split))
     chosen = np.random.default_rng(args.seed).choice(len(split), size=count, replace=False)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("list", help="each task's classes, sizes and availability")
     listing.add_argument("--suite", choices=["offline", "vtab"], default=None)
     preview = commands.add_parser("preview", help="write an image grid of a task")
-    preview.add_argument("task")
+    preview.add_argument("task", help="a task name, an ImageFolder directory, or a path,label CSV")
     preview.add_argument("--out", required=True)
     preview.add_argument("--split", default="train800")
     preview.add_argument("--seed", type=int, default=0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from hgprompt_ray.data.base import Task
+from hgprompt_ray.data.custom import CsvTask, FolderTask, TargetError
 from hgprompt_ray.data.offline import OFFLINE_TASKS, offline_task
 from hgprompt_ray.data.vtab import VTAB_TASKS, vtab_task
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
-__all__ = ["get_task", "list_tasks"]
+__all__ = ["get_task", "list_tasks", "resolve_target"]
 
 
 def list_tasks(suite: str | None = None) -> list[str]:
@@ -45,5 +46,41 @@ def get_task(name: str, *, data_root: str | Path | None = None, download: bool =
             name,
             "must be a registered task",
             f"Known offline tasks: {', '.join(OFFLINE_TASKS)}. Known VTAB-1k tasks: {', '.join(VTAB_TASKS)}.",
+        )
+    )
+
+
+def resolve_target(
+    target: str | Path, *, data_root: str | Path | None = None, download: bool = False, validate: bool = True
+) -> Task:
+    """A target given as a task name, an ImageFolder directory, or a ``path,label`` CSV.
+
+    Every command's ``--target`` goes through here.
+
+    Raises:
+        TargetError: a folder or CSV that is missing or unusable (message names the file).
+        InvalidValueError: neither a registered task nor an existing path.
+    """
+    text = str(target)
+    if text in OFFLINE_TASKS or text in VTAB_TASKS:
+        return get_task(text, data_root=data_root, download=download)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return FolderTask(path, validate=validate)
+    if path.suffix.lower() == ".csv":
+        return CsvTask(path, validate=validate)
+    if path.exists():
+        raise TargetError(
+            f"target {path} is a file but not a .csv. Fix: pass a folder of class sub-folders, a "
+            "'path,label' CSV, or a task name."
+        )
+    if "/" in text or text.startswith("."):
+        raise TargetError(f"target {path} does not exist. Fix: check the path.")
+    raise InvalidValueError(
+        invalid_value(
+            "target",
+            text,
+            "must be a registered task, an ImageFolder directory, or a path,label CSV",
+            f"Known tasks: {', '.join(list_tasks())}.",
         )
     )

@@ -38,6 +38,7 @@ __all__ = [
     "OFFLINE_IMG_SIZE",
     "BackboneSpec",
     "backbone_cache_dir",
+    "backbone_embed_dim",
     "convert_imgfocus_onnx",
     "imgfocus_onnx_path",
     "load_backbone",
@@ -391,3 +392,11 @@ def load_backbone(
             ) from error
     model.backbone_name = spec.name
     return model.eval()
+
+
+def backbone_embed_dim(name: str) -> int:
+    """Token width d of a backbone, without loading any weights (built on the meta device)."""
+    spec = BackboneSpec.parse(name)
+    with torch.device("meta"):
+        model = _create(spec.arch, pretrained=False)
+    return int(model.embed_dim)

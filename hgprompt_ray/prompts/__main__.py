@@ -1,0 +1,194 @@
+"""``python -m hgprompt_ray.prompts``: manage a prompt library from the shell.
+
+  list    LIBRARY                                  table of the library's prompts
+  import  LIBRARY FILE --name N --source-task T --backbone B [--img-size S] [--accuracy A]
+                                                   add a prompt from .safetensors, .npy or .pt
+  export  LIBRARY NAME OUT                         write one prompt to OUT (.safetensors, .npy or .pt)
+  verify  LIBRARY                                  checksums, shapes, stray files (exit 1 on problems)
+  remove  LIBRARY NAME                             delete a prompt
+
+Imported tensors may be (m, d) or (1, m, d); d must equal the backbone's width. ``.pt`` files are
+read with ``torch.load(weights_only=True)`` and ``.npy`` with ``allow_pickle=False``: nothing
+is unpickled. Writes are atomic; a failed import leaves the library unchanged. Bad input exits
+with code 2 and a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hgprompt_ray.atomic import atomic_path
+from hgprompt_ray.errors import IntegrityError, InvalidValueError
+from hgprompt_ray.prompts.library import PromptLibrary
+
+_SUFFIXES = (".safetensors", ".npy", ".pt", ".pth")
+
+
+def read_prompt_file(path: Path) -> torch.Tensor:
+    """Read a prompt tensor from .safetensors (one tensor, or one named 'prompt'), .npy or .pt."""
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist. Fix: check the path.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            tensors = load_file(str(path))
+            if "prompt" in tensors:
+                return tensors["prompt"]
+            if len(tensors) != 1:
+                raise InvalidValueError(
+                    f"{path} holds {sorted(tensors)}; expected one tensor or one named 'prompt'. "
+                    "Fix: save only the prompt."
+                )
+            return next(iter(tensors.values()))
+        if suffix == ".npy":
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        if suffix in (".pt", ".pth"):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(loaded, dict) and len(loaded) == 1:
+                loaded = next(iter(loaded.values()))
+            if not isinstance(loaded, torch.Tensor):
+                raise InvalidValueError(
+                    f"{path} holds a {type(loaded).__name__}, not a tensor. Fix: torch.save(prompt_tensor, path)."
+                )
+            return loaded
+    except (SafetensorError, ValueError, OSError, RuntimeError, pickle.UnpicklingError) as error:
+        if isinstance(error, InvalidValueError):
+            raise
+        raise IntegrityError(
+            f"{path} could not be read as {suffix} ({error}). Fix: re-export the prompt."
+        ) from error
+    raise InvalidValueError(f"{path}: unsupported suffix {suffix!r}. Fix: use one of {list(_SUFFIXES)}.")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    library = PromptLibrary(args.library)
+    header = f"{'name':<28}{'source task':<22}{'backbone':<26}{'m':>5}{'d':>6}{'img':>6}{'accuracy':>10}"
+    print(header)
+    print("-" * len(header))
+    for record in library.records():
+        accuracy = "-" if record.source_accuracy is None else f"{record.source_accuracy:.3f}"
+        print(
+            f"{record.name:<28}{record.source_task:<22}{record.backbone:<26}{record.num_tokens:>5}"
+            f"{record.embed_dim:>6}{record.img_size:>6}{accuracy:>10}"
+        )
+    print(f"{len(library)} prompt(s) in {library.root}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from hgprompt_ray.models.backbones import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, backbone_embed_dim
+
+    tensor = read_prompt_file(Path(args.file))
+    if tensor.dim() == 3 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    width = backbone_embed_dim(args.backbone)
+    if tensor.dim() != 2 or tensor.shape[1] != width:
+        raise InvalidValueError(
+            f"{args.file} has shape {tuple(tensor.shape)}, but backbone {args.backbone!r} needs (m, {width}) or "
+            f"(1, m, {width}). Fix: import prompts trained on this backbone, or name the right --backbone."
+        )
+    img_size = args.img_size or (OFFLINE_IMG_SIZE if args.backbone == OFFLINE_BACKBONE else 224)
+    library = PromptLibrary(args.library, create=True)
+    record = library.add(
+        args.name,
+        tensor.float(),
+        source_task=args.source_task,
+        backbone=args.backbone,
+        img_size=img_size,
+        source_accuracy=args.accuracy,
+        extra={"imported_from": str(Path(args.file).resolve())},
+    )
+    print(f"imported {record.name} ({record.num_tokens} x {record.embed_dim}) into {library.root}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    library = PromptLibrary(args.library)
+    tensor = library.load(args.name)
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise InvalidValueError(
+            f"output {out}: unsupported suffix {suffix!r}. Fix: use one of {list(_SUFFIXES)}."
+        )
+    with atomic_path(out) as tmp:
+        if suffix == ".safetensors":
+            save_file({"prompt": tensor}, str(tmp))
+        elif suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, tensor.numpy(), allow_pickle=False)
+        else:
+            torch.save(tensor, tmp)
+    print(f"exported {args.name} to {out}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    library = PromptLibrary(args.library)
+    problems = library.verify()
+    for line in problems:
+        print(f"problem: {line}")
+    print(
+        f"{len(library)} prompt(s) checked in {library.root}: {'OK' if not problems else f'{len(problems)} problem(s)'}"
+    )
+    return 1 if problems else 0
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    PromptLibrary(args.library).remove(args.name)
+    print(f"removed {args.name} from {args.library}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hgprompt_ray.prompts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="table of the prompts")
+    listing.add_argument("library")
+    importing = commands.add_parser("import", help="add a prompt file")
+    importing.add_argument("library")
+    importing.add_argument("file")
+    importing.add_argument("--name", required=True)
+    importing.add_argument("--source-task", required=True)
+    importing.add_argument("--backbone", required=True)
+    importing.add_argument("--img-size", type=int, default=None)
+    importing.add_argument("--accuracy", type=float, default=None, help="source accuracy in [0, 1]")
+    exporting = commands.add_parser("export", help="write one prompt to a file")
+    exporting.add_argument("library")
+    exporting.add_argument("name")
+    exporting.add_argument("out")
+    verifying = commands.add_parser("verify", help="check checksums and shapes")
+    verifying.add_argument("library")
+    removing = commands.add_parser("remove", help="delete a prompt")
+    removing.add_argument("library")
+    removing.add_argument("name")
+    args = parser.parse_args(argv)
+    handlers = {
+        "list": _cmd_list,
+        "import": _cmd_import,
+        "export": _cmd_export,
+        "verify": _cmd_verify,
+        "remove": _cmd_remove,
+    }
+    try:
+        return handlers[args.command](args)
+    except (InvalidValueError, IntegrityError, FileNotFoundError, KeyError, TypeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
