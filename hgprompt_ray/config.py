@@ -13,7 +13,14 @@ from typing import Any
 
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
-__all__ = ["BackboneConfig", "PromptConfig", "PromptInit", "help_text"]
+__all__ = [
+    "BackboneConfig",
+    "OptimizerName",
+    "PromptConfig",
+    "PromptInit",
+    "PromptTrainingConfig",
+    "help_text",
+]
 
 
 class PromptInit(str, enum.Enum):
@@ -102,3 +109,78 @@ class PromptConfig:
             raise InvalidValueError(
                 invalid_value("PromptConfig.dropout", self.dropout, "must be in [0, 1)", "Use 0.0 or 0.1.")
             )
+
+
+class OptimizerName(str, enum.Enum):
+    """Optimizer for prompt training."""
+
+    SGD = "sgd"
+    """SGD, momentum 0.9 (the VPT paper's choice; needs large learning rates)."""
+    ADAMW = "adamw"
+    """AdamW (our default: robust across tasks at one learning rate)."""
+
+
+@dataclass(frozen=True)
+class PromptTrainingConfig:
+    """VPT training of one prompt (+ linear head) on one task, the recipe of ``train_prompt``.
+
+    Learning rate = ``base_lr * batch_size / 256`` (VPT's linear scaling), a linear warmup over
+    ``warmup_epochs`` then a cosine decay to 0, per optimisation step.
+    """
+
+    task: str = field(metadata={"help": "Task name, ImageFolder directory, or path,label CSV."})
+    backbone: str = field(
+        default="dinov2-s-imgfocus", metadata={"help": "Backbone name (see load_backbone)."}
+    )
+    img_size: int = field(default=112, metadata={"help": "Square input size in pixels."})
+    num_prompt_tokens: int = field(default=10, metadata={"help": "m, prompt tokens after CLS."})
+    epochs: int = field(default=5, metadata={"help": "Passes over train800."})
+    batch_size: int = field(default=32, metadata={"help": "Images per step per worker."})
+    optimizer: OptimizerName = field(default=OptimizerName.ADAMW, metadata={"help": "'adamw' or 'sgd'."})
+    base_lr: float = field(default=0.02, metadata={"help": "Learning rate at batch 256 (scaled linearly)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "Weight decay of prompt and head."})
+    warmup_epochs: float = field(default=1.0, metadata={"help": "Linear warmup length in epochs."})
+    seed: int = field(default=0, metadata={"help": "Seed of the prompt init, head init and shuffling."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the train800/val200 draw."})
+    data_root: str | None = field(default=None, metadata={"help": "VTAB data folder (None: the default)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Images per forward when evaluating."})
+    heartbeat_dir: str | None = field(
+        default=None,
+        metadata={"help": "If set, each worker writes '<rank>.json' (pid, epoch) here after every epoch."},
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task:
+            raise InvalidValueError(
+                invalid_value("PromptTrainingConfig.task", self.task, "must be a task name or path", "")
+            )
+        for name in ("img_size", "num_prompt_tokens", "epochs", "batch_size", "eval_batch_size"):
+            _positive_int("PromptTrainingConfig", name, getattr(self, name), "")
+        try:
+            object.__setattr__(self, "optimizer", OptimizerName(self.optimizer))
+        except ValueError as error:
+            raise InvalidValueError(
+                invalid_value(
+                    "PromptTrainingConfig.optimizer", self.optimizer, "must be 'adamw' or 'sgd'", ""
+                )
+            ) from error
+        for name in ("base_lr", "weight_decay", "warmup_epochs"):
+            value = getattr(self, name)
+            low_ok = value > 0 if name == "base_lr" else value >= 0
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_ok:
+                rule = "must be positive" if name == "base_lr" else "must be non-negative"
+                raise InvalidValueError(invalid_value(f"PromptTrainingConfig.{name}", value, rule, ""))
+        if self.warmup_epochs > self.epochs:
+            raise InvalidValueError(
+                invalid_value(
+                    "PromptTrainingConfig.warmup_epochs",
+                    self.warmup_epochs,
+                    f"must not exceed epochs={self.epochs}",
+                    "Shorten the warmup.",
+                )
+            )
+
+    @property
+    def learning_rate(self) -> float:
+        """base_lr * batch_size / 256."""
+        return self.base_lr * self.batch_size / 256.0
