@@ -1,0 +1,149 @@
+"""Zero-shot transfer matrix of a prompt library: Parquet + CSV + heatmap PNG.
+
+    python launch/zero_shot.py --prompts prompt_zoo/offline --out prompt_zoo/offline/zero_shot
+    python launch/zero_shot.py --targets svhn ./my_images --max-test 1000 --out results/zs
+
+For every target (default: every source task of the library) and every source prompt, a linear
+probe is fitted on the target's train800 features under that prompt (C chosen on val200) and
+scored on test (a seeded subset of ``--max-test`` images when the test split is larger). The
+bare backbone is the row ``(none)``. Finished targets are kept under ``OUT/parts/`` so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from hgprompt_ray.atomic import atomic_path  # noqa: E402
+from hgprompt_ray.data import TaskUnavailableError, resolve_target  # noqa: E402
+from hgprompt_ray.errors import IntegrityError, InvalidValueError  # noqa: E402
+from hgprompt_ray.prompts import PromptLibrary  # noqa: E402
+
+DEFAULT_LIBRARY = ROOT / "prompt_zoo" / "offline"
+
+
+def write_heatmap(frame: pd.DataFrame, path: Path) -> None:
+    """Rows: sources (+ '(none)'), columns: targets, colour: test accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = frame.pivot(index="source", columns="target", values="test_accuracy")
+    order = [s for s in table.index if s != "(none)"] + (["(none)"] if "(none)" in table.index else [])
+    table = table.loc[order]
+    figure, axis = plt.subplots(figsize=(1.0 + 0.75 * table.shape[1], 1.0 + 0.5 * table.shape[0]))
+    image = axis.imshow(table.to_numpy(), cmap="viridis", vmin=0, vmax=1)
+    axis.set_xticks(range(table.shape[1]), table.columns, rotation=60, ha="right", fontsize=8)
+    axis.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            value = table.iat[i, j]
+            axis.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if value < 0.6 else "black",
+            )
+    axis.set_xlabel("target task (linear probe on train800, test accuracy)")
+    axis.set_ylabel("source prompt")
+    figure.colorbar(image, ax=axis, fraction=0.03)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--prompts", default=str(DEFAULT_LIBRARY), help="prompt library")
+    parser.add_argument(
+        "--targets", nargs="*", default=None, help="tasks, folders or CSVs (default: the sources)"
+    )
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-test", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--data-root", default=None)
+    args = parser.parse_args(argv)
+    try:
+        library = PromptLibrary(args.prompts)
+        records = library.records()
+        if not records:
+            raise InvalidValueError(
+                f"prompt library {library.root} is empty. Fix: train or import prompts first."
+            )
+        backbones = {(r.backbone, r.img_size) for r in records}
+        if len(backbones) != 1:
+            raise InvalidValueError(
+                f"prompt library {library.root} mixes backbones/image sizes {sorted(backbones)}. "
+                "Fix: use a library of one backbone."
+            )
+        backbone, img_size = backbones.pop()
+        targets = args.targets or sorted({r.source_task for r in records})
+        for target in targets:
+            task = resolve_target(target, data_root=args.data_root)
+            available, reason = task.availability()
+            if not available:
+                raise TaskUnavailableError(f"target {target!r} is not available: {reason}")
+    except (InvalidValueError, TaskUnavailableError, FileNotFoundError, IntegrityError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from hgprompt_ray.models import PromptedViT, load_backbone
+    from hgprompt_ray.transfer.zero_shot import zero_shot_target
+
+    out = Path(args.out)
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    names = library.names
+    model_backbone = load_backbone(backbone, img_size)
+    prompts = library.load_many(names, backbone=backbone, embed_dim=model_backbone.embed_dim)
+    model = PromptedViT(model_backbone, num_prompt_tokens=prompts.shape[1]).eval()
+    for target in targets:
+        part = parts / f"{resolve_target(target, data_root=args.data_root).info.name}.parquet"
+        if part.is_file():
+            logging.info("skipping %s (done: %s)", target, part)
+            continue
+        rows = zero_shot_target(
+            model,
+            prompts,
+            names,
+            target,
+            img_size=img_size,
+            split_seed=args.split_seed,
+            max_test=args.max_test,
+            batch_size=args.batch_size,
+            data_root=args.data_root,
+        )
+        with atomic_path(part) as tmp:
+            pd.DataFrame(rows).to_parquet(tmp, index=False)
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))], ignore_index=True)
+    with atomic_path(out / "zero_shot.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(out / "zero_shot.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    write_heatmap(frame, out / "zero_shot.png")
+    table = frame.pivot(index="source", columns="target", values="test_accuracy")
+    print(table.round(3).to_string())
+    print(f"wrote {out / 'zero_shot.parquet'}, {out / 'zero_shot.csv'}, {out / 'zero_shot.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
