@@ -34,6 +34,7 @@ __all__ = [
     "TaskUnavailableError",
     "backbone_transform",
     "check_split",
+    "pool_split_indices",
     "vtab_split_indices",
 ]
 
@@ -114,6 +115,13 @@ def backbone_transform(
             transforms.Normalize(mean=list(mean), std=list(std)),
         ]
     )
+
+
+def pool_split_indices(pool_size: int, split: str, seed: int) -> np.ndarray:
+    """Like :func:`vtab_split_indices`, and ``test`` = the pool minus train800val200 (sorted)."""
+    if split == "test":
+        return np.setdiff1d(np.arange(pool_size), vtab_split_indices(pool_size, "train800val200", seed))
+    return vtab_split_indices(pool_size, split, seed)
 
 
 class ImageSplit(torch.utils.data.Dataset):

@@ -34,7 +34,14 @@ import numpy as np
 from PIL import Image
 
 from hgprompt_ray.atomic import atomic_path
-from hgprompt_ray.data.base import ArraySplit, ImageSplit, Task, TaskInfo, vtab_split_indices
+from hgprompt_ray.data.base import (
+    ArraySplit,
+    ImageSplit,
+    Task,
+    TaskInfo,
+    pool_split_indices,
+    vtab_split_indices,
+)
 from hgprompt_ray.data.synthetic import render_counting, render_dsprites, sample_dsprites_factors
 from hgprompt_ray.paths import cache_root
 
@@ -81,11 +88,7 @@ class _PoolTask(Task):
 
     def _split(self, split: str, seed: int) -> ImageSplit:
         images, labels = self._pool()
-        if split == "test":
-            used = vtab_split_indices(len(labels), "train800val200", seed)
-            index = np.setdiff1d(np.arange(len(labels)), used)
-        else:
-            index = vtab_split_indices(len(labels), split, seed)
+        index = pool_split_indices(len(labels), split, seed)
         return ArraySplit(images[index], labels[index])
 
 
@@ -205,12 +208,7 @@ class _TextileTask(Task):
 
     def _split(self, split: str, seed: int) -> ImageSplit:
         paths, labels = self._files()
-        if split == "test":
-            index = np.setdiff1d(
-                np.arange(len(labels)), vtab_split_indices(len(labels), "train800val200", seed)
-            )
-        else:
-            index = vtab_split_indices(len(labels), split, seed)
+        index = pool_split_indices(len(labels), split, seed)
         chosen = [paths[i] for i in index]
         return ImageSplit(lambda i: Image.open(chosen[i]), labels[index])
 

@@ -193,6 +193,7 @@ def train_prompt(
     storage_path: str | Path | None = None,
     name: str | None = None,
     max_failures: int = 2,
+    cpus_per_worker: int | None = None,
 ) -> TrainedPrompt:
     """Fit one prompt with a ``TorchTrainer`` (needs ``ray.init`` done by the caller).
 
@@ -203,17 +204,24 @@ def train_prompt(
         storage_path: where runs and checkpoints go (default ``~/ray_results``).
         name: run name; rerunning with the same (storage_path, name) resumes that run.
         max_failures: worker-group restarts allowed (each resumes from the last checkpoint).
+        cpus_per_worker: CPUs reserved per worker; Ray sets the worker's ``OMP_NUM_THREADS`` to
+            it, so it is torch's thread count. None: an equal share of the cluster's CPUs.
     """
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    resources = ray.cluster_resources()
     if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
+        use_gpu = resources.get("GPU", 0) >= num_workers
+    if cpus_per_worker is None:
+        cpus_per_worker = max(1, int(resources.get("CPU", 1)) // num_workers)
     trainer = TorchTrainer(
         train_prompt_worker,
         train_loop_config=asdict(config),
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+        ),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=None if storage_path is None else str(Path(storage_path).expanduser().resolve()),
