@@ -6,6 +6,9 @@
   export  LIBRARY NAME OUT                         write one prompt to OUT (.safetensors, .npy or .pt)
   verify  LIBRARY                                  checksums, shapes, stray files (exit 1 on problems)
   remove  LIBRARY NAME                             delete a prompt
+  report  LIBRARY [--probe-json F] [--out F]       Markdown table of the library (and a linear
+                                                   probe's accuracy per source task, from
+                                                   bench/bench_linear_probe.py --json)
 
 Imported tensors may be (m, d) or (1, m, d); d must equal the backbone's width. ``.pt`` files are
 read with ``torch.load(weights_only=True)`` and ``.npy`` with ``allow_pickle=False``: nothing
@@ -148,6 +151,49 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def library_report(library: PromptLibrary, probe: dict[str, float] | None = None) -> str:
+    """Markdown: one row per prompt with its accuracies, training time and settings."""
+    records = library.records()
+    lines = [f"# Prompt library `{library.root.name}`", ""]
+    commands = sorted({str(r.extra.get("command", "")) for r in records if r.extra.get("command")})
+    if commands:
+        lines += ["Produced by:", "", *[f"    {c}" for c in commands], ""]
+    seconds = sum(float(r.extra.get("train_seconds", 0.0)) for r in records)
+    if seconds:
+        lines += [f"Training time: {seconds / 60:.1f} min in all ({len(records)} prompts).", ""]
+    header = "| prompt | source task | backbone | m | img | val200 | test | linear probe (test) | epochs | seconds |"
+    lines += [header, "|" + "---|" * 10]
+    for r in records:
+        val = r.extra.get("val_accuracy")
+        test = "-" if r.source_accuracy is None else f"{r.source_accuracy:.3f}"
+        probe_value = None if probe is None else probe.get(r.source_task)
+        lines.append(
+            f"| {r.name} | {r.source_task} | {r.backbone} | {r.num_tokens} | {r.img_size} | "
+            f"{'-' if val is None else f'{float(val):.3f}'} | {test} | "
+            f"{'-' if probe_value is None else f'{probe_value:.3f}'} | {r.extra.get('epochs', '-')} | "
+            f"{r.extra.get('train_seconds', '-')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    library = PromptLibrary(args.library)
+    probe = None
+    if args.probe_json:
+        rows = json.loads(Path(args.probe_json).read_text(encoding="utf-8"))
+        probe = {row["task"]: float(row["backbone"]) for row in rows}
+    text = library_report(library, probe)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hgprompt_ray.prompts",
@@ -174,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     removing = commands.add_parser("remove", help="delete a prompt")
     removing.add_argument("library")
     removing.add_argument("name")
+    reporting = commands.add_parser("report", help="Markdown table of the library")
+    reporting.add_argument("library")
+    reporting.add_argument("--probe-json", default=None, help="bench/bench_linear_probe.py --json output")
+    reporting.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     handlers = {
         "list": _cmd_list,
@@ -181,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": _cmd_export,
         "verify": _cmd_verify,
         "remove": _cmd_remove,
+        "report": _cmd_report,
     }
     try:
         return handlers[args.command](args)

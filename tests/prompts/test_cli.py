@@ -144,3 +144,16 @@ def test_duplicate_name_and_unknown_backbone(tmp_path, capsys):
     assert code == 2 and "must be a timm model name" in capsys.readouterr().err
     assert main(["remove", str(library), "ghost"]) == 2
     assert main(["list", str(tmp_path / "nolib")]) == 2
+
+
+def test_report_renders_accuracies_and_probe_column(tmp_path, capsys):
+    import json
+
+    _files(tmp_path)
+    library = tmp_path / "lib"
+    _import(library, tmp_path / "a.safetensors", "a", "--accuracy", "0.8")
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps([{"task": "digits", "backbone": 0.93, "pixels": 0.9}]))
+    assert main(["report", str(library), "--probe-json", str(probe), "--out", str(tmp_path / "R.md")]) == 0
+    text = (tmp_path / "R.md").read_text()
+    assert "| a | digits | dinov2-s-imgfocus | 4 | 112 | - | 0.800 | 0.930 |" in text
