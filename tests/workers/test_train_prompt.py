@@ -9,12 +9,8 @@ import threading
 import time
 from dataclasses import replace
 
-import numpy as np
 import pytest
-import timm
 import torch
-from PIL import Image
-from safetensors.torch import save_file
 
 from hgprompt_ray.config import PromptTrainingConfig
 from hgprompt_ray.errors import InvalidValueError
