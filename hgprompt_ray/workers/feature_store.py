@@ -1,0 +1,205 @@
+"""Feature tables in the Ray object store, owned by a long-lived detached actor.
+
+An object dies with its owner, and Ray 2.56 removed ``ray.put(..., _owner=)``. So extraction
+workers hand each Arrow table to one named, detached store actor (``num_cpus=0``) whose method
+calls ``ray.put`` itself: the actor owns the object, which therefore outlives the Ray Train
+worker that computed it. Readers get the ObjectRef from the actor and ``ray.get`` it; the
+table's buffers stay in shared memory, so :func:`features_from_table` returns read-only numpy
+views without copying.
+
+Table layout (one table per prompt, target, split):
+
+| column | type |
+| --- | --- |
+| prompt | string |
+| sample_index | int64 (index into the split) |
+| label | int64 |
+| feature | fixed_size_list<float32>[d] |
+
+with schema metadata ``hgprompt.schema_version``, ``hgprompt.kind`` and any caller metadata
+(target, split, backbone, sample seed, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from hgprompt_ray.errors import InvalidValueError, invalid_value
+
+__all__ = [
+    "FEATURE_TABLE_SCHEMA_VERSION",
+    "FeatureStore",
+    "feature_table",
+    "features_from_table",
+    "table_metadata",
+]
+
+FEATURE_TABLE_SCHEMA_VERSION = 1
+STORE_NAME = "hgprompt-feature-store"
+STORE_NAMESPACE = "hgprompt"
+
+
+def feature_table(
+    prompt: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    sample_index: np.ndarray | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """One prompt's features on one sample set as an Arrow table (layout in the module docstring).
+
+    Shape:
+        features: (N, d) (stored as float32); labels: (N,); sample_index: (N,) (default 0..N-1).
+    """
+    values = np.ascontiguousarray(features, dtype=np.float32)
+    if values.ndim != 2:
+        raise InvalidValueError(invalid_value("features.shape", values.shape, "must be (N, d)", ""))
+    count, dim = values.shape
+    labels = np.asarray(labels, dtype=np.int64)
+    index = (
+        np.arange(count, dtype=np.int64) if sample_index is None else np.asarray(sample_index, dtype=np.int64)
+    )
+    if labels.shape != (count,) or index.shape != (count,):
+        raise InvalidValueError(
+            invalid_value(
+                "labels/sample_index shape", (labels.shape, index.shape), f"must both be ({count},)", ""
+            )
+        )
+    column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=pa.float32()), dim)
+    meta = {"hgprompt.schema_version": str(FEATURE_TABLE_SCHEMA_VERSION), "hgprompt.kind": "features"}
+    meta.update({f"hgprompt.{k}": json.dumps(v) for k, v in (metadata or {}).items()})
+    return pa.table(
+        {
+            "prompt": pa.array([prompt] * count, type=pa.string()),
+            "sample_index": pa.array(index),
+            "label": pa.array(labels),
+            "feature": column,
+        }
+    ).replace_schema_metadata(meta)
+
+
+def table_metadata(table: pa.Table) -> dict[str, Any]:
+    """The caller metadata stored with :func:`feature_table` (JSON-decoded)."""
+    raw = table.schema.metadata or {}
+    version = raw.get(b"hgprompt.schema_version")
+    if version != str(FEATURE_TABLE_SCHEMA_VERSION).encode():
+        raise InvalidValueError(
+            invalid_value(
+                "table schema_version", version, f"must be {FEATURE_TABLE_SCHEMA_VERSION}", "Re-extract."
+            )
+        )
+    return {
+        key.decode()[len("hgprompt.") :]: json.loads(value)
+        for key, value in raw.items()
+        if key.startswith(b"hgprompt.") and key not in (b"hgprompt.schema_version", b"hgprompt.kind")
+    }
+
+
+def _single_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def features_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (N, d) float32, labels (N,), sample_index (N,)) as numpy views of the table.
+
+    No copy is made when the table is a single chunk (as :func:`feature_table` builds it and as
+    ``ray.get`` returns it): the arrays share the table's (for Ray, read-only shared) memory.
+    """
+    chunk = _single_chunk(table.column("feature"))
+    features = chunk.values.to_numpy(zero_copy_only=True).reshape(-1, chunk.type.list_size)
+    labels = _single_chunk(table.column("label")).to_numpy(zero_copy_only=True)
+    index = _single_chunk(table.column("sample_index")).to_numpy(zero_copy_only=True)
+    return features, labels, index
+
+
+class FeatureStore:
+    """Driver- or worker-side handle of the detached store actor (created on first use).
+
+    Args:
+        name: the actor's name; every process of the cluster that uses the same name shares it.
+        namespace: the Ray namespace of the actor.
+    """
+
+    def __init__(self, name: str = STORE_NAME, namespace: str = STORE_NAMESPACE) -> None:
+        import ray
+
+        self.name, self.namespace = name, namespace
+        self._actor = (
+            _store_actor_class()
+            .options(name=name, namespace=namespace, lifetime="detached", get_if_exists=True, num_cpus=0)
+            .remote()
+        )
+        self._ray = ray
+
+    def put(self, key: str, table: pa.Table) -> Any:
+        """Hand ``table`` to the store actor, which ``ray.put``s (and so owns) it; returns the ref."""
+        return self._ray.get(self._actor.put.remote(key, table))[0]
+
+    def refs(self, keys: Iterable[str]) -> dict[str, Any]:
+        """ObjectRefs of stored tables (pass them to trials instead of the data)."""
+        keys = list(keys)
+        found = self._ray.get(self._actor.refs.remote(keys))
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise KeyError(
+                f"feature store {self.name!r} has no table for {missing}. Fix: run the extraction first."
+            )
+        return {k: found[k][0] for k in keys}
+
+    def tables(self, keys: Iterable[str]) -> dict[str, pa.Table]:
+        """The stored tables (zero-copy from the object store)."""
+        refs = self.refs(keys)
+        values = self._ray.get(list(refs.values()))
+        return dict(zip(refs, values))
+
+    def keys(self) -> list[str]:
+        """Keys of every stored table, sorted."""
+        return sorted(self._ray.get(self._actor.keys.remote()))
+
+    def drop(self, keys: Iterable[str]) -> None:
+        """Forget tables (their objects are freed once no reader holds a ref)."""
+        self._ray.get(self._actor.drop.remote(list(keys)))
+
+    def kill(self) -> None:
+        """Terminate the store actor; every table it owns is lost."""
+        self._ray.kill(self._actor)
+
+
+_STORE_CLASS: Any = None
+
+
+def _store_actor_class() -> Any:
+    """The actor class, defined lazily so importing this module does not import Ray."""
+    global _STORE_CLASS
+    if _STORE_CLASS is None:
+        import ray
+
+        @ray.remote(num_cpus=0)
+        class FeatureStoreActor:
+            """Owns feature tables: ``ray.put`` runs here, so objects live as long as the actor."""
+
+            def __init__(self) -> None:
+                self._refs: dict[str, Any] = {}
+
+            def put(self, key: str, table: pa.Table) -> list[Any]:
+                ref = ray.put(table)
+                self._refs[key] = ref
+                return [ref]  # wrapped so the caller receives the ref, not the value
+
+            def refs(self, keys: list[str]) -> dict[str, list[Any]]:
+                return {k: [self._refs[k]] for k in keys if k in self._refs}
+
+            def keys(self) -> list[str]:
+                return list(self._refs)
+
+            def drop(self, keys: list[str]) -> None:
+                for key in keys:
+                    self._refs.pop(key, None)
+
+        _STORE_CLASS = FeatureStoreActor
+    return _STORE_CLASS
