@@ -24,3 +24,14 @@ def test_failure_keeps_old_content_and_leaves_no_temp_file(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == '{\n  "a": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "shared.json"
+    atomic_write_json(target, {})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
