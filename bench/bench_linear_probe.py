@@ -20,30 +20,19 @@ import time
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Subset
 
 from hgprompt_ray.data import backbone_transform, get_task, list_tasks
 from hgprompt_ray.models import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, PromptedViT, load_backbone
 from hgprompt_ray.models.features import extract_cls_features
+from hgprompt_ray.transfer import PROBE_GRID, linear_probe
 
-GRID = (0.01, 0.1, 1.0, 10.0)
+GRID = PROBE_GRID
 
 
-def probe(
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-) -> tuple[float, float]:
-    scaler = StandardScaler().fit(train[0])
-    xs = [scaler.transform(x) for x, _ in (train, val, test)]
-    best = max(
-        GRID,
-        key=lambda c: LogisticRegression(C=c, max_iter=3000).fit(xs[0], train[1]).score(xs[1], val[1]),
-    )
-    model = LogisticRegression(C=best, max_iter=3000).fit(xs[0], train[1])
-    return float(model.score(xs[2], test[1])), best
+def probe(train, val, test) -> tuple[float, float]:
+    result = linear_probe(train, val, test, GRID)
+    return result.test_accuracy, result.c
 
 
 def pixels(split, size: int = 32) -> np.ndarray:
