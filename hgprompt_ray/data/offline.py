@@ -92,6 +92,23 @@ class _PoolTask(Task):
         return ArraySplit(images[index], labels[index])
 
 
+def _relabelled(
+    pool: Callable[[], tuple[np.ndarray, np.ndarray]], relabel: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """A pool with the same images and new labels; the source pool is loaded once per call."""
+
+    def build() -> tuple[np.ndarray, np.ndarray]:
+        images, labels = pool()
+        return images, relabel(labels).astype(np.int64)
+
+    return build
+
+
+def _count_pool() -> tuple[np.ndarray, np.ndarray]:
+    arrays = _counting()
+    return arrays["images"], arrays["counts"] - 3
+
+
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -310,7 +327,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (8, 8),
         "parity of a handwritten digit",
         "scikit-learn load_digits",
-        lambda: (_digits()[0], _digits()[1] % 2),
+        _relabelled(_digits, lambda y: y % 2),
     ),
     "digits-high": lambda: _pool_task(
         "digits-high",
@@ -318,7 +335,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (8, 8),
         "is a handwritten digit >= 5",
         "scikit-learn load_digits",
-        lambda: (_digits()[0], (_digits()[1] >= 5).astype(np.int64)),
+        _relabelled(_digits, lambda y: y >= 5),
     ),
     "textile": lambda: _TextileTask("textile", coarse=False),
     "textile-defect": lambda: _TextileTask("textile-defect", coarse=True),
@@ -361,7 +378,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (64, 64),
         "number of objects in a CLEVR-style scene (3-10)",
         "generated (CLEVR-style scenes)",
-        lambda: (_counting()["images"], _counting()["counts"] - 3),
+        _count_pool,
     ),
     "fashion-mnist": lambda: _FashionTask("fashion-mnist", coarse=False),
     "fashion-coarse": lambda: _FashionTask("fashion-coarse", coarse=True),
