@@ -15,6 +15,7 @@ from hgprompt_ray.errors import InvalidValueError, invalid_value
 
 __all__ = [
     "BackboneConfig",
+    "ExtractionConfig",
     "OptimizerName",
     "PromptConfig",
     "PromptInit",
@@ -184,3 +185,98 @@ class PromptTrainingConfig:
     def learning_rate(self) -> float:
         """base_lr * batch_size / 256."""
         return self.base_lr * self.batch_size / 256.0
+
+
+_SPLIT_NAMES = ("train800", "val200", "train800val200", "test")
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """What ``workers.extract`` computes for one target: features under each source prompt on
+    each split, and per-sample gradient statistics of the prompt set on one split.
+
+    The samples of a split are all of it when ``num_samples`` is None or not smaller than the
+    split, else a seeded draw of ``num_samples`` (``sample_seed``; sorted indices). Gradients use
+    the first split's drawn samples, subsampled again to ``gradient_samples`` when set.
+    """
+
+    target: str = field(metadata={"help": "Task name, ImageFolder directory, or path,label CSV."})
+    library: str = field(metadata={"help": "Prompt library folder (safetensors + manifest)."})
+    prompts: tuple[str, ...] = field(
+        default=(), metadata={"help": "Source prompt names, in order; empty: every prompt of the library."}
+    )
+    backbone: str = field(
+        default="dinov2-s-imgfocus", metadata={"help": "Backbone name (see load_backbone)."}
+    )
+    img_size: int = field(default=112, metadata={"help": "Square input size; must match the prompts'."})
+    splits: tuple[str, ...] = field(
+        default=("train800", "val200"),
+        metadata={"help": "Splits whose features are extracted; the first also gives the gradients."},
+    )
+    gradients: bool = field(default=True, metadata={"help": "Also accumulate gradient statistics."})
+    num_samples: int | None = field(
+        default=None, metadata={"help": "N per split (None: the whole split, as VTAB-1k's 800 / 200)."}
+    )
+    gradient_samples: int | None = field(
+        default=None,
+        metadata={"help": "Samples for the per-sample gradients (None: all N of the first split)."},
+    )
+    sample_seed: int = field(default=0, metadata={"help": "Seed of the sample draw (recorded)."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the train800/val200 draw."})
+    batch_size: int = field(
+        default=32, metadata={"help": "Images per forward (all prompts of a shard at once)."}
+    )
+    gradient_batch_size: int = field(default=16, metadata={"help": "Samples per vmap(grad) call."})
+    head_l2: float = field(
+        default=1e-2, metadata={"help": "L2 of the probe head that defines the gradient loss."}
+    )
+    data_root: str | None = field(default=None, metadata={"help": "VTAB data folder (None: the default)."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Parquet cache folder (None: <cache root>/extraction)."}
+    )
+    heartbeat_dir: str | None = field(
+        default=None, metadata={"help": "If set, workers write '<rank>.json' (pid, phase, step) as they go."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("target", "library"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidValueError(
+                    invalid_value(f"ExtractionConfig.{name}", value, "must be a non-empty string", "")
+                )
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        object.__setattr__(self, "splits", tuple(self.splits))
+        if len(set(self.prompts)) != len(self.prompts):
+            raise InvalidValueError(
+                invalid_value("ExtractionConfig.prompts", list(self.prompts), "must not repeat a name", "")
+            )
+        if (
+            not self.splits
+            or any(s not in _SPLIT_NAMES for s in self.splits)
+            or len(set(self.splits)) != len(self.splits)
+        ):
+            raise InvalidValueError(
+                invalid_value(
+                    "ExtractionConfig.splits",
+                    list(self.splits),
+                    f"must be distinct names from {list(_SPLIT_NAMES)}",
+                    "Use e.g. ('train800', 'val200').",
+                )
+            )
+        for name in ("img_size", "batch_size", "gradient_batch_size"):
+            _positive_int("ExtractionConfig", name, getattr(self, name), "")
+        for name in ("num_samples", "gradient_samples"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int("ExtractionConfig", name, value, "Use None for the whole split.")
+                if value < 2:
+                    raise InvalidValueError(
+                        invalid_value(f"ExtractionConfig.{name}", value, "must be at least 2", "")
+                    )
+        for name in ("sample_seed", "split_seed"):
+            _positive_int("ExtractionConfig", name, getattr(self, name), "", allow_zero=True)
+        if isinstance(self.head_l2, bool) or not isinstance(self.head_l2, (int, float)) or self.head_l2 <= 0:
+            raise InvalidValueError(
+                invalid_value("ExtractionConfig.head_l2", self.head_l2, "must be positive", "")
+            )

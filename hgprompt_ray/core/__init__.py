@@ -28,6 +28,7 @@ from hgprompt_ray.core.hscore import (
     regularized_h_score,
     regularized_h_score_torch,
 )
+from hgprompt_ray.core.probe_head import ProbeHead, fit_probe_head
 from hgprompt_ray.core.simplex import (
     SimplexConvergenceWarning,
     SimplexResult,
@@ -40,6 +41,7 @@ from hgprompt_ray.core.simplex import (
 __all__ = [
     "EnsembleHStatistics",
     "GradientMoments",
+    "ProbeHead",
     "SimplexConvergenceWarning",
     "SimplexResult",
     "SolverSettings",
@@ -51,6 +53,7 @@ __all__ = [
     "ensemble_h_score",
     "ensemble_h_score_torch",
     "ensemble_statistics",
+    "fit_probe_head",
     "gradient_covariance",
     "h_score",
     "h_score_torch",

@@ -179,6 +179,7 @@ def solve_weights(
     covariance: Any | None = None,
     lam: float = 0.0,
     settings: SolverSettings | None = None,
+    initial: Any | None = None,
 ) -> SimplexResult:
     """Minimise -H(alpha) + lambda * L_align(alpha) over the simplex.
 
@@ -188,6 +189,8 @@ def solve_weights(
             None when ``lam == 0``.
         lam: lambda >= 0.
         settings: solver settings (defaults: ``SolverSettings()``).
+        initial: a warm start (M,) with positive entries; when given it is the only start
+            (e.g. to continue a previous solve in stages, as the search's trials do).
 
     Shape:
         covariance: (p, M, M).
@@ -217,7 +220,21 @@ def solve_weights(
         with torch.no_grad():
             objective, h, align = evaluate(alpha)
         return SimplexResult(np.ones(1), float(objective[0]), float(h[0]), float(align[0]), 0, True, [], 0)
-    return _mirror_descent(evaluate, _starts(num_prompts, settings), settings)
+    if initial is None:
+        starts = _starts(num_prompts, settings)
+    else:
+        start = to_numpy(initial, "initial").astype(np.float64)
+        if start.shape != (num_prompts,) or not np.all(np.isfinite(start)) or np.any(start <= 0):
+            raise InvalidValueError(
+                invalid_value(
+                    "initial",
+                    np.round(start, 4).tolist(),
+                    f"must be {num_prompts} positive weights",
+                    "Pass a previous result's alpha (floored above 0).",
+                )
+            )
+        starts = (start / start.sum())[None, :]
+    return _mirror_descent(evaluate, starts, settings)
 
 
 def _value_and_grad(

@@ -6,6 +6,7 @@ from hgprompt_ray.models.backbones import (
     BackboneSpec,
     load_backbone,
 )
+from hgprompt_ray.models.gradients import prompt_gradients, unfused_attention
 from hgprompt_ray.models.prompted_vit import PromptedViT, vpt_init_bound
 
 __all__ = [
@@ -14,5 +15,7 @@ __all__ = [
     "BackboneSpec",
     "PromptedViT",
     "load_backbone",
+    "prompt_gradients",
+    "unfused_attention",
     "vpt_init_bound",
 ]

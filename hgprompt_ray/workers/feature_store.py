@@ -18,6 +18,17 @@ Table layout (one table per prompt, target, split):
 
 with schema metadata ``hgprompt.schema_version``, ``hgprompt.kind`` and any caller metadata
 (target, split, backbone, sample seed, ...).
+
+Gradient statistics of a prompt set (``hgprompt.kind = gradients``; one row per prompt
+coordinate c of the flattened (m, d) prompt, p = m * d rows):
+
+| column | type |
+| --- | --- |
+| coordinate | int64 |
+| mean | fixed_size_list<float64>[M] (mean gradient of each prompt at c) |
+| m2 | fixed_size_list<float64>[M * M] (row-major Welford M2 at c) |
+
+with metadata ``prompts`` (the M names, in column order), ``num_samples``, ``prompt_shape``.
 """
 
 from __future__ import annotations
@@ -29,13 +40,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from hgprompt_ray.core import GradientMoments
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
 __all__ = [
     "FEATURE_TABLE_SCHEMA_VERSION",
     "FeatureStore",
+    "alias_key",
     "feature_table",
     "features_from_table",
+    "gradient_table",
+    "moments_from_table",
     "table_metadata",
 ]
 
@@ -83,6 +98,54 @@ def feature_table(
     ).replace_schema_metadata(meta)
 
 
+def gradient_table(
+    prompts: list[str],
+    moments: GradientMoments,
+    prompt_shape: tuple[int, int],
+    metadata: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """A prompt set's gradient moments as an Arrow table (layout in the module docstring)."""
+    count = moments.num_prompts
+    if len(prompts) != count or prompt_shape[0] * prompt_shape[1] != moments.num_coordinates:
+        raise InvalidValueError(
+            invalid_value(
+                "prompts/prompt_shape",
+                (len(prompts), tuple(prompt_shape)),
+                f"must match the moments ({count} prompts, {moments.num_coordinates} coordinates)",
+                "",
+            )
+        )
+    mean = np.ascontiguousarray(moments.mean, dtype=np.float64)
+    m2 = np.ascontiguousarray(moments.m2, dtype=np.float64)
+    meta = {"hgprompt.schema_version": str(FEATURE_TABLE_SCHEMA_VERSION), "hgprompt.kind": "gradients"}
+    caller = {
+        **(metadata or {}),
+        "prompts": list(prompts),
+        "num_samples": int(moments.num_samples),
+        "prompt_shape": [int(prompt_shape[0]), int(prompt_shape[1])],
+    }
+    meta.update({f"hgprompt.{k}": json.dumps(v) for k, v in caller.items()})
+    return pa.table(
+        {
+            "coordinate": pa.array(np.arange(moments.num_coordinates, dtype=np.int64)),
+            "mean": pa.FixedSizeListArray.from_arrays(pa.array(mean.reshape(-1)), count),
+            "m2": pa.FixedSizeListArray.from_arrays(pa.array(m2.reshape(-1)), count * count),
+        }
+    ).replace_schema_metadata(meta)
+
+
+def moments_from_table(table: pa.Table) -> tuple[list[str], GradientMoments]:
+    """(prompt names, moments) from :func:`gradient_table`; zero-copy read-only views."""
+    meta = table_metadata(table)
+    names = list(meta["prompts"])
+    count = len(names)
+    mean_chunk = _single_chunk(table.column("mean"))
+    m2_chunk = _single_chunk(table.column("m2"))
+    mean = mean_chunk.flatten().to_numpy(zero_copy_only=True).reshape(-1, count)
+    m2 = m2_chunk.flatten().to_numpy(zero_copy_only=True).reshape(-1, count, count)
+    return names, GradientMoments(int(meta["num_samples"]), mean, m2)
+
+
 def table_metadata(table: pa.Table) -> dict[str, Any]:
     """The caller metadata stored with :func:`feature_table` (JSON-decoded)."""
     raw = table.schema.metadata or {}
@@ -111,10 +174,15 @@ def features_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.nda
     ``ray.get`` returns it): the arrays share the table's (for Ray, read-only shared) memory.
     """
     chunk = _single_chunk(table.column("feature"))
-    features = chunk.values.to_numpy(zero_copy_only=True).reshape(-1, chunk.type.list_size)
+    features = chunk.flatten().to_numpy(zero_copy_only=True).reshape(-1, chunk.type.list_size)
     labels = _single_chunk(table.column("label")).to_numpy(zero_copy_only=True)
     index = _single_chunk(table.column("sample_index")).to_numpy(zero_copy_only=True)
     return features, labels, index
+
+
+def alias_key(target: str, split: str, prompt: str) -> str:
+    """The readable name under which the latest extraction of (target, split, prompt) is found."""
+    return f"{target}|{split}|{prompt}"
 
 
 class FeatureStore:
@@ -136,9 +204,26 @@ class FeatureStore:
         )
         self._ray = ray
 
-    def put(self, key: str, table: pa.Table) -> Any:
-        """Hand ``table`` to the store actor, which ``ray.put``s (and so owns) it; returns the ref."""
-        return self._ray.get(self._actor.put.remote(key, table))[0]
+    def put(self, key: str, table: pa.Table, info: Mapping[str, Any] | None = None) -> Any:
+        """Hand ``table`` to the store actor, which ``ray.put``s (and so owns) it; returns the ref.
+
+        Args:
+            key: the table's key (extraction uses its content address).
+            table: the Arrow table.
+            info: small JSON-able facts about who made it (node, rank, pid), kept beside the
+                table and not in it, so the table itself stays bit-identical across runs.
+        """
+        return self._ray.get(self._actor.put.remote(key, table, dict(info or {})))[0]
+
+    def contains(self, keys: Iterable[str]) -> dict[str, bool]:
+        """Which of ``keys`` the store holds."""
+        keys = list(keys)
+        found = self._ray.get(self._actor.refs.remote(keys))
+        return {k: k in found for k in keys}
+
+    def info(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The ``info`` given with each table's last ``put``."""
+        return self._ray.get(self._actor.info.remote(list(keys)))
 
     def refs(self, keys: Iterable[str]) -> dict[str, Any]:
         """ObjectRefs of stored tables (pass them to trials instead of the data)."""
@@ -156,6 +241,36 @@ class FeatureStore:
         refs = self.refs(keys)
         values = self._ray.get(list(refs.values()))
         return dict(zip(refs, values))
+
+    def alias(self, mapping: Mapping[str, str]) -> None:
+        """Point readable names (:func:`alias_key`) at stored keys; a later call re-points them."""
+        self._ray.get(self._actor.alias.remote(dict(mapping)))
+
+    def feature_refs(self, prompts: Iterable[str], target: str, split: str) -> dict[str, Any]:
+        """prompt -> ObjectRef of the latest extracted features of (target, split)."""
+        prompts = list(prompts)
+        aliases = {p: alias_key(target, split, p) for p in prompts}
+        resolved = self._ray.get(self._actor.resolve.remote(list(aliases.values())))
+        missing = [p for p, a in aliases.items() if a not in resolved]
+        if missing:
+            raise KeyError(
+                f"feature store {self.name!r} has no {split!r} features of target {target!r} for prompts "
+                f"{missing}. Fix: run the extraction for this target first."
+            )
+        refs = self.refs([resolved[aliases[p]] for p in prompts])
+        return {p: refs[resolved[aliases[p]]] for p in prompts}
+
+    def features(
+        self, prompts: Iterable[str], target: str, split: str
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(prompt -> (N, d) read-only zero-copy view, labels (N,)) for a target and split."""
+        refs = self.feature_refs(prompts, target, split)
+        tables = self._ray.get(list(refs.values()))
+        views: dict[str, np.ndarray] = {}
+        labels = np.empty(0, dtype=np.int64)
+        for prompt, table in zip(refs, tables):
+            views[prompt], labels, _ = features_from_table(table)
+        return views, labels
 
     def keys(self) -> list[str]:
         """Keys of every stored table, sorted."""
@@ -185,11 +300,23 @@ def _store_actor_class() -> Any:
 
             def __init__(self) -> None:
                 self._refs: dict[str, Any] = {}
+                self._info: dict[str, dict[str, Any]] = {}
+                self._aliases: dict[str, str] = {}
 
-            def put(self, key: str, table: pa.Table) -> list[Any]:
+            def put(self, key: str, table: pa.Table, info: dict[str, Any]) -> list[Any]:
                 ref = ray.put(table)
                 self._refs[key] = ref
+                self._info[key] = info
                 return [ref]  # wrapped so the caller receives the ref, not the value
+
+            def alias(self, mapping: dict[str, str]) -> None:
+                self._aliases.update(mapping)
+
+            def resolve(self, aliases: list[str]) -> dict[str, str]:
+                return {a: self._aliases[a] for a in aliases if a in self._aliases}
+
+            def info(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+                return {k: self._info[k] for k in keys if k in self._info}
 
             def refs(self, keys: list[str]) -> dict[str, list[Any]]:
                 return {k: [self._refs[k]] for k in keys if k in self._refs}
@@ -200,6 +327,7 @@ def _store_actor_class() -> Any:
             def drop(self, keys: list[str]) -> None:
                 for key in keys:
                     self._refs.pop(key, None)
+                    self._info.pop(key, None)
 
         _STORE_CLASS = FeatureStoreActor
     return _STORE_CLASS

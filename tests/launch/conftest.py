@@ -1,1 +1,1 @@
-from tests.workers.conftest import tiny_setup  # noqa: F401  (shared fixture)
+from tests.workers.conftest import extraction_setup, tiny_setup  # noqa: F401  (shared fixtures)

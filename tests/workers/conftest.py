@@ -9,9 +9,12 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from hgprompt_ray.config import PromptTrainingConfig
+from hgprompt_ray.config import ExtractionConfig, PromptTrainingConfig
+from hgprompt_ray.prompts import PromptLibrary
 
 ray = pytest.importorskip("ray")
+
+NAMES = ["p0", "p1", "p2"]
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +49,31 @@ def tiny_setup(tmp_path_factory):
         eval_batch_size=128,
     )
     return root, config
+
+
+@pytest.fixture(scope="module")
+def extraction_setup(tiny_setup, tmp_path_factory):
+    """tiny_setup's backbone and 2-class folder task, and a library of three random prompts."""
+    root, training = tiny_setup
+    library = PromptLibrary(tmp_path_factory.mktemp("library") / "lib", create=True)
+    generator = torch.Generator().manual_seed(1)
+    for name in NAMES:
+        library.add(
+            name,
+            torch.randn(4, 192, generator=generator) * 0.5,
+            source_task="random",
+            backbone=training.backbone,
+            img_size=32,
+        )
+    config = ExtractionConfig(
+        target=training.task,
+        library=str(library.root),
+        backbone=training.backbone,
+        img_size=32,
+        num_samples=48,
+        gradient_samples=24,
+        batch_size=16,
+        gradient_batch_size=8,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
+    return config

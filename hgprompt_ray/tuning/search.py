@@ -1,0 +1,200 @@
+"""Ray Tune + Optuna over the trials of :mod:`hgprompt_ray.tuning.trainable`.
+
+``prepare_statistics(extraction)`` runs one Ray task that reads the feature tables and gradient
+table zero-copy from the object store and returns the :class:`SearchStatistics` as an
+ObjectRef. ``build_tuner`` wraps the trial with ``tune.with_parameters`` (only that ref and the
+solver settings travel to trials), one CPU per trial, the searcher behind a
+``ConcurrencyLimiter``, ``reuse_actors=True`` (fat trials: a whole solve each), and Tune's
+experiment state under ``storage_path/name`` so ``Tuner.restore`` continues a killed search
+with the searcher's state. ``trials_frame`` turns the results into one row per trial.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hgprompt_ray.tuning.trainable import (
+    ALPHA_PREFIX,
+    SearchStatistics,
+    TrialInputs,
+    hgprompt_trial,
+    search_statistics,
+)
+from hgprompt_ray.workers.extract import Extraction
+from hgprompt_ray.workers.feature_store import features_from_table, moments_from_table
+
+__all__ = ["build_tuner", "prepare_statistics", "restore_tuner", "trials_frame"]
+
+
+def _statistics_from_tables(
+    prompts: list[str], train_tables: list[Any], val_tables: list[Any], gradient_table: Any
+) -> SearchStatistics:
+    train = [features_from_table(t) for t in train_tables]
+    val = [features_from_table(t) for t in val_tables]
+    names, moments = moments_from_table(gradient_table)
+    order = [names.index(p) for p in prompts]
+    moments = moments.subset(order) if order != list(range(len(names))) else moments
+    return search_statistics(
+        prompts, [f for f, _, _ in train], train[0][1], [f for f, _, _ in val], val[0][1], moments
+    )
+
+
+def prepare_statistics(extraction: Extraction, val_split: str = "val200", num_cpus: int = 1) -> Any:
+    """ObjectRef of the :class:`SearchStatistics` of every extracted prompt (one Ray task)."""
+    import ray
+
+    train_split = next(iter(extraction.feature_keys))
+    if val_split not in extraction.feature_keys or val_split == train_split:
+        raise ValueError(
+            f"the extraction has no held-out {val_split!r} features (splits: {list(extraction.feature_keys)}). "
+            f"Fix: extract with splits=({train_split!r}, {val_split!r})."
+        )
+    prompts = list(extraction.prompts)
+    train_refs = extraction.feature_refs(train_split)
+    val_refs = extraction.feature_refs(val_split)
+    task = ray.remote(num_cpus=num_cpus)(_statistics_task)
+    return task.remote(
+        prompts,
+        *[train_refs[p] for p in prompts],
+        *[val_refs[p] for p in prompts],
+        extraction.gradient_ref(),
+    )
+
+
+def _statistics_task(prompts: list[str], *tables: Any) -> SearchStatistics:
+    count = len(prompts)
+    return _statistics_from_tables(prompts, list(tables[:count]), list(tables[count : 2 * count]), tables[-1])
+
+
+def build_tuner(
+    *,
+    statistics_ref: Any,
+    space: Mapping[str, Any],
+    searcher: Any,
+    scheduler: Any | None,
+    metric: str,
+    mode: str,
+    num_samples: int,
+    max_concurrent: int,
+    solver: Mapping[str, Any],
+    stages: tuple[int, ...],
+    seed: int,
+    storage_path: str | Path,
+    name: str,
+    verbose: int = 1,
+) -> Any:
+    """A ``tune.Tuner`` for a new search (see the module docstring)."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # snapshot experiment state often: resumable
+    trainable = _trainable(statistics_ref, solver, stages, seed, report_stages=scheduler is not None)
+    return tune.Tuner(
+        trainable,
+        param_space=dict(space),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+            scheduler=scheduler,
+            num_samples=num_samples,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(Path(storage_path).expanduser().resolve()),
+            verbose=verbose,
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )
+
+
+def restore_tuner(
+    path: str | Path,
+    *,
+    statistics_ref: Any,
+    solver: Mapping[str, Any],
+    stages: tuple[int, ...],
+    seed: int,
+    report_stages: bool = False,
+) -> Any:
+    """Continue the search stored at ``path``: finished trials are kept, unfinished ones rerun
+    with their configs, the searcher's state (Optuna's study) is restored, and the search
+    stops at the ``num_samples`` it was started with."""
+    from ray import tune
+
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    return tune.Tuner.restore(
+        str(path),
+        trainable=_trainable(statistics_ref, solver, stages, seed, report_stages),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+
+
+def _trainable(
+    statistics_ref: Any, solver: Mapping[str, Any], stages: tuple[int, ...], seed: int, report_stages: bool
+) -> Any:
+    from ray import tune
+
+    inputs = TrialInputs(
+        statistics=statistics_ref,
+        solver=dict(solver),
+        stages=tuple(stages),
+        seed=seed,
+        report_stages=report_stages,
+    )
+    return tune.with_resources(tune.with_parameters(hgprompt_trial, inputs=inputs), {"cpu": 1})
+
+
+def _creation_index(result: Any, metrics: Mapping[str, Any]) -> float:
+    """The trial's creation counter, from its folder name ``<trainable>_<id>_<counter>_<params>``."""
+    name = Path(str(getattr(result, "path", "") or "")).name
+    match = re.search(rf"_{re.escape(str(metrics.get('trial_id')))}_(\d+)_", name)
+    return float(match.group(1)) if match else float(metrics.get("timestamp") or 0)
+
+
+def trials_frame(result_grid: Any, prompts: list[str]) -> pd.DataFrame:
+    """One row per trial (its last report), in the order trials were created, with a trial
+    number, the config (lambda, M, scores), the metrics and alpha per prompt."""
+    rows = []
+    for result in result_grid:
+        metrics = dict(result.metrics or {})
+        if not metrics:
+            continue
+        row: dict[str, Any] = {
+            "trial_id": metrics.get("trial_id"),
+            "_order": _creation_index(result, metrics),
+        }
+        for key in (
+            "val_h_score",
+            "objective",
+            "h_score",
+            "alignment",
+            "lambda",
+            "num_prompts",
+            "subset",
+            "iterations",
+            "converged",
+            "stage",
+            "solve_seconds",
+            "time_total_s",
+            "timestamp",
+        ):
+            row[key] = metrics.get(key)
+        for name in prompts:
+            row[f"{ALPHA_PREFIX}{name}"] = metrics.get(f"{ALPHA_PREFIX}{name}", 0.0)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+    frame.insert(0, "trial", np.arange(1, len(frame) + 1))
+    return frame

@@ -1,0 +1,196 @@
+"""One search trial = one alpha solve on shared, precomputed statistics.
+
+The driver computes, once per search, the ensemble H-score statistics of all M prompts on the
+gradient split (train800) and on val200 and the per-coordinate gradient covariances
+(:func:`search_statistics`, a Ray task reading the feature tables zero-copy), and passes the
+ObjectRef to every trial through ``tune.with_parameters``. A trial picks its subset from the
+sampled config, takes the subset of the statistics (no feature is recomputed or re-sent),
+solves for alpha in stages and reports after each stage:
+
+* ``val_h_score`` — the H-score of sum_i alpha_i f_i on the held-out val200 features: the
+  metric the search maximises, comparable across lambda (the training objective is not);
+* ``objective``, ``h_score``, ``alignment`` — the training objective and its two parts;
+* ``alpha_<prompt>`` for every prompt of the library (0 outside the subset), ``subset``,
+  ``num_prompts``, ``lambda``, ``iterations``, ``converged``, ``solve_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from hgprompt_ray.core import (
+    EnsembleHStatistics,
+    GradientMoments,
+    SimplexConvergenceWarning,
+    SolverSettings,
+    ensemble_h_score,
+    ensemble_statistics,
+    gradient_covariance,
+    per_source_h_scores,
+    solve_weights,
+)
+from hgprompt_ray.errors import InvalidValueError, invalid_value
+
+__all__ = [
+    "SearchStatistics",
+    "TrialInputs",
+    "hgprompt_trial",
+    "run_trial",
+    "search_statistics",
+    "select_subset",
+]
+
+ALPHA_PREFIX = "alpha_"
+SCORE_PREFIX = "score_"
+
+
+class SearchStatistics(NamedTuple):
+    """Everything trials need, for all prompts of the search, in the prompts' order.
+
+    Attributes:
+        prompts: the M prompt names.
+        train: ensemble H-score statistics on the gradient split's samples.
+        val: the same on val200 (the held-out metric).
+        covariance: per-coordinate gradient covariances, (p, M, M).
+        source_h_scores: each prompt's own H-score on train, (M,).
+    """
+
+    prompts: tuple[str, ...]
+    train: EnsembleHStatistics
+    val: EnsembleHStatistics
+    covariance: np.ndarray
+    source_h_scores: np.ndarray
+
+
+def search_statistics(
+    prompts: Sequence[str],
+    train_features: Sequence[np.ndarray],
+    train_labels: np.ndarray,
+    val_features: Sequence[np.ndarray],
+    val_labels: np.ndarray,
+    moments: GradientMoments,
+) -> SearchStatistics:
+    """Precompute :class:`SearchStatistics` (shapes: M x (N, d) features, moments of M prompts)."""
+    train = ensemble_statistics(np.stack(train_features), train_labels)
+    val = ensemble_statistics(np.stack(val_features), val_labels)
+    return SearchStatistics(
+        prompts=tuple(prompts),
+        train=train,
+        val=val,
+        covariance=gradient_covariance(moments),
+        source_h_scores=per_source_h_scores(train),
+    )
+
+
+def select_subset(config: Mapping[str, Any], prompts: Sequence[str]) -> list[int]:
+    """Positions of the ``num_prompts`` prompts with the highest ``score_<name>`` (ties: by name).
+
+    Returned in the library's order, so the same subset always gives the same statistics.
+    """
+    count = int(config["num_prompts"])
+    if not 1 <= count <= len(prompts):
+        raise InvalidValueError(
+            invalid_value("num_prompts", count, f"must be in [1, {len(prompts)}]", "Lower --max-prompts.")
+        )
+    ranked = sorted(
+        range(len(prompts)), key=lambda i: (-float(config[f"{SCORE_PREFIX}{prompts[i]}"]), prompts[i])
+    )
+    return sorted(ranked[:count])
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    """What ``tune.with_parameters`` hands every trial (small: refs and settings).
+
+    Attributes:
+        statistics: ObjectRef of :class:`SearchStatistics` (or the object itself, outside Ray).
+        solver: ``SolverSettings`` fields shared by every trial.
+        stages: solver iterations per reported stage.
+        seed: seeds the solver's random starts.
+        report_stages: report after every stage (for an early-stopping scheduler such as ASHA);
+            otherwise once, at the end (each report is a round trip to the Tune driver).
+    """
+
+    statistics: Any
+    solver: Mapping[str, Any]
+    stages: tuple[int, ...]
+    seed: int = 0
+    report_stages: bool = True
+
+
+_LOCAL: dict[str, SearchStatistics] = {}
+
+
+def _statistics(inputs: TrialInputs) -> SearchStatistics:
+    """The statistics, fetched once per worker process (actors are reused across trials)."""
+    value = inputs.statistics
+    if isinstance(value, SearchStatistics):
+        return value
+    import ray
+
+    key = value.hex()
+    if key not in _LOCAL:
+        _LOCAL.clear()
+        _LOCAL[key] = ray.get(value)
+    return _LOCAL[key]
+
+
+def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> dict[str, Any]:
+    """Solve one trial, calling ``report(metrics)`` after each stage; returns the last metrics."""
+    statistics = _statistics(inputs)
+    prompts = statistics.prompts
+    subset = select_subset(config, prompts)
+    lam = float(config["lambda"])
+    if not np.isfinite(lam) or lam < 0:
+        raise InvalidValueError(invalid_value("lambda", lam, "must be >= 0", "Use a positive lambda range."))
+    train = statistics.train.subset(subset)
+    val = statistics.val.subset(subset)
+    covariance = np.ascontiguousarray(statistics.covariance[:, subset][:, :, subset])
+    alpha: np.ndarray | None = None
+    spent, elapsed = 0, 0.0
+    metrics: dict[str, Any] = {}
+    for stage, iterations in enumerate(inputs.stages):
+        settings = SolverSettings(**{**inputs.solver, "max_iterations": iterations, "seed": inputs.seed})
+        start = time.perf_counter()
+        warm = None if alpha is None else np.maximum(alpha, 1e-12)
+        with warnings.catch_warnings():
+            if stage < len(inputs.stages) - 1:  # a stage is meant to stop early; only the last may warn
+                warnings.simplefilter("ignore", SimplexConvergenceWarning)
+            result = solve_weights(train, covariance, lam, settings, initial=warm)
+        elapsed += time.perf_counter() - start
+        alpha, spent = result.alpha, spent + result.iterations
+        weights = np.zeros(len(prompts))
+        weights[subset] = alpha
+        metrics = {
+            "val_h_score": ensemble_h_score(val, alpha),
+            "objective": result.objective,
+            "h_score": result.h_score,
+            "alignment": result.alignment,
+            "lambda": lam,
+            "num_prompts": len(subset),
+            "subset": ",".join(prompts[i] for i in subset),
+            "iterations": spent,
+            "converged": bool(result.converged),
+            "stage": stage + 1,
+            "solve_seconds": elapsed,
+            **{f"{ALPHA_PREFIX}{name}": float(w) for name, w in zip(prompts, weights)},
+        }
+        last = result.converged or stage == len(inputs.stages) - 1
+        if inputs.report_stages or last:
+            report(metrics)
+        if result.converged:
+            break
+    return metrics
+
+
+def hgprompt_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
+    """The Tune function trainable (wrap with ``tune.with_parameters(hgprompt_trial, inputs=...)``)."""
+    from ray import tune
+
+    run_trial(config, inputs, tune.report)

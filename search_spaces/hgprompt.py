@@ -1,0 +1,105 @@
+"""The HGPrompt search space: lambda, the number of prompts M and which M prompts.
+
+Data only: domains, constants and the objects that read them (searcher, scheduler); nothing is
+computed here. ``hgprompt_ray.tuning`` turns a sampled config into a subset and a solve.
+
+* ``lambda``: log-uniform on ``LAMBDA_RANGE``. The solver divides L_align by
+  ``alignment_scale`` (the squared mean gradient variance), so L_align is scale-free and of order
+  one while the H-score is of order 0.1-10 (at most the number of classes - 1): lambda from 1e-3
+  (alignment ignored) to 1e2 (alignment dominates) spans both regimes.
+* ``num_prompts``: M, an integer in [``MIN_PROMPTS``, number of prompts in the library].
+* ``score_<prompt>``: one uniform(0, 1) score per prompt. The subset is the M prompts with the
+  highest scores (ties broken by name). Every domain is fixed for the whole search, which Optuna
+  requires (a categorical whose choices change between trials is rejected), and TPE can learn
+  which prompts help through their scores.
+* Solver settings of every trial: ``SOLVER`` (fixed, not searched), solved in ``STAGES``: the
+  first stage runs the multi-start solver, later ones continue from its alpha; each stage
+  reports, so the optional ASHA scheduler can stop weak trials early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "LAMBDA_RANGE",
+    "METRIC",
+    "MIN_PROMPTS",
+    "MODE",
+    "SCORE_PREFIX",
+    "SOLVER",
+    "STAGES",
+    "asha_scheduler",
+    "hgprompt_space",
+    "optuna_searcher",
+    "tpe_sampler",
+]
+
+LAMBDA_RANGE: tuple[float, float] = (1e-3, 1e2)
+MIN_PROMPTS = 2
+SCORE_PREFIX = "score_"
+METRIC = "val_h_score"
+"""The H-score of the learned ensemble on held-out val200 features: comparable across lambda."""
+MODE = "max"
+SOLVER: dict[str, Any] = {
+    "tolerance": 1e-6,
+    "patience": 3,
+    "vertex_starts": False,
+    "random_starts": 2,
+    "regularized": True,
+    "normalize_alignment": True,
+}
+STAGES: tuple[int, ...] = (20, 40, 80, 160)
+"""Solver iterations per stage (cumulative budget 300 = the solver's default)."""
+
+
+def hgprompt_space(
+    prompts: Sequence[str],
+    lambda_range: tuple[float, float] = LAMBDA_RANGE,
+    min_prompts: int = MIN_PROMPTS,
+    max_prompts: int | None = None,
+) -> dict[str, Any]:
+    """The Tune ``param_space`` over lambda, M and one score per prompt.
+
+    Args:
+        prompts: the library's prompt names (the scores are keyed by them).
+        lambda_range: (low, high), both > 0.
+        min_prompts: smallest M.
+        max_prompts: largest M (default: all prompts).
+    """
+    from ray import tune
+
+    top = len(prompts) if max_prompts is None else max_prompts
+    space: dict[str, Any] = {
+        "lambda": tune.loguniform(*lambda_range),
+        "num_prompts": tune.randint(min_prompts, top + 1),  # upper bound exclusive
+    }
+    space.update({f"{SCORE_PREFIX}{name}": tune.uniform(0.0, 1.0) for name in prompts})
+    return space
+
+
+def tpe_sampler(seed: int) -> Any:
+    """Optuna's TPE, seeded (multivariate: the scores interact through M)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+
+
+def optuna_searcher(seed: int) -> Any:
+    """:func:`tpe_sampler` through Ray Tune (metric and mode come from ``TuneConfig``)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(sampler=tpe_sampler(seed))
+
+
+def asha_scheduler() -> Any:
+    """Optional early stopping over the solver stages (one Tune iteration per stage)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=len(STAGES),
+        grace_period=1,
+        reduction_factor=2,
+    )

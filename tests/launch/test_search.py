@@ -1,0 +1,151 @@
+"""launch/search.py end to end on a tiny backbone: outputs, bad input, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from hgprompt_ray.prompts import PromptLibrary
+from launch.search import main
+
+ray = pytest.importorskip("ray")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _argv(config, out, *extra):
+    return [
+        "--target", config.target,
+        "--prompts", config.library,
+        "--output", str(out),
+        "--samples", "48",
+        "--gradient-samples", "12",
+        "--num-samples", "6",
+        "--no-dashboard",
+        "--num-cpus", "2",
+        "--cache-dir", config.cache_dir,
+        *extra,
+    ]  # fmt: skip
+
+
+def test_search_writes_every_output(extraction_setup, tmp_path, capsys):
+    out = tmp_path / "search"
+    try:
+        assert main(_argv(extraction_setup, out)) == 0
+    finally:
+        ray.shutdown()
+    printed = capsys.readouterr().out
+    assert "Best ensemble for data after 6 trials" in printed
+    best = json.loads((out / "best.json").read_text())
+    frame = pd.read_parquet(out / "trials.parquet")
+    assert len(frame) == 6 and list(frame["trial"]) == list(range(1, 7))
+    assert frame["trial_id"].is_unique
+    pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv"), frame, check_dtype=False)
+    assert best["val_h_score"] == pytest.approx(frame["val_h_score"].max())
+    alpha = best["alpha"]
+    assert set(alpha) == {"p0", "p1", "p2"} and sum(alpha.values()) == pytest.approx(1.0)
+    assert {p for p, w in alpha.items() if w > 0} <= set(best["subset"])
+    assert 2 <= best["num_prompts"] == len(best["subset"]) <= 3
+    assert 1e-3 <= best["lambda"] <= 1e2
+    alphas = frame[["alpha_p0", "alpha_p1", "alpha_p2"]].to_numpy()  # every trial's alpha: on the simplex
+    assert alphas.min() >= 0 and abs(alphas.sum(axis=1) - 1).max() < 1e-9
+    for image in ("alpha.png", "search_curve.png"):
+        with Image.open(out / image) as png:
+            assert png.format == "PNG" and png.width > 100
+    state = json.loads((out / "search.json").read_text())
+    assert state["prompts"] == ["p0", "p1", "p2"] and state["target"] == extraction_setup.target
+    splits = json.loads((out / "splits.json").read_text())  # a folder target: its split is recorded
+    assert set(splits["splits"]) == {"train800", "val200", "test"}
+    assert best["extraction"]["gradient_samples"] == 12
+
+
+def _bad_cases(config, tmp_path):
+    empty = PromptLibrary(tmp_path / "empty", create=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "search.json").write_text(json.dumps({"target": "x", "prompts": []}))
+    return {
+        "unknown target": (["--target", "no-such-task"], r"target must be a registered task"),
+        "missing folder": (["--target", str(tmp_path / "nope") + "/"], r"does not exist"),
+        "empty library": (["--prompts", str(empty.root)], r"has 0 usable prompt\(s\)"),
+        "not a library": (["--prompts", str(tmp_path)], r"is not a prompt library"),
+        "backbone mismatch": (["--backbone", "vit_small_patch16_224"], r"0 prompt\(s\) for backbone"),
+        "M too large": (["--max-prompts", "5"], r"--max-prompts must be in \[2, 3\]"),
+        "negative lambda": (
+            ["--lambda-range", "-1", "10"],
+            r"--lambda-range must be two numbers 0 < LOW < HIGH",
+        ),
+        "unreachable address": (["--address", "127.0.0.1:9"], r"--address 127.0.0.1:9 is unreachable"),
+        "output holds a search": (["--output", str(other)], r"already holds another search"),
+        "nothing to resume": (
+            ["--output", str(tmp_path / "fresh"), "--resume"],
+            r"holds no search to resume",
+        ),
+        "zero trials": (["--num-samples", "0"], r"--num-samples must be a positive integer"),
+    }
+
+
+CASES = [
+    "unknown target", "missing folder", "empty library", "not a library", "backbone mismatch", "M too large",
+    "negative lambda", "unreachable address", "output holds a search", "nothing to resume", "zero trials",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_and_exit_2(case, extraction_setup, tmp_path, capsys):
+    import re
+
+    out = tmp_path / "out"
+    argv_extra, pattern = _bad_cases(extraction_setup, tmp_path)[case]
+    argv = _argv(extraction_setup, out)
+    for flag in argv_extra:  # an overridden flag replaces the default one
+        if flag.startswith("--") and flag in argv:
+            position = argv.index(flag)
+            del argv[position : position + 2]
+    assert main(argv + argv_extra) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and re.search(pattern, error[0]), error
+    assert not out.exists()  # nothing written
+    assert not ray.is_initialized()
+
+
+def _completed_trials(folder: Path) -> int:
+    return sum(1 for r in folder.glob("*/result.json") if r.stat().st_size > 0)
+
+
+def test_resume_after_sigkill_finishes_exactly_the_requested_trials(extraction_setup, tmp_path):
+    out = tmp_path / "search"
+    argv = _argv(extraction_setup, out)
+    argv[argv.index("--num-samples") + 1] = "30"
+    argv += ["--max-concurrent", "1"]
+    command = [sys.executable, str(ROOT / "launch" / "search.py"), *argv]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while time.time() < deadline and driver.poll() is None:
+        if _completed_trials(out / "ray" / "tune") >= 4:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the search ended before it could be killed"
+    done_at_kill = _completed_trials(out / "ray" / "tune")
+    driver.send_signal(signal.SIGKILL)  # a real kill of the driver, mid-search
+    driver.wait()
+    assert not (out / "best.json").exists()
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    frame = pd.read_parquet(out / "trials.parquet")
+    assert len(frame) == 30 and frame["trial_id"].is_unique  # none lost, none duplicated
+    assert done_at_kill < 30
+    # TPE is seeded: had the searcher restarted from scratch, the resumed trials would repeat the
+    # first trials' configurations. Restored, every configuration is new.
+    configs = frame[["lambda", "num_prompts"]].round(12).apply(tuple, axis=1)
+    assert configs.is_unique
+    assert "Best ensemble for data after 30 trials" in resumed.stdout

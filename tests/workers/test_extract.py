@@ -1,0 +1,243 @@
+"""Distributed extraction on a real local Ray cluster: features, gradient moments, cache, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from hgprompt_ray.config import ExtractionConfig
+from hgprompt_ray.core import gradient_covariance
+from hgprompt_ray.core.probe_head import fit_probe_head
+from hgprompt_ray.data import backbone_transform, resolve_target
+from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.models import PromptedViT, load_backbone
+from hgprompt_ray.models.gradients import prompt_gradients
+from hgprompt_ray.prompts import PromptLibrary
+from hgprompt_ray.workers.extract import ExtractionCache, extract, sample_indices
+from hgprompt_ray.workers.feature_store import FeatureStore
+from tests.workers.conftest import NAMES
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster, extraction_setup, tmp_path_factory):
+    return extract(
+        extraction_setup, num_workers=1, storage_path=tmp_path_factory.mktemp("runs"), progress=False
+    )
+
+
+def _reference(config: ExtractionConfig):
+    """Features and gradient covariance computed directly, without Ray, one sample at a time."""
+    backbone = load_backbone(config.backbone, config.img_size)
+    model = PromptedViT(backbone, 4, num_classes=0).eval()
+    library = PromptLibrary(config.library)
+    prompts = library.load_many(NAMES)
+    task = resolve_target(config.target)
+    transform = backbone_transform(32, backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"])
+    split = task.split("train800", transform=transform)
+    chosen = sample_indices(len(split), config.num_samples, config.sample_seed, "train800")
+    images = torch.stack([split[int(i)][0] for i in chosen])
+    labels = torch.as_tensor(split.labels[chosen])
+    with torch.no_grad():
+        features = model.forward_features(images, prompts).numpy()  # (3, N, d)
+    positions = sample_indices(len(chosen), config.gradient_samples, config.sample_seed, "gradients")
+    tokens = model.embed_patches(images[positions]).detach()
+    grads = []
+    for k in range(3):
+        head = fit_probe_head(features[k], labels.numpy(), 2, l2=config.head_l2)
+        weight, bias = head.folded()
+        grads.append(
+            prompt_gradients(
+                model,
+                tokens,
+                labels[positions],
+                prompts[k],
+                lambda f, w=weight, b=bias: f @ w.T + b,
+                method="loop",
+            ).double()
+        )
+    stacked = torch.stack(grads, dim=2).numpy()  # (G, p, M)
+    covariance = np.stack([np.cov(stacked[:, c, :], rowvar=False) for c in range(stacked.shape[1])])
+    return features, labels.numpy(), chosen, covariance
+
+
+def test_features_and_gradient_statistics_match_a_direct_computation(first_run, extraction_setup):
+    features, labels, chosen, covariance = _reference(extraction_setup)
+    views, got_labels = first_run.features("train800")
+    assert list(views) == NAMES
+    for k, name in enumerate(NAMES):
+        np.testing.assert_allclose(views[name], features[k], atol=2e-5, rtol=1e-5)
+    np.testing.assert_array_equal(got_labels, labels)
+    names, moments = first_run.gradient_moments()
+    assert names == NAMES and moments.num_samples == 24
+    assert moments.num_coordinates == 4 * 192
+    np.testing.assert_allclose(gradient_covariance(moments), covariance, rtol=1e-4, atol=1e-10)
+    assert np.abs(covariance).max() > 0  # the gradients are not all zero
+    stats = first_run.stats
+    assert stats["workers"] == 1 and stats["cached_tables"] == 0
+    val = len(resolve_target(extraction_setup.target).split("val200"))
+    assert stats["image_prompt_forwards"] == 3 * (48 + min(val, 48))
+    assert stats["gradient_sample_prompts"] == 3 * 24
+
+
+def test_second_run_computes_nothing_and_serves_zero_copy_views(first_run, extraction_setup):
+    again = extract(extraction_setup, num_workers=2, progress=False)
+    assert again.stats["workers"] == 0  # no Ray Train run at all
+    assert again.stats["image_prompt_forwards"] == 0 and again.stats["gradient_sample_prompts"] == 0
+    assert again.feature_keys == first_run.feature_keys and again.gradient_key == first_run.gradient_key
+    views, labels = FeatureStore().features(NAMES, again.target_name, "val200")
+    reference, _ = first_run.features("val200")
+    for name in NAMES:
+        np.testing.assert_array_equal(views[name], reference[name])
+        assert not views[name].flags.writeable and not views[name].flags.owndata
+    refs = again.feature_refs("train800")
+    assert set(refs) == set(NAMES) and all(isinstance(r, ray.ObjectRef) for r in refs.values())
+
+
+def test_samples_are_a_recorded_seeded_draw(first_run, extraction_setup, tmp_path):
+    again = sample_indices(100, 30, 0, "train800")
+    np.testing.assert_array_equal(again, sample_indices(100, 30, 0, "train800"))
+    assert np.all(np.diff(again) > 0) and len(again) == 30
+    assert not np.array_equal(again, sample_indices(100, 30, 1, "train800"))
+    assert not np.array_equal(again, sample_indices(100, 30, 0, "val200"))
+    np.testing.assert_array_equal(sample_indices(20, 30, 5, "x"), np.arange(20))
+    table = ExtractionCache(extraction_setup.cache_dir).read(first_run.feature_keys["train800"]["p0"])
+    meta = json.loads(table.schema.metadata[b"hgprompt.sample_seed"])
+    assert meta == 0 and json.loads(table.schema.metadata[b"hgprompt.num_samples"]) == 48
+
+
+def test_two_workers_shard_the_prompts_and_agree_with_one(first_run, extraction_setup, tmp_path):
+    config = replace(extraction_setup, cache_dir=str(tmp_path / "cache"))
+    store = FeatureStore("two-workers")
+    try:
+        two = extract(config, num_workers=2, store_name="two-workers", storage_path=tmp_path, progress=False)
+        assert two.stats["workers"] == 2
+        info = store.info(two.feature_keys["train800"].values())
+        ranks = {name: info[key]["rank"] for name, key in two.feature_keys["train800"].items()}
+        assert ranks == {"p0": 0, "p1": 1, "p2": 0}  # positions r, r + W, ...
+        one, _ = first_run.features("train800")
+        got, _ = two.features("train800")
+        for name in NAMES:
+            np.testing.assert_allclose(got[name], one[name], atol=1e-6, rtol=1e-6)
+        _, reference = first_run.gradient_moments()
+        _, moments = two.gradient_moments()
+        # 1 vs 2 torch threads per worker: float32 gradients agree to ~1e-6 of their scale
+        np.testing.assert_allclose(
+            moments.m2, reference.m2, rtol=1e-5, atol=1e-6 * np.abs(reference.m2).max()
+        )
+        np.testing.assert_allclose(
+            moments.mean, reference.mean, rtol=1e-5, atol=1e-5 * np.abs(reference.mean).max()
+        )
+    finally:
+        store.kill()
+
+
+def test_killed_worker_is_retried_and_the_result_is_bit_identical(first_run, extraction_setup, tmp_path):
+    config = replace(
+        extraction_setup, cache_dir=str(tmp_path / "cache"), heartbeat_dir=str(tmp_path / "heartbeat")
+    )
+    killed: dict = {}
+
+    def kill_mid_gradients() -> None:
+        deadline = time.time() + 300
+        beat = tmp_path / "heartbeat" / "0.json"
+        while time.time() < deadline and not killed:
+            if beat.is_file():
+                try:
+                    info = json.loads(beat.read_text())
+                except json.JSONDecodeError:
+                    info = {}
+                if info.get("phase") == "gradients" and info.get("step", -1) >= 1:
+                    os.kill(info["pid"], signal.SIGKILL)  # a real kill of the Ray Train worker
+                    killed.update(info)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_mid_gradients, daemon=True)
+    watcher.start()
+    store = FeatureStore("killed-run")
+    try:
+        resumed = extract(
+            config,
+            num_workers=1,
+            store_name="killed-run",
+            storage_path=tmp_path,
+            max_failures=2,
+            progress=False,
+        )
+    finally:
+        watcher.join(timeout=5)
+    try:
+        assert killed, "the worker was never killed"
+        # the retried group found every feature table cached and recomputed only the gradients
+        assert resumed.stats["image_prompt_forwards"] == 0
+        assert resumed.stats["gradient_sample_prompts"] == 3 * 24
+        undisturbed, retried = ExtractionCache(extraction_setup.cache_dir), ExtractionCache(config.cache_dir)
+        keys = [k for split in first_run.feature_keys.values() for k in split.values()]
+        keys.append(first_run.gradient_key)
+        assert resumed.gradient_key == first_run.gradient_key
+        for key in keys:
+            assert retried.read(key).equals(undisturbed.read(key)), key  # bit-identical tables
+        tables = ray.get(list(store.refs(keys).values()))
+        assert all(t.equals(undisturbed.read(k)) for k, t in zip(keys, tables))
+    finally:
+        store.kill()
+
+
+def test_unreadable_cache_file_is_recomputed(first_run, extraction_setup, tmp_path):
+    config = replace(extraction_setup, cache_dir=str(tmp_path / "cache"), gradients=False)
+    cache = ExtractionCache(config.cache_dir)
+    for key in first_run.feature_keys["train800"].values():  # copy the first run's train800 tables
+        cache.write(key, ExtractionCache(extraction_setup.cache_dir).read(key))
+    for key in first_run.feature_keys["val200"].values():
+        cache.write(key, ExtractionCache(extraction_setup.cache_dir).read(key))
+    broken = cache.path(first_run.feature_keys["val200"]["p1"])
+    broken.write_bytes(b"not parquet")
+    again = extract(config, num_workers=1, storage_path=tmp_path, progress=False)
+    val = len(resolve_target(config.target).split("val200"))
+    assert again.stats["image_prompt_forwards"] == min(val, 48)  # one table of one split, nothing else
+    assert pq.read_table(broken).equals(
+        ExtractionCache(extraction_setup.cache_dir).read(first_run.feature_keys["val200"]["p1"])
+    )
+
+
+def test_bad_inputs_fail_before_any_work(ray_cluster, extraction_setup, tmp_path):
+    with pytest.raises(InvalidValueError, match=r"prompts must be prompts of .* but got \['nope'\]"):
+        extract(replace(extraction_setup, prompts=("p0", "nope")))
+    with pytest.raises(InvalidValueError, match=r"img_size must equal the image size prompt 'p0'"):
+        extract(replace(extraction_setup, img_size=64))
+    with pytest.raises(InvalidValueError, match=r"trained with backbone .* not 'vit_small"):
+        extract(replace(extraction_setup, backbone="vit_small_patch16_224"))
+    empty = PromptLibrary(tmp_path / "empty", create=True)
+    with pytest.raises(InvalidValueError, match=r"library must hold at least one prompt"):
+        extract(replace(extraction_setup, library=str(empty.root)))
+    with pytest.raises(InvalidValueError, match=r"target must be a registered task"):
+        extract(replace(extraction_setup, target="no-such-task"))
+    with pytest.raises(InvalidValueError, match=r"num_workers must be a positive integer"):
+        extract(extraction_setup, num_workers=0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"splits": ()}, r"splits must be distinct names"),
+        ({"splits": ("train800", "train")}, r"splits must be distinct names"),
+        ({"num_samples": 1}, r"num_samples must be at least 2"),
+        ({"gradient_samples": 0}, r"gradient_samples must be a positive integer"),
+        ({"prompts": ("a", "a")}, r"prompts must not repeat a name"),
+        ({"head_l2": 0.0}, r"head_l2 must be positive"),
+        ({"batch_size": 0}, r"batch_size must be a positive integer"),
+    ],
+)
+def test_bad_configs(overrides, match):
+    with pytest.raises(InvalidValueError, match=match):
+        ExtractionConfig(target="digits", library="lib", **overrides)
