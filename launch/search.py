@@ -109,7 +109,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
             f"--lambda-range must be two numbers 0 < LOW < HIGH (log-uniform), but got {low} {high}. "
             f"Fix: e.g. --lambda-range {space_module.LAMBDA_RANGE[0]} {space_module.LAMBDA_RANGE[1]}."
         )
-    task = resolve_target(args.target, data_root=args.data_root)
+    task = resolve_target(args.target, data_root=args.data_root, download=args.download)
     available, reason = task.availability()
     if not available:
         raise UsageError(f"target {args.target!r} is not available here: {reason}")

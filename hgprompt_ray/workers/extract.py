@@ -63,6 +63,7 @@ from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models.gradients import prompt_gradients
 from hgprompt_ray.paths import cache_root
 from hgprompt_ray.prompts import PromptLibrary
+from hgprompt_ray.workers._trainer import torch_trainer
 from hgprompt_ray.workers.feature_store import (
     STORE_NAME,
     FeatureStore,
@@ -608,8 +609,6 @@ def extract(
         progress: progress bars in the workers (Ray forwards them to this console).
     """
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
     if not isinstance(num_workers, int) or num_workers < 1:
         raise InvalidValueError(invalid_value("num_workers", num_workers, "must be a positive integer", ""))
@@ -629,11 +628,6 @@ def extract(
     store = FeatureStore(store_name)
     if missing:
         workers = min(num_workers, len(plan.names))
-        resources = ray.cluster_resources()
-        if use_gpu is None:
-            use_gpu = resources.get("GPU", 0) >= workers
-        if cpus_per_worker is None:
-            cpus_per_worker = max(1, int(resources.get("CPU", 1)) // workers)
         logger.info(
             "Extracting %d of %d tables for %s with %d worker(s)",
             len(missing),
@@ -641,17 +635,15 @@ def extract(
             task.name,
             workers,
         )
-        trainer = TorchTrainer(
+        trainer = torch_trainer(
             extract_worker,
-            train_loop_config=asdict(plan),
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
-            ),
-            run_config=ray.train.RunConfig(
-                name=name,
-                storage_path=None if storage_path is None else str(Path(storage_path).expanduser().resolve()),
-                failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            ),
+            asdict(plan),
+            num_workers=workers,
+            use_gpu=use_gpu,
+            cpus_per_worker=cpus_per_worker,
+            storage_path=storage_path,
+            name=name,
+            max_failures=max_failures,
         )
         result = trainer.fit()
         if result.error is not None or result.checkpoint is None:

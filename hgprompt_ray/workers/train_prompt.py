@@ -30,6 +30,7 @@ from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.config import OptimizerName, PromptTrainingConfig
 from hgprompt_ray.data import backbone_transform, resolve_target
 from hgprompt_ray.models import PromptedViT, load_backbone
+from hgprompt_ray.workers._trainer import torch_trainer
 
 __all__ = ["TrainedPrompt", "evaluate_accuracy", "train_prompt", "train_prompt_worker", "warmup_cosine"]
 
@@ -207,27 +208,16 @@ def train_prompt(
         cpus_per_worker: CPUs reserved per worker; Ray sets the worker's ``OMP_NUM_THREADS`` to
             it, so it is torch's thread count. None: an equal share of the cluster's CPUs.
     """
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    resources = ray.cluster_resources()
-    if use_gpu is None:
-        use_gpu = resources.get("GPU", 0) >= num_workers
-    if cpus_per_worker is None:
-        cpus_per_worker = max(1, int(resources.get("CPU", 1)) // num_workers)
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         train_prompt_worker,
-        train_loop_config=asdict(config),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=None if storage_path is None else str(Path(storage_path).expanduser().resolve()),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
+        asdict(config),
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        cpus_per_worker=cpus_per_worker,
+        storage_path=storage_path,
+        name=name,
+        max_failures=max_failures,
+        checkpoints_to_keep=2,
     )
     start = time.perf_counter()
     result = trainer.fit()

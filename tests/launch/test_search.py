@@ -149,3 +149,18 @@ def test_resume_after_sigkill_finishes_exactly_the_requested_trials(extraction_s
     configs = frame[["lambda", "num_prompts"]].round(12).apply(tuple, axis=1)
     assert configs.is_unique
     assert "Best ensemble for data after 30 trials" in resumed.stdout
+
+
+def test_asha_scheduler_runs_the_staged_trials(extraction_setup, tmp_path):
+    out = tmp_path / "asha"
+    try:
+        assert main(_argv(extraction_setup, out, "--scheduler", "asha")) == 0
+    finally:
+        ray.shutdown()
+    frame = pd.read_parquet(out / "trials.parquet")
+    assert len(frame) == 6 and frame["stage"].between(1, 4).all()
+    progress = [pd.read_csv(p) for p in (out / "ray" / "tune").glob("*/progress.csv")]
+    assert len(progress) == 6
+    # every stage is reported (one Tune iteration each) until the solve converged or ASHA stopped it
+    assert all(list(p["training_iteration"]) == list(range(1, len(p) + 1)) for p in progress)
+    assert all(list(p["stage"]) == list(range(1, len(p) + 1)) for p in progress)
