@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--download", action="store_true", help="fetch a missing VTAB dataset (needs a network)")
     parser.add_argument(
         "--cache-dir", default=None, help="extraction cache (default: <cache root>/extraction)"
     )
