@@ -11,6 +11,7 @@ with the searcher's state. ``trials_frame`` turns the results into one row per t
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from ray import tune
 
 from hgprompt_ray.tuning.trainable import (
     ALPHA_PREFIX,
@@ -30,7 +32,92 @@ from hgprompt_ray.tuning.trainable import (
 from hgprompt_ray.workers.extract import Extraction
 from hgprompt_ray.workers.feature_store import features_from_table, moments_from_table
 
-__all__ = ["build_tuner", "prepare_statistics", "restore_tuner", "trials_frame"]
+__all__ = [
+    "StateBackup",
+    "build_tuner",
+    "prepare_statistics",
+    "repair_experiment_state",
+    "restore_tuner",
+    "trials_frame",
+]
+
+logger = logging.getLogger(__name__)
+_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+
+
+def backup_path(experiment_dir: Path) -> Path:
+    """Where :class:`StateBackup` keeps the last complete state of ``experiment_dir``."""
+    return experiment_dir.parent / f"{experiment_dir.name}-state-backup"
+
+
+def _complete(path: Path) -> bool:
+    """Whether a Tune state file was written to the end (JSON parses; a pickle's opcodes reach
+    STOP — scanned with ``pickletools``, never unpickled)."""
+    import json
+    import pickletools
+
+    try:
+        data = path.read_bytes()
+        if not data.startswith(b"\x80"):  # JSON (Tune also writes pickles under .json names)
+            json.loads(data)
+            return True
+        return any(op.name == "STOP" for op, _, _ in pickletools.genops(data))
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def _state_files(folder: Path) -> list[Path]:
+    return sorted(p for pattern in _STATE_PATTERNS for p in folder.glob(pattern))
+
+
+class StateBackup(tune.Callback):
+    """Tune writes its experiment and searcher state in place (``open(..., "w")``), so a driver
+    killed mid-write leaves a truncated file and ``Tuner.restore`` silently restarts the search
+    without its searcher. This callback keeps the last complete set of those files."""
+
+    def __init__(self, experiment_dir: str | Path, backup_dir: str | Path) -> None:
+        self.experiment_dir, self.backup_dir = Path(experiment_dir), Path(backup_dir)
+
+    def _backup(self, source: Path) -> None:
+        import shutil
+
+        from hgprompt_ray.atomic import atomic_path
+
+        files = _state_files(source)
+        if len(files) < len(_STATE_PATTERNS) or not all(_complete(f) for f in files):
+            return
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        for old in _state_files(self.backup_dir):
+            if not (source / old.name).exists():
+                old.unlink()
+        for path in files:
+            with atomic_path(self.backup_dir / path.name) as tmp:
+                shutil.copyfile(path, tmp)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # The driver staging folder holds one consistent set (Tune writes all three files there in
+        # this thread); the copy under storage_path is uploaded from it and may lag behind.
+        staging = getattr(getattr(trial, "storage", None), "experiment_driver_staging_path", None)
+        self._backup(Path(staging) if staging and Path(staging).is_dir() else self.experiment_dir)
+
+
+def repair_experiment_state(experiment_dir: str | Path, backup_dir: str | Path) -> list[str]:
+    """Before a restore: put back the last complete state files where the current ones are
+    truncated. Returns the names of the files replaced."""
+    import shutil
+
+    experiment_dir, backup_dir = Path(experiment_dir), Path(backup_dir)
+    current = _state_files(experiment_dir)
+    if current and all(_complete(f) for f in current):
+        return []
+    saved = _state_files(backup_dir)
+    if not saved:
+        return []
+    for path in current:
+        path.unlink()
+    for source in saved:
+        shutil.copyfile(source, experiment_dir / source.name)
+    return [p.name for p in saved]
 
 
 def _statistics_from_tables(
@@ -91,11 +178,11 @@ def build_tuner(
     verbose: int = 1,
 ) -> Any:
     """A ``tune.Tuner`` for a new search (see the module docstring)."""
-    from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # snapshot experiment state often: resumable
     trainable = _trainable(statistics_ref, solver, stages, seed, report_stages=scheduler is not None)
+    experiment_dir = Path(storage_path).expanduser().resolve() / name
     return tune.Tuner(
         trainable,
         param_space=dict(space),
@@ -112,6 +199,7 @@ def build_tuner(
             storage_path=str(Path(storage_path).expanduser().resolve()),
             verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=1),
+            callbacks=[StateBackup(experiment_dir, backup_path(experiment_dir))],
         ),
     )
 
@@ -128,9 +216,12 @@ def restore_tuner(
     """Continue the search stored at ``path``: finished trials are kept, unfinished ones rerun
     with their configs, the searcher's state (Optuna's study) is restored, and the search
     stops at the ``num_samples`` it was started with."""
-    from ray import tune
-
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    repaired = repair_experiment_state(path, backup_path(Path(path)))
+    if repaired:
+        logger.warning(
+            "Tune's state files were cut off by the kill; restored the last complete ones: %s", repaired
+        )
     return tune.Tuner.restore(
         str(path),
         trainable=_trainable(statistics_ref, solver, stages, seed, report_stages),
@@ -142,8 +233,6 @@ def restore_tuner(
 def _trainable(
     statistics_ref: Any, solver: Mapping[str, Any], stages: tuple[int, ...], seed: int, report_stages: bool
 ) -> Any:
-    from ray import tune
-
     inputs = TrialInputs(
         statistics=statistics_ref,
         solver=dict(solver),
