@@ -64,7 +64,7 @@ class SolverSettings(NamedTuple):
         normalize_alignment: divide L_align by ``alignment_scale`` (scale-free lambda).
     """
 
-    max_iterations: int = 300
+    max_iterations: int = 1000
     tolerance: float = 1e-7
     patience: int = 3
     initial_step: float = 1.0
