@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         served = 0
         for split in result.feature_keys:
             views, labels = result.features(split)
-            assert all(v.shape[0] == len(labels) and not v.flags.writeable for v in views.values())
+            broken = [p for p, v in views.items() if v.shape[0] != len(labels) or v.flags.writeable]
+            if broken:
+                print(f"error: the store served malformed {split} tables for {broken}", file=sys.stderr)
+                return 1
             served += len(views)
         names, moments = result.gradient_moments()
         served += 1

@@ -359,7 +359,7 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
     clock = time.perf_counter()
     for split in config.splits:
         keys = [plan.feature_keys[split][n] for n in names]
-        todo = [i for i, key in enumerate(keys) if cache.read(key) is None]
+        todo = [i for i, key in enumerate(keys) if not cache.has(key)]
         if todo:
             features = _features(model, datasets[split], prompts[todo], config, rank, split, plan.progress)
             labels = np.asarray(_labels(datasets[split]), dtype=np.int64)
@@ -385,7 +385,8 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
         moments = _gradient_moments(model, prompts, names, mine, plan, config, datasets, cache, rank, world)
         counters[1] += len(plan.gradient_positions) * len(names)
         if rank == 0:
-            assert moments is not None and plan.gradient_key is not None
+            if moments is None or plan.gradient_key is None:
+                raise RuntimeError("rank 0 gathered no gradient moments; the coordinate shards are missing")
             shape = (plan.num_tokens, model.embed_dim)
             cache.write(plan.gradient_key, gradient_table(plan.names, moments, shape, plan.gradient_meta))
     if rank == 0 and plan.gradient_key is not None:
@@ -458,7 +459,11 @@ def _gradient_moments(
     heads = []
     for name in names:
         table = cache.read(plan.feature_keys[first][name])
-        assert table is not None
+        if table is None:
+            raise RuntimeError(
+                f"the {first} features of prompt {name!r} are not in the cache {cache.root}; "
+                "they are written before the gradient pass. Fix: check the cache folder is writable."
+            )
         features, labels, _ = features_from_table(table)
         heads.append(fit_probe_head(features, labels, plan.num_classes, l2=config.head_l2))
     folded = [head.folded(prompts.dtype, prompts.device) for head in heads]
