@@ -20,6 +20,7 @@ __all__ = [
     "PromptConfig",
     "PromptInit",
     "PromptTrainingConfig",
+    "TransferConfig",
     "help_text",
 ]
 
@@ -280,3 +281,80 @@ class ExtractionConfig:
             raise InvalidValueError(
                 invalid_value("ExtractionConfig.head_l2", self.head_l2, "must be positive", "")
             )
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Tuning a target prompt (+ linear head) from an initial prompt: the VTAB-1k protocol.
+
+    1. Tune on train800 for ``steps`` optimiser steps, scoring val200 after every
+       ``steps / eval_points`` steps; the best point sets the step count s*.
+    2. Tune again from the same initial prompt on train800val200 for s* steps (the schedule
+       shortened to s*) and report top-1 accuracy on test (``max_test`` images at most, a fixed
+       seeded subset, the same one the zero-shot matrix uses).
+
+    Every method gets the same budget; only the initial prompt (or, for ATTEMPT, the module)
+    differs. AdamW, learning rate ``base_lr * batch_size / 256``, linear warmup over
+    ``warmup_fraction`` of the steps, cosine decay. The head is MAE's linear-probe head: a
+    BatchNorm without affine parameters, then a zero-initialised linear layer.
+    """
+
+    task: str = field(metadata={"help": "Task name, ImageFolder directory, or path,label CSV."})
+    backbone: str = field(
+        default="dinov2-s-imgfocus", metadata={"help": "Backbone name (see load_backbone)."}
+    )
+    img_size: int = field(default=112, metadata={"help": "Square input size in pixels."})
+    steps: int = field(default=25, metadata={"help": "Optimiser steps of each fit (train800: 25 = 1 epoch)."})
+    batch_size: int = field(default=32, metadata={"help": "Images per step."})
+    base_lr: float = field(default=0.08, metadata={"help": "Learning rate at batch 256 (scaled linearly)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay of prompt and head."})
+    warmup_fraction: float = field(default=0.1, metadata={"help": "Share of the steps spent warming up."})
+    eval_points: int = field(default=2, metadata={"help": "val200 evaluations during the train800 fit."})
+    max_test: int | None = field(default=500, metadata={"help": "Test images at most (None: all)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the head init, shuffling and ATTEMPT's module."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the train800/val200 draw."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Images per forward when evaluating."})
+    data_root: str | None = field(default=None, metadata={"help": "VTAB data folder (None: the default)."})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task:
+            raise InvalidValueError(
+                invalid_value("TransferConfig.task", self.task, "must be a task name or path", "")
+            )
+        for name in ("img_size", "steps", "batch_size", "eval_points", "eval_batch_size"):
+            _positive_int("TransferConfig", name, getattr(self, name), "")
+        if self.eval_points > self.steps:
+            raise InvalidValueError(
+                invalid_value(
+                    "TransferConfig.eval_points",
+                    self.eval_points,
+                    f"must not exceed steps={self.steps}",
+                    "Lower --eval-points or raise --steps.",
+                )
+            )
+        if self.max_test is not None:
+            _positive_int("TransferConfig", "max_test", self.max_test, "Use None for the whole test split.")
+        for name in ("seed", "split_seed"):
+            _positive_int("TransferConfig", name, getattr(self, name), "", allow_zero=True)
+        for name in ("base_lr", "weight_decay"):
+            value = getattr(self, name)
+            low_ok = value > 0 if name == "base_lr" else value >= 0
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_ok:
+                rule = "must be positive" if name == "base_lr" else "must be non-negative"
+                raise InvalidValueError(invalid_value(f"TransferConfig.{name}", value, rule, ""))
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise InvalidValueError(
+                invalid_value("TransferConfig.warmup_fraction", self.warmup_fraction, "must be in [0, 1)", "")
+            )
+
+    @property
+    def learning_rate(self) -> float:
+        """base_lr * batch_size / 256."""
+        return self.base_lr * self.batch_size / 256.0
+
+    @property
+    def eval_steps(self) -> tuple[int, ...]:
+        """The step counts after which val200 is scored during the train800 fit."""
+        return tuple(
+            sorted({round(self.steps * (i + 1) / self.eval_points) for i in range(self.eval_points)})
+        )

@@ -33,7 +33,9 @@ DEFAULT_LIBRARY = ROOT / "prompt_zoo" / "offline"
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--targets", nargs="+", default=None)
     parser.add_argument("--suite", choices=["offline", "vtab"], default=None)
     parser.add_argument("--prompts", default=str(DEFAULT_LIBRARY))
@@ -70,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from hgprompt_ray.workers.extract import extract
 
-    ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None, ignore_reinit_error=True)
+    ray.init(
+        address=args.address,
+        num_cpus=args.num_cpus if args.address is None else None,
+        ignore_reinit_error=True,
+    )
     rows = []
     for target, task in pairs:
         records = library.records()

@@ -38,6 +38,7 @@ from hgprompt_ray.atomic import atomic_path, atomic_write_json  # noqa: E402
 from hgprompt_ray.data import TaskUnavailableError, resolve_target  # noqa: E402
 from hgprompt_ray.errors import IntegrityError, InvalidValueError  # noqa: E402
 from hgprompt_ray.prompts import PromptLibrary  # noqa: E402
+from launch._ray import start_ray  # noqa: E402
 from search_spaces import hgprompt as space_module  # noqa: E402
 
 logger = logging.getLogger("search")
@@ -70,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gradient-samples", type=int, default=64, help="samples for per-sample gradients")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train extraction workers")
     parser.add_argument("--include-target-prompt", action="store_true", help="keep the target's own prompt")
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="search over these prompts only (default: all)",
+    )
     parser.add_argument("--address", default=None, help="join a running cluster ('auto' or host:port)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
     parser.add_argument("--dashboard-host", default="127.0.0.1")
@@ -79,7 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--download", action="store_true", help="fetch a missing VTAB dataset (needs a network)")
+    parser.add_argument(
+        "--download", action="store_true", help="fetch a missing VTAB dataset (needs a network)"
+    )
     parser.add_argument(
         "--cache-dir", default=None, help="extraction cache (default: <cache root>/extraction)"
     )
@@ -132,6 +142,14 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
             logger.info(
                 "leaving out %s: trained on the target itself (--include-target-prompt keeps it)", dropped
             )
+    if args.sources is not None:
+        unknown = sorted(set(args.sources) - set(library.names))
+        if unknown:
+            raise UsageError(
+                f"--sources {unknown} are not in prompt library {library_path}. "
+                f"Fix: choose from {library.names}."
+            )
+        records = [r for r in records if r.name in set(args.sources)]
     if len(records) < 2:
         raise UsageError(
             f"prompt library {library_path} has {len(records)} usable prompt(s) for target {task.info.name!r}; "
@@ -296,24 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     task, records, output = checked["task"], checked["records"], checked["output"]
     prompts = [r.name for r in records]
-    try:
-        context = ray.init(
-            address=None if args.address in (None, "local") else args.address,
-            num_cpus=args.num_cpus if args.address in (None, "local") else None,
-            include_dashboard=not args.no_dashboard if args.address in (None, "local") else None,
-            dashboard_host=args.dashboard_host,
-            ignore_reinit_error=True,
-            log_to_driver=True,
-        )
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        print(f"error: could not start or join Ray at {args.address!r}: {error}", file=sys.stderr)
+    if start_ray(args.address, args.num_cpus, args.no_dashboard, args.dashboard_host) is None:
         return 2
-    if getattr(context, "dashboard_url", None):
-        print(
-            f"Ray dashboard: http://{context.dashboard_url} (log in with the token `ray get-auth-token` prints; "
-            "on a remote cluster use `ray dashboard cluster.yaml`)",
-            flush=True,
-        )
     cpus = int(ray.cluster_resources().get("CPU", 1))
     max_concurrent = args.max_concurrent or max(1, cpus)
     config = ExtractionConfig(

@@ -180,8 +180,9 @@ def solve_weights(
     lam: float = 0.0,
     settings: SolverSettings | None = None,
     initial: Any | None = None,
+    h_weight: float = 1.0,
 ) -> SimplexResult:
-    """Minimise -H(alpha) + lambda * L_align(alpha) over the simplex.
+    """Minimise -h_weight * H(alpha) + lambda * L_align(alpha) over the simplex.
 
     Args:
         stats: ensemble H-score statistics of the M prompts (``ensemble_statistics``).
@@ -191,12 +192,20 @@ def solve_weights(
         settings: solver settings (defaults: ``SolverSettings()``).
         initial: a warm start (M,) with positive entries; when given it is the only start
             (e.g. to continue a previous solve in stages, as the search's trials do).
+        h_weight: weight of the H-score term; 1 in HGPrompt, 0 for the alignment-only ablation
+            (then lambda must be positive).
 
     Shape:
         covariance: (p, M, M).
     """
     settings = SolverSettings() if settings is None else settings
     _check(stats, covariance, lam, settings)
+    if isinstance(h_weight, bool) or not isinstance(h_weight, (int, float)) or not h_weight >= 0:
+        raise InvalidValueError(invalid_value("h_weight", h_weight, "must be a number >= 0", "Use 1 or 0."))
+    if h_weight == 0 and not lam > 0:
+        raise InvalidValueError(
+            invalid_value("lam", lam, "must be positive when h_weight is 0 (the objective would be 0)", "")
+        )
     num_prompts = stats.num_prompts
     tensors = TorchEnsembleH.from_statistics(stats)
     cov_t = None
@@ -213,7 +222,7 @@ def solve_weights(
             align = torch.zeros_like(h)
         else:
             align = alignment_loss_torch(cov_t, alpha) / scale
-        return -h + lam * align, h, align
+        return -h_weight * h + lam * align, h, align
 
     if num_prompts == 1:
         alpha = torch.ones(1, 1, dtype=torch.float64)

@@ -233,6 +233,27 @@ class PromptedViT(nn.Module):
         features = self.forward_tokens(self.embed_patches(x), stacked)
         return features if batched else features[0]
 
+    def forward_instance_features(self, x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """CLS features with a different prompt for every image (e.g. ATTEMPT's mixtures).
+
+        Shape:
+            x: (B, 3, H, W); prompts: (B, m, d); returns (B, d).
+        """
+        if prompts.dim() != 3 or prompts.shape[0] != x.shape[0] or prompts.shape[-1] != self.embed_dim:
+            raise InvalidValueError(
+                invalid_value(
+                    "prompts.shape",
+                    tuple(prompts.shape),
+                    f"must be (B={x.shape[0]}, m, {self.embed_dim}): one prompt per image",
+                    "Use forward_features for one prompt shared by the batch.",
+                )
+            )
+        tokens = self.embed_patches(x)
+        prefix, patches = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens :]
+        sequence = torch.cat([prefix, self.prompt_dropout(prompts.to(tokens.dtype)), patches], dim=1)
+        sequence = self.backbone.norm(self.backbone.blocks(sequence))
+        return self.backbone.forward_head(sequence, pre_logits=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the linear head on the prompted CLS feature.
 

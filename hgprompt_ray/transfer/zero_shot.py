@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
 
-from hgprompt_ray.data import backbone_transform, resolve_target
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models.features import extract_cls_features
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.linear_probe import linear_probe
+from hgprompt_ray.transfer.splits import load_transfer_splits
 
 __all__ = ["NO_PROMPT", "zero_shot_matrix", "zero_shot_target"]
 
@@ -49,16 +48,17 @@ def zero_shot_target(
         prompts: (K, m, d), in the order of ``names``.
     """
     start = time.perf_counter()
-    task = resolve_target(target, data_root=data_root)
     mean, std = model.backbone.pretrained_cfg["mean"], model.backbone.pretrained_cfg["std"]
-    transform = backbone_transform(img_size, mean, std)
-    splits: dict[str, Any] = {
-        s: task.split(s, seed=split_seed, transform=transform) for s in ("train800", "val200", "test")
-    }
-    labels = {s: splits[s].labels for s in splits}
-    if max_test is not None and len(splits["test"]) > max_test:
-        keep = np.sort(np.random.default_rng(0).choice(len(splits["test"]), max_test, replace=False))
-        splits["test"], labels["test"] = Subset(splits["test"], keep.tolist()), labels["test"][keep]
+    task, splits, labels = load_transfer_splits(
+        target,
+        img_size=img_size,
+        mean=mean,
+        std=std,
+        split_seed=split_seed,
+        max_test=max_test,
+        data_root=data_root,
+        splits=("train800", "val200", "test"),
+    )
     bare = PromptedViT(model.backbone, num_prompt_tokens=0).eval()
     rows = []
     features: dict[str, np.ndarray] = {}

@@ -138,3 +138,16 @@ def test_baseline_weightings():
         h_score_weights([np.nan, 1.0])
     with pytest.raises(InvalidValueError, match="num_prompts"):
         uniform_weights(0)
+
+
+def test_h_weight_zero_minimises_alignment_alone():
+    stats, covariance = _problem(7)
+    alone = solve_weights(stats, covariance, 1.0, SolverSettings(max_iterations=3000), h_weight=0.0)
+    rng = np.random.default_rng(0)
+    for alpha in rng.dirichlet(np.ones(stats.num_prompts), size=200):
+        assert alignment_loss(covariance, alone.alpha) <= alignment_loss(covariance, alpha) + 1e-12
+    assert np.isclose(alone.objective, alone.alignment)  # no H term in the objective
+    with pytest.raises(InvalidValueError, match="h_weight is 0"):
+        solve_weights(stats, covariance, 0.0, h_weight=0.0)
+    with pytest.raises(InvalidValueError, match="h_weight"):
+        solve_weights(stats, covariance, 1.0, h_weight=-1.0)

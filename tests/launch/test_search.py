@@ -90,12 +90,15 @@ def _bad_cases(config, tmp_path):
             r"holds no search to resume",
         ),
         "zero trials": (["--num-samples", "0"], r"--num-samples must be a positive integer"),
+        "unknown source": (["--sources", "p0", "zz"], r"--sources \['zz'\] are not in prompt library"),
+        "one source": (["--sources", "p1"], r"has 1 usable prompt\(s\)"),
     }
 
 
 CASES = [
     "unknown target", "missing folder", "empty library", "not a library", "backbone mismatch", "M too large",
     "negative lambda", "unreachable address", "output holds a search", "nothing to resume", "zero trials",
+    "unknown source", "one source",
 ]  # fmt: skip
 
 

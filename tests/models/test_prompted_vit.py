@@ -163,3 +163,19 @@ def test_gradient_flows_to_stacked_prompts(tiny_vit):
     (model.forward_features(_images(), prompts) @ weights).sum().backward()  # LayerNorm sums to 0
     assert prompts.grad is not None
     assert (prompts.grad.flatten(1).abs().sum(dim=1) > 0).all()
+
+
+def test_instance_prompts_match_shared_prompt_and_differ_per_image(tiny_vit):
+    model = PromptedViT(tiny_vit, 3)
+    images = torch.randn(4, 3, 32, 32)
+    shared = model.forward_features(images)
+    per_image = model.forward_instance_features(images, model.prompt.detach().expand(4, -1, -1))
+    assert torch.allclose(per_image, shared, atol=1e-5)
+    other = torch.randn(3, 32)
+    prompts = model.prompt.detach().expand(4, -1, -1).clone()
+    prompts[1] = other
+    mixed = model.forward_instance_features(images, prompts)
+    assert torch.allclose(mixed[1], model.forward_features(images[1:2], other)[0], atol=1e-5)
+    assert torch.allclose(mixed[[0, 2, 3]], shared[[0, 2, 3]], atol=1e-5)
+    with pytest.raises(InvalidValueError, match="one prompt per image"):
+        model.forward_instance_features(images, prompts[:2])

@@ -1,0 +1,212 @@
+"""Evaluation runs: one (method, target, seed) job = one VTAB-1k transfer, run as a Ray task.
+
+The driver (``launch/evaluate.py``) works out every method's source weights, then submits the
+jobs; each job's result is written atomically to ``<report>/runs/<key>.json`` (and its final
+prompt to ``.safetensors``), so a rerun skips what is done.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hgprompt_ray.atomic import atomic_path, atomic_write_json
+from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.errors import InvalidValueError, invalid_value
+
+__all__ = [
+    "ABLATION_METHODS",
+    "METHODS",
+    "METHOD_LABELS",
+    "RESULT_SCHEMA",
+    "SCALING_METHODS",
+    "WEIGHT_METHODS",
+    "EvaluationJob",
+    "brief_tune_task",
+    "features_task",
+    "run_job",
+    "write_result",
+]
+
+RESULT_SCHEMA = 1
+METHODS = (
+    "linear-probe",
+    "vpt",
+    "average",
+    "single-best",
+    "spot-best",
+    "spot-weighted",
+    "h-ensemble",
+    "attempt",
+    "hgprompt",
+)
+ABLATION_METHODS = ("h-only", "align-only")
+SCALING_METHODS = ("hgprompt", "average", "spot-best")
+WEIGHT_METHODS = (
+    "average",
+    "single-best",
+    "spot-best",
+    "spot-weighted",
+    "h-ensemble",
+    "hgprompt",
+    "h-only",
+    "align-only",
+)
+METHOD_LABELS = {
+    "linear-probe": "Linear probe",
+    "vpt": "VPT (scratch)",
+    "average": "Average",
+    "single-best": "Single-Best",
+    "spot-best": "SPoT-best",
+    "spot-weighted": "SPoT-weighted",
+    "h-ensemble": "H-ensemble",
+    "attempt": "ATTEMPT",
+    "hgprompt": "HGPrompt",
+    "h-only": "H only",
+    "align-only": "Alignment only",
+}
+_KINDS = {"linear-probe": "probe", "attempt": "attempt"}
+
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """One transfer run.
+
+    Attributes:
+        target: the target as given (task name, folder or CSV).
+        target_name: the task's registry name (folder names for paths).
+        method: one of ``METHODS`` or ``ABLATION_METHODS``.
+        seed: the run's seed (head init, shuffling, VPT/ATTEMPT init).
+        sources: the source prompts available to the method.
+        weights: alpha over ``sources`` for weight-based methods, else None.
+        scale: the number of sources when the job belongs to the scaling curve (None: main).
+    """
+
+    target: str
+    target_name: str
+    method: str
+    seed: int
+    sources: tuple[str, ...]
+    weights: tuple[float, ...] | None = None
+    scale: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS + ABLATION_METHODS:
+            raise InvalidValueError(
+                invalid_value("method", self.method, f"must be one of {list(METHODS + ABLATION_METHODS)}", "")
+            )
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+            if len(self.weights) != len(self.sources):
+                raise InvalidValueError(
+                    invalid_value("weights", list(self.weights), f"must have {len(self.sources)} entries", "")
+                )
+        elif self.method in WEIGHT_METHODS:
+            raise InvalidValueError(invalid_value("weights", None, f"are required for {self.method!r}", ""))
+
+    @property
+    def kind(self) -> str:
+        """``prompt``, ``attempt`` or ``probe``."""
+        return _KINDS.get(self.method, "prompt")
+
+    @property
+    def key(self) -> str:
+        """``<target>/<method>[@<scale>]/seed<k>``: where the result lives under ``runs/``."""
+        tag = self.method if self.scale is None else f"{self.method}@{self.scale}"
+        return f"{self.target_name}/{tag}/seed{self.seed}"
+
+
+def _threads() -> None:
+    count = os.environ.get("OMP_NUM_THREADS")
+    if count and count.isdigit() and int(count) > 0:
+        torch.set_num_threads(int(count))
+
+
+def run_job(job: dict[str, Any], transfer: dict[str, Any], library: str) -> dict[str, Any]:
+    """The Ray task body: run one job; returns its metrics and final prompt (thin, STYLE 6)."""
+    from hgprompt_ray.models import load_backbone
+    from hgprompt_ray.prompts import PromptLibrary
+    from hgprompt_ray.transfer.tune import tune_transfer
+    from hgprompt_ray.transfer.weights import ensemble_prompt
+
+    spec = EvaluationJob(**job)
+    config = TransferConfig(**{**transfer, "task": spec.target, "seed": spec.seed})
+    _threads()
+    backbone = load_backbone(config.backbone, config.img_size)
+    prompts = PromptLibrary(library).load_many(
+        list(spec.sources), backbone=config.backbone, embed_dim=backbone.embed_dim
+    )
+    initial = None if spec.weights is None else ensemble_prompt(prompts, spec.weights)
+    result = tune_transfer(
+        config,
+        spec.kind,
+        initial=initial,
+        sources=prompts if spec.kind == "attempt" else None,
+        num_prompt_tokens=int(prompts.shape[1]),
+        backbone=backbone,
+    )
+    return {
+        "metrics": {
+            "test_accuracy": result.test_accuracy,
+            "val_accuracy": result.val_accuracy,
+            "selected_steps": result.selected_steps,
+            "val_curve": result.val_curve,
+            "train_loss": result.train_loss,
+            "num_test": result.num_test,
+            "seconds": result.seconds,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+        },
+        "prompt": result.prompt,
+    }
+
+
+def write_result(root: Path, job: EvaluationJob, outcome: dict[str, Any], transfer: dict[str, Any]) -> Path:
+    """Write ``runs/<key>.json`` (and the prompt) atomically; returns the JSON path."""
+    path = root / "runs" / f"{job.key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if outcome.get("prompt") is not None:
+        from safetensors.torch import save_file
+
+        with atomic_path(path.with_suffix(".safetensors")) as tmp:
+            save_file({"prompt": outcome["prompt"].contiguous()}, str(tmp))
+    record = {
+        "schema_version": RESULT_SCHEMA,
+        "job": asdict(job),
+        "key": job.key,
+        "transfer": transfer,
+        **outcome["metrics"],
+    }
+    atomic_write_json(path, record)
+    return path
+
+
+def brief_tune_task(transfer: dict[str, Any], seed: int, num_prompt_tokens: int, steps: int) -> torch.Tensor:
+    """Ray task body: SPoT's briefly tuned target prompt for one seed."""
+    from hgprompt_ray.transfer.tune import brief_tune
+
+    _threads()
+    return brief_tune(TransferConfig(**{**transfer, "seed": seed}), num_prompt_tokens, steps)
+
+
+def features_task(transfer: dict[str, Any], prompts: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Ray task body: test features of the target under each named prompt (for t-SNE)."""
+    from hgprompt_ray.models import PromptedViT, load_backbone
+    from hgprompt_ray.models.features import extract_cls_features
+    from hgprompt_ray.transfer.splits import config_splits
+
+    _threads()
+    config = TransferConfig(**transfer)
+    backbone = load_backbone(config.backbone, config.img_size)
+    _, datasets, labels = config_splits(config, backbone, ("test",))
+    names = list(prompts)
+    stacked = torch.stack([prompts[n] for n in names])
+    model = PromptedViT(backbone, int(stacked.shape[1])).eval()
+    features = extract_cls_features(
+        model, datasets["test"], prompts=stacked, batch_size=config.eval_batch_size
+    )
+    return {"names": names, "features": features, "labels": labels["test"]}
