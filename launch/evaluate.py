@@ -61,8 +61,11 @@ SPEARMAN_METHODS = (
     "single-best",
     "spot-best",
 )
-BUDGET_FIELDS = ("steps", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "eval_points", "max_test",
-                 "split_seed", "spot_steps", "search_trials", "samples", "gradient_samples")  # fmt: skip
+BUDGET_FIELDS = (
+    "steps", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "eval_points", "max_test",
+    "split_seed", "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes",
+    "scaling_seeds",
+)  # fmt: skip
 
 
 class UsageError(Exception):

@@ -84,6 +84,10 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert "(1 runs this time, 25 in all)" in capsys.readouterr().out
         assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
         assert main(["--report-only", "--output", str(out)]) == 0
+        capsys.readouterr()
+        assert main(_argv(extraction_setup, out, "--steps", "5")) == 2  # another budget: refused, kept
+        assert "holds an evaluation with another budget" in capsys.readouterr().err
+        assert len(list((out / "runs").glob("**/*.json"))) == 25
     finally:
         ray.shutdown()
 
