@@ -159,13 +159,14 @@ class TorchEnsembleH(NamedTuple):
         for index, (row, col) in enumerate(zip(rows, cols)):
             block = second[row, col] if row == col else second[row, col] + second[row, col].T
             blocks[index] = block.reshape(-1)
+        # np.array copies: statistics from Ray's object store are read-only zero-copy views
         return cls(
             pair_blocks=torch.from_numpy(blocks),
             pair_rows=torch.from_numpy(rows.astype(np.int64)),
             pair_cols=torch.from_numpy(cols.astype(np.int64)),
-            deviations=torch.from_numpy(np.ascontiguousarray(stats.deviations, dtype=np.float64)),
+            deviations=torch.from_numpy(np.array(stats.deviations, dtype=np.float64, order="C")),
             weights=torch.from_numpy(stats.class_counts.astype(np.float64)) / (stats.num_samples - 1),
-            fourth=torch.from_numpy(np.ascontiguousarray(stats.fourth_moment, dtype=np.float64)),
+            fourth=torch.from_numpy(np.array(stats.fourth_moment, dtype=np.float64, order="C")),
             num_samples=stats.num_samples,
             num_prompts=m,
             dim=d,
