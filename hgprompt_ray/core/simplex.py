@@ -212,7 +212,7 @@ def solve_weights(
     scale = 1.0
     if covariance is not None and lam > 0:
         cov_np = to_numpy(covariance, "covariance")
-        cov_t = torch.as_tensor(cov_np, dtype=torch.float64)
+        cov_t = torch.from_numpy(np.array(cov_np, dtype=np.float64))  # a copy: Ray views are read-only
         if settings.normalize_alignment:
             scale = alignment_scale(cov_np) or 1.0
 
