@@ -32,17 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from hgprompt_ray.atomic import atomic_write_json
+from hgprompt_ray.config import ExtractionConfig
+from hgprompt_ray.models import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, PromptedViT, load_backbone
+from hgprompt_ray.models.gradients import prompt_gradients
+from hgprompt_ray.prompts import PromptLibrary
+from hgprompt_ray.workers.extract import extract
+from hgprompt_ray.workers.feature_store import FeatureStore, feature_table, features_from_table
 
-from hgprompt_ray.atomic import atomic_write_json  # noqa: E402
-from hgprompt_ray.config import ExtractionConfig  # noqa: E402
-from hgprompt_ray.models import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, PromptedViT, load_backbone  # noqa: E402
-from hgprompt_ray.models.gradients import prompt_gradients  # noqa: E402
-from hgprompt_ray.prompts import PromptLibrary  # noqa: E402
-from hgprompt_ray.workers.extract import extract  # noqa: E402
-from hgprompt_ray.workers.feature_store import FeatureStore, feature_table, features_from_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ZOO = ROOT / "prompt_zoo" / "offline"
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}

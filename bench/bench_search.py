@@ -32,15 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from hgprompt_ray.atomic import atomic_write_json
+from hgprompt_ray.core import empty_gradient_moments, update_gradient_moments
+from hgprompt_ray.tuning.search import build_tuner, trials_frame
+from hgprompt_ray.tuning.trainable import SearchStatistics, TrialInputs, run_trial, search_statistics
+from search_spaces import hgprompt as space
 
-from hgprompt_ray.atomic import atomic_write_json  # noqa: E402
-from hgprompt_ray.core import empty_gradient_moments, update_gradient_moments  # noqa: E402
-from hgprompt_ray.tuning.search import build_tuner, trials_frame  # noqa: E402
-from hgprompt_ray.tuning.trainable import SearchStatistics, TrialInputs, run_trial, search_statistics  # noqa: E402
-from search_spaces import hgprompt as space  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_statistics(args: argparse.Namespace) -> SearchStatistics:

@@ -138,7 +138,9 @@ class PromptTrainingConfig:
     num_prompt_tokens: int = field(default=10, metadata={"help": "m, prompt tokens after CLS."})
     epochs: int = field(default=5, metadata={"help": "Passes over train800."})
     batch_size: int = field(default=32, metadata={"help": "Images per step per worker."})
-    optimizer: OptimizerName = field(default=OptimizerName.ADAMW, metadata={"help": "'adamw' or 'sgd'."})
+    optimizer: OptimizerName = field(
+        default=OptimizerName.ADAMW, metadata={"help": "'adamw' or 'sgd'.", "choices": ["adamw", "sgd"]}
+    )
     base_lr: float = field(default=0.08, metadata={"help": "Learning rate at batch 256 (scaled linearly)."})
     weight_decay: float = field(default=1e-4, metadata={"help": "Weight decay of prompt and head."})
     warmup_epochs: float = field(default=1.0, metadata={"help": "Linear warmup length in epochs."})

@@ -5,7 +5,7 @@
     python launch/extract.py --targets ./my_images --prompts my_lib --workers 2
 
 For each target: the library's prompts (without the one trained on the target itself unless
---include-target-prompt), ``workers.extract`` on Ray Train, then a check that the FeatureStore
+--include-target-prompt), ``workers.extract`` on Ray Train (the same ``ExtractionConfig`` as the search builds), then a check that the FeatureStore
 serves every table (zero-copy views of each split, the gradient moments). Prints one row per
 target: tables, forwards computed, seconds. ``launch/search.py`` with the same --samples,
 --gradient-samples and seeds then starts from the cache.
@@ -14,88 +14,61 @@ target: tables, forwards computed, seconds. ``launch/search.py`` with the same -
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from hgprompt_ray.data import list_tasks, resolve_target
+from hgprompt_ray.prompts import open_library, select_sources
+from hgprompt_ray.tuning.plan import extraction_config
+from hgprompt_ray.tuning.spec import SearchSpec
+from launch._cli import UsageError, add_config_flags, cli_main, config_kwargs, configure_logging
+from launch._ray import add_ray_flags, check_address, start_ray
 
-from hgprompt_ray.config import ExtractionConfig  # noqa: E402
-from hgprompt_ray.data import TaskUnavailableError, list_tasks, resolve_target  # noqa: E402
-from hgprompt_ray.errors import InvalidValueError  # noqa: E402
-from hgprompt_ray.prompts import PromptLibrary  # noqa: E402
-
-DEFAULT_LIBRARY = ROOT / "prompt_zoo" / "offline"
+EXTRACTION_FIELDS = ("library", "include_target_prompt", "samples", "gradient_samples", "workers", "seed",
+                     "split_seed", "data_root", "cache_dir")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--targets", nargs="+", default=None)
-    parser.add_argument("--suite", choices=["offline", "vtab"], default=None)
-    parser.add_argument("--prompts", default=str(DEFAULT_LIBRARY))
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--gradient-samples", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--include-target-prompt", action="store_true")
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--num-cpus", type=int, default=None)
-    parser.add_argument("--address", default=None)
-    args = parser.parse_args(argv)
-    try:
-        targets = args.targets or (list_tasks(args.suite) if args.suite else None)
-        if not targets:
-            raise InvalidValueError("give --targets or --suite. Fix: e.g. --suite offline.")
-        library = PromptLibrary(args.prompts)
-        pairs = []
-        for target in targets:
-            task = resolve_target(target, data_root=args.data_root)
-            available, reason = task.availability()
-            if available:
-                pairs.append((target, task))
-            elif args.targets:
-                raise TaskUnavailableError(f"target {target!r} is not available here: {reason}")
-            else:
-                print(f"skipping {task.name}: {reason}")
-    except (InvalidValueError, TaskUnavailableError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    import ray
+    parser.add_argument("--targets", nargs="+", default=None, help="task names, folders or CSVs")
+    parser.add_argument("--suite", choices=["offline", "vtab"], default=None, help="every available task")
+    skip = [f for f in SearchSpec.__dataclass_fields__ if f not in EXTRACTION_FIELDS]
+    add_config_flags(parser, SearchSpec, skip=skip)
+    add_ray_flags(parser)
+    return parser.parse_args(argv)
 
+
+def run(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(None, verbose=True)
+    targets = args.targets or (list_tasks(args.suite) if args.suite else None)
+    if not targets:
+        raise UsageError("give --targets or --suite. Fix: e.g. --suite offline.")
+    library = open_library(args.library)
+    configs = []
+    for target in targets:
+        task = resolve_target(target, data_root=args.data_root)
+        available, reason = task.availability()
+        if available:
+            spec = SearchSpec(**config_kwargs(args, SearchSpec, target=target))
+            selection = select_sources(
+                library, task.info.name, include_target_prompt=args.include_target_prompt
+            )
+            configs.append((task, extraction_config(spec, task, selection)))
+        elif args.targets:
+            raise UsageError(f"target {target!r} is not available here: {reason}")
+        else:
+            print(f"skipping {task.info.name}: {reason}")
+    check_address(args.address)
     from hgprompt_ray.workers.extract import extract
 
-    ray.init(
-        address=args.address,
-        num_cpus=args.num_cpus if args.address is None else None,
-        ignore_reinit_error=True,
-    )
+    if start_ray(args) is None:
+        return 2
     rows = []
-    for target, task in pairs:
-        records = library.records()
-        prompts = tuple(
-            r.name for r in records if args.include_target_prompt or r.source_task != task.info.name
-        )
-        config = ExtractionConfig(
-            target=target,
-            library=str(library.root),
-            prompts=prompts,
-            backbone=records[0].backbone,
-            img_size=records[0].img_size,
-            num_samples=args.samples,
-            gradient_samples=args.gradient_samples,
-            sample_seed=args.seed,
-            split_seed=args.split_seed,
-            data_root=args.data_root,
-            cache_dir=args.cache_dir,
-        )
+    for task, config in configs:
+        prompts = config.prompts
         start = time.perf_counter()
         result = extract(config, num_workers=args.workers)
         served = 0
@@ -125,5 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+main = cli_main(run)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -18,20 +18,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # allow `python launch/...` from a checkout
-    sys.path.insert(0, str(ROOT))
-
-from hgprompt_ray.config import PromptTrainingConfig  # noqa: E402
-from hgprompt_ray.data import TaskUnavailableError, list_tasks, resolve_target  # noqa: E402
-from hgprompt_ray.errors import InvalidValueError  # noqa: E402
-from hgprompt_ray.models.backbones import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE  # noqa: E402
-from hgprompt_ray.prompts import PromptLibrary  # noqa: E402
+from hgprompt_ray.config import PromptTrainingConfig
+from hgprompt_ray.data import list_tasks, resolve_target
+from hgprompt_ray.models.backbones import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE
+from hgprompt_ray.prompts import PromptLibrary
+from launch._cli import UsageError, add_config_flags, cli_main, command_line, config_kwargs, configure_logging
+from launch._ray import add_ray_flags, check_address, start_ray
 
 logger = logging.getLogger("train_sources")
 
@@ -43,77 +38,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--suite", choices=["offline", "vtab"], help="train every available task of a suite")
     parser.add_argument("--tasks", nargs="+", help="task names, ImageFolder directories or CSVs")
     parser.add_argument("--out", required=True, help="prompt library folder (created if missing)")
-    parser.add_argument("--backbone", default=OFFLINE_BACKBONE)
-    parser.add_argument("--img-size", type=int, default=OFFLINE_IMG_SIZE)
-    parser.add_argument("--num-prompt-tokens", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    parser.add_argument("--base-lr", type=float, default=0.08, help="learning rate at batch 256")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--data-root", default=None)
+    recipe = parser.add_argument_group("training recipe (PromptTrainingConfig)")
+    add_config_flags(
+        recipe,
+        PromptTrainingConfig,
+        skip=["task", "eval_batch_size", "heartbeat_dir"],
+        defaults={"backbone": OFFLINE_BACKBONE, "img_size": OFFLINE_IMG_SIZE},
+    )
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per task")
     parser.add_argument("--max-failures", type=int, default=2)
     parser.add_argument("--storage", default=None, help="Ray Train storage (default <out>/.runs)")
-    parser.add_argument("--address", default=None, help="join a running Ray cluster")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
-    parser.add_argument("--dashboard-host", default="127.0.0.1")
     parser.add_argument("--overwrite", action="store_true")
+    add_ray_flags(parser)
     args = parser.parse_args(argv)
     if not args.suite and not args.tasks:
         parser.error("give --suite or --tasks")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python launch/train_sources.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    try:
-        tasks = args.tasks or list_tasks(args.suite)
-        library = PromptLibrary(args.out, create=True)
-        plans = []
-        for task_name in tasks:
-            task = resolve_target(task_name, data_root=args.data_root)
-            available, reason = task.availability()
-            if not available:
-                if args.tasks:
-                    raise TaskUnavailableError(f"task {task_name!r} is not available: {reason}")
-                logger.warning("skipping %s: %s", task_name, reason)
-                continue
-            name = task.info.name
-            if name in library and not args.overwrite:
-                logger.info("skipping %s: already in %s (use --overwrite to retrain)", name, library.root)
-                continue
-            config = PromptTrainingConfig(
-                task=task_name,
-                backbone=args.backbone,
-                img_size=args.img_size,
-                num_prompt_tokens=args.num_prompt_tokens,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                optimizer=args.optimizer,
-                base_lr=args.base_lr,
-                seed=args.seed,
-                split_seed=args.split_seed,
-                data_root=args.data_root,
-            )
-            plans.append((name, config))
-    except (InvalidValueError, TaskUnavailableError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    import ray
-
+    configure_logging(None, verbose=True)
+    command = command_line("train_sources.py", argv)
+    tasks = args.tasks or list_tasks(args.suite)
+    library = PromptLibrary(args.out, create=True)
+    plans = []
+    for task_name in tasks:
+        task = resolve_target(task_name, data_root=args.data_root)
+        available, reason = task.availability()
+        if not available:
+            if args.tasks:
+                raise UsageError(f"task {task_name!r} is not available: {reason}")
+            logger.warning("skipping %s: %s", task_name, reason)
+            continue
+        name = task.info.name
+        if name in library and not args.overwrite:
+            logger.info("skipping %s: already in %s (use --overwrite to retrain)", name, library.root)
+            continue
+        config = PromptTrainingConfig(**config_kwargs(args, PromptTrainingConfig, task=task_name))
+        plans.append((name, config))
+    check_address(args.address)
     from hgprompt_ray.workers.train_prompt import train_prompt
 
-    ray.init(
-        address=args.address,
-        num_cpus=args.num_cpus if args.address is None else None,
-        dashboard_host=args.dashboard_host,
-        ignore_reinit_error=True,
-    )
+    if start_ray(args) is None:
+        return 2
     storage = Path(args.storage) if args.storage else Path(args.out) / ".runs"
     summary = []
     for name, config in plans:
@@ -165,5 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+main = cli_main(run)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from hgprompt_ray.atomic import atomic_path  # noqa: E402
-from hgprompt_ray.data import TaskUnavailableError, resolve_target  # noqa: E402
-from hgprompt_ray.errors import IntegrityError, InvalidValueError  # noqa: E402
-from hgprompt_ray.prompts import PromptLibrary  # noqa: E402
-
-DEFAULT_LIBRARY = ROOT / "prompt_zoo" / "offline"
+from hgprompt_ray.atomic import atomic_path
+from hgprompt_ray.data import resolve_target
+from hgprompt_ray.prompts import open_library
+from hgprompt_ray.tuning.spec import DEFAULT_LIBRARY
+from launch._cli import UsageError, cli_main, configure_logging
 
 
 def write_heatmap(frame: pd.DataFrame, path: Path) -> None:
@@ -66,12 +60,12 @@ def write_heatmap(frame: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(argv: list[str] | None = None) -> int:
+    configure_logging(None, verbose=True)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--prompts", default=str(DEFAULT_LIBRARY), help="prompt library")
+    parser.add_argument("--prompts", default=DEFAULT_LIBRARY, help="prompt library")
     parser.add_argument(
         "--targets", nargs="*", default=None, help="tasks, folders or CSVs (default: the sources)"
     )
@@ -81,29 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
-    try:
-        library = PromptLibrary(args.prompts)
-        records = library.records()
-        if not records:
-            raise InvalidValueError(
-                f"prompt library {library.root} is empty. Fix: train or import prompts first."
-            )
-        backbones = {(r.backbone, r.img_size) for r in records}
-        if len(backbones) != 1:
-            raise InvalidValueError(
-                f"prompt library {library.root} mixes backbones/image sizes {sorted(backbones)}. "
-                "Fix: use a library of one backbone."
-            )
-        backbone, img_size = backbones.pop()
-        targets = args.targets or sorted({r.source_task for r in records})
-        for target in targets:
-            task = resolve_target(target, data_root=args.data_root)
-            available, reason = task.availability()
-            if not available:
-                raise TaskUnavailableError(f"target {target!r} is not available: {reason}")
-    except (InvalidValueError, TaskUnavailableError, FileNotFoundError, IntegrityError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    library = open_library(args.prompts)
+    records = library.records()
+    if not records:
+        raise UsageError(f"prompt library {library.root} is empty. Fix: train or import prompts first.")
+    backbones = {(r.backbone, r.img_size) for r in records}
+    if len(backbones) != 1:
+        raise UsageError(
+            f"prompt library {library.root} mixes backbones/image sizes {sorted(backbones)}. "
+            "Fix: use a library of one backbone."
+        )
+    backbone, img_size = backbones.pop()
+    targets = args.targets or sorted({r.source_task for r in records})
+    for target in targets:
+        task = resolve_target(target, data_root=args.data_root)
+        available, reason = task.availability()
+        if not available:
+            raise UsageError(f"target {target!r} is not available: {reason}")
 
     from hgprompt_ray.models import PromptedViT, load_backbone
     from hgprompt_ray.transfer.zero_shot import zero_shot_target
@@ -145,5 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+main = cli_main(run)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "ALPHA_PREFIX",
     "LAMBDA_RANGE",
     "METRIC",
     "MIN_PROMPTS",
@@ -30,6 +31,7 @@ __all__ = [
     "SCORE_PREFIX",
     "SOLVER",
     "STAGES",
+    "TRIAL_COLUMNS",
     "asha_scheduler",
     "hgprompt_space",
     "optuna_searcher",
@@ -39,9 +41,28 @@ __all__ = [
 LAMBDA_RANGE: tuple[float, float] = (1e-3, 1e2)
 MIN_PROMPTS = 2
 SCORE_PREFIX = "score_"
+"""Config key prefix of the per-prompt subset scores: ``score_<prompt>``."""
+ALPHA_PREFIX = "alpha_"
+"""Metric prefix of the solved weights: ``alpha_<prompt>`` (0 outside the trial's subset)."""
 METRIC = "val_h_score"
 """The H-score of the learned ensemble on held-out val200 features: comparable across lambda."""
 MODE = "max"
+TRIAL_COLUMNS: tuple[str, ...] = (
+    METRIC,
+    "objective",
+    "h_score",
+    "alignment",
+    "lambda",
+    "num_prompts",
+    "subset",
+    "iterations",
+    "converged",
+    "stage",
+    "solve_seconds",
+    "time_total_s",
+    "timestamp",
+)
+"""The columns of the trial table besides the trial number, its id and ``alpha_<prompt>``."""
 SOLVER: dict[str, Any] = {
     "tolerance": 1e-6,
     "patience": 3,

@@ -1,4 +1,4 @@
-"""Import rules from STYLE.md: core is pure maths (no Ray, no timm)."""
+"""Import rules from CONTRIBUTING.md ("Layering"): core is pure maths (no Ray, no timm)."""
 
 from __future__ import annotations
 

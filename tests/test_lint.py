@@ -1,4 +1,4 @@
-"""Lint and type checks are part of the suite (STYLE.md rule 4)."""
+"""Lint and type checks are part of the suite (CONTRIBUTING.md, "Tests")."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -34,6 +34,9 @@ from safetensors.torch import load_file, save_file
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, invalid_value
 from hgprompt_ray.hashing import sha256_file
+
+if TYPE_CHECKING:
+    from hgprompt_ray.prompts.selection import LibrarySelection
 
 __all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "PromptLibrary", "PromptRecord"]
 
@@ -412,6 +415,12 @@ class PromptLibrary:
                 f"Prompt {record.name!r} ({path}) was trained with backbone {record.backbone!r}, not "
                 f"{backbone!r}. Fix: pass --backbone {record.backbone} or use prompts for {backbone!r}."
             )
+
+    def select(self, target_name: str, **options: Any) -> LibrarySelection:
+        """The sources for ``target_name``: see :func:`hgprompt_ray.prompts.selection.select_sources`."""
+        from hgprompt_ray.prompts.selection import select_sources
+
+        return select_sources(self, target_name, **options)
 
     def verify(self) -> list[str]:
         """Check every prompt (file present, checksum, readable, shape).

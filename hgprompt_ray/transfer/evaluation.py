@@ -1,14 +1,15 @@
 """Evaluation runs: one (method, target, seed) job = one VTAB-1k transfer, run as a Ray task.
 
-The driver (``launch/evaluate.py``) works out every method's source weights, then submits the
-jobs; each job's result is written atomically to ``<report>/runs/<key>.json`` (and its final
-prompt to ``.safetensors``), so a rerun skips what is done.
+``transfer.method_weights`` works out every method's source weights, ``transfer.runner``
+submits the jobs; each job's result is written atomically to ``<report>/runs/<key>.json`` (and
+its final prompt to ``.safetensors``), so a rerun skips what is done. The task bodies here are
+thin (CONTRIBUTING.md, "Workers"): typed inputs, one call into ``transfer.tune``, a result.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
 __all__ = [
@@ -110,6 +112,11 @@ class EvaluationJob:
             raise InvalidValueError(invalid_value("weights", None, f"are required for {self.method!r}", ""))
 
     @property
+    def ensemble_weights(self) -> EnsembleWeights | None:
+        """The weights as an :class:`EnsembleWeights` over ``sources`` (None: not a weighting)."""
+        return None if self.weights is None else EnsembleWeights(self.sources, self.weights)
+
+    @property
     def kind(self) -> str:
         """``prompt``, ``attempt`` or ``probe``."""
         return _KINDS.get(self.method, "prompt")
@@ -127,21 +134,21 @@ def _threads() -> None:
         torch.set_num_threads(int(count))
 
 
-def run_job(job: dict[str, Any], transfer: dict[str, Any], library: str) -> dict[str, Any]:
-    """The Ray task body: run one job; returns its metrics and final prompt (thin, STYLE 6)."""
+def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[str, Any]:
+    """The Ray task body: run one job; returns its metrics and final prompt."""
     from hgprompt_ray.models import load_backbone
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.tune import tune_transfer
     from hgprompt_ray.transfer.weights import ensemble_prompt
 
-    spec = EvaluationJob(**job)
-    config = TransferConfig(**{**transfer, "task": spec.target, "seed": spec.seed})
+    spec = job
+    config = replace(transfer, task=spec.target, seed=spec.seed)
     _threads()
     backbone = load_backbone(config.backbone, config.img_size)
     prompts = PromptLibrary(library).load_many(
         list(spec.sources), backbone=config.backbone, embed_dim=backbone.embed_dim
     )
-    initial = None if spec.weights is None else ensemble_prompt(prompts, spec.weights)
+    initial = None if spec.ensemble_weights is None else ensemble_prompt(prompts, spec.ensemble_weights)
     result = tune_transfer(
         config,
         spec.kind,
@@ -165,7 +172,7 @@ def run_job(job: dict[str, Any], transfer: dict[str, Any], library: str) -> dict
     }
 
 
-def write_result(root: Path, job: EvaluationJob, outcome: dict[str, Any], transfer: dict[str, Any]) -> Path:
+def write_result(root: Path, job: EvaluationJob, outcome: dict[str, Any], transfer: TransferConfig) -> Path:
     """Write ``runs/<key>.json`` (and the prompt) atomically; returns the JSON path."""
     path = root / "runs" / f"{job.key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,29 +185,29 @@ def write_result(root: Path, job: EvaluationJob, outcome: dict[str, Any], transf
         "schema_version": RESULT_SCHEMA,
         "job": asdict(job),
         "key": job.key,
-        "transfer": transfer,
+        "transfer": asdict(replace(transfer, seed=job.seed)),
         **outcome["metrics"],
     }
     atomic_write_json(path, record)
     return path
 
 
-def brief_tune_task(transfer: dict[str, Any], seed: int, num_prompt_tokens: int, steps: int) -> torch.Tensor:
+def brief_tune_task(transfer: TransferConfig, seed: int, num_prompt_tokens: int, steps: int) -> torch.Tensor:
     """Ray task body: SPoT's briefly tuned target prompt for one seed."""
     from hgprompt_ray.transfer.tune import brief_tune
 
     _threads()
-    return brief_tune(TransferConfig(**{**transfer, "seed": seed}), num_prompt_tokens, steps)
+    return brief_tune(replace(transfer, seed=seed), num_prompt_tokens, steps)
 
 
-def features_task(transfer: dict[str, Any], prompts: dict[str, torch.Tensor]) -> dict[str, Any]:
+def features_task(transfer: TransferConfig, prompts: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Ray task body: test features of the target under each named prompt (for t-SNE)."""
     from hgprompt_ray.models import PromptedViT, load_backbone
     from hgprompt_ray.models.features import extract_cls_features
     from hgprompt_ray.transfer.splits import config_splits
 
     _threads()
-    config = TransferConfig(**transfer)
+    config = transfer
     backbone = load_backbone(config.backbone, config.img_size)
     _, datasets, labels = config_splits(config, backbone, ("test",))
     names = list(prompts)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path
-from hgprompt_ray.transfer.evaluation import ABLATION_METHODS, METHOD_LABELS, METHODS
+from hgprompt_ray.transfer.evaluation import ABLATION_METHODS, METHOD_LABELS, METHODS, SCALING_METHODS
 
 __all__ = [
     "ablation_table",
@@ -26,6 +26,7 @@ __all__ = [
     "spearman_table",
     "write_scaling_plot",
     "write_tsne_plot",
+    "write_report",
     "write_weights_plot",
 ]
 
@@ -267,3 +268,87 @@ def markdown(table: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 ALL_METHODS = METHODS + ABLATION_METHODS
+
+
+SPEARMAN_METHODS = ("hgprompt", "h-ensemble", "spot-weighted", "h-only", "align-only", "single-best", "spot-best")
+WEIGHT_PLOT_METHODS = ("hgprompt", "h-ensemble", "h-only", "align-only", "spot-weighted", "single-best")
+TEMPLATE = Path(__file__).with_name("templates") / "report.md"
+
+
+def _write_csv(table: pd.DataFrame, path: Path, index: bool = True) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=index)
+
+
+def _verdict(means: pd.DataFrame) -> str:
+    losses = baselines_beating(means)
+    if not losses:
+        return "HGPrompt has the best mean on every target of this report."
+    lines = [f"- {t}: {METHOD_LABELS[m]} {100 * o:.1f} vs HGPrompt {100 * h:.1f}" for t, m, o, h in losses]
+    return "HGPrompt does **not** beat these baselines (mean over seeds, test top-1 %):\n\n" + "\n".join(lines)
+
+
+def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataFrame]:
+    """Rebuild every table, plot and ``report.md`` of an evaluation folder from its files.
+
+    Args:
+        output: the evaluation folder (``runs/``, ``weights/``, ``evaluate.json``).
+        state: the ``evaluate.json`` record (command, library, budget, targets, seeds, wall time).
+
+    Returns:
+        The report's path and the main table as displayed.
+    """
+    from string import Template
+
+    frame = load_results(output)
+    weights = {p.stem: json.loads(p.read_text()) for p in sorted((output / "weights").glob("*.json"))}
+    _write_csv(frame, output / "results.csv", index=False)
+    display, means = main_table(frame)
+    _write_csv(display, output / "main_table.csv")
+    ablation = ablation_table(frame)
+    _write_csv(ablation, output / "ablation.csv")
+    zero_shot = pd.DataFrame(
+        [{"source": s, "target": t, "test_accuracy": a} for t, e in weights.items() for s, a in e["zero_shot"].items()]
+    )
+    spearman = spearman_table(weights, zero_shot, SPEARMAN_METHODS)
+    _write_csv(spearman, output / "spearman.csv")
+    sections = []
+    scaling_frame = frame[frame["target"].isin(state.get("scaling_target_names", []))]
+    if not scaling_frame.empty and scaling_frame["scale"].nunique() > 1:
+        summary = write_scaling_plot(
+            scaling_frame[scaling_frame["seed"] < state["scaling_seeds"]], SCALING_METHODS, output / "scaling.png"
+        )
+        _write_csv(summary, output / "scaling.csv", index=False)
+        table = summary.pivot_table(index="scale", columns="method", values="mean")
+        table.columns = [METHOD_LABELS[m] for m in table.columns]
+        sections.append("## Scaling with the number of sources\n\n![scaling](scaling.png)\n\n"
+                        "Test top-1 (fraction) per number of sources (subsets: a seeded random order of the "
+                        "sources, first n; SPoT-best and Average over the same subset):\n\n"
+                        + markdown(table))  # fmt: skip
+    for name, entry in weights.items():
+        write_weights_plot(entry, WEIGHT_PLOT_METHODS, output / f"weights_{name}.png", f"source weights, target {name}")
+    if (output / "tsne.png").is_file():
+        sections.append("## t-SNE of target test features\n\n![t-SNE](tsne.png)\n\n"
+                        "Test features of the first target under the tuned prompts (seed 0) of HGPrompt and "
+                        "Average, coloured by class.")  # fmt: skip
+    budget = state["budget"]
+    text = Template(TEMPLATE.read_text()).substitute(
+        command=state["command"],
+        library=state["library"],
+        backbone=state["backbone"],
+        img_size=state["img_size"],
+        targets=", ".join(state["target_names"]),
+        seeds=state["seeds"],
+        minutes=f"{state.get('seconds', float('nan')) / 60:.1f}",
+        eval_every=budget["steps"] // budget["eval_points"],
+        main_table=markdown(display),
+        verdict=_verdict(means),
+        ablation_table=markdown(ablation),
+        spearman_table=markdown(spearman, ".2f") if not spearman.empty else "(no zero-shot column)",
+        sections="\n".join("\n" + s + "\n" for s in sections),
+        **{k: budget[k] for k in ("steps", "batch_size", "base_lr", "warmup_fraction", "max_test",
+                                  "search_trials", "samples", "gradient_samples", "spot_steps")},  # fmt: skip
+    )
+    with atomic_path(output / "report.md") as tmp:
+        Path(tmp).write_text(text)
+    return output / "report.md", display

@@ -7,7 +7,8 @@ Every weight-based method initialises the target prompt at P_T = sum_i alpha_i P
 * SPoT (Vu et al., ACL 2022): task embeddings are mean-pooled prompt tokens; a target prompt is
   tuned briefly, and sources are ranked by cosine similarity with it. SPoT-best takes the most
   similar source; SPoT-weighted weights sources by their positive similarities.
-* H-ensemble-style: each source's own H-score on the target, normalised to the simplex.
+* H-ensemble-style: each source's own H-score on the target, normalised to the simplex (to be
+  replaced by the real H-ensemble, argmax_alpha H(sum alpha_i f_i), in the baseline-registry issue).
 * Ablation: H only (lambda = 0), alignment only (L_align alone), both (HGPrompt), neither (Average).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.core.simplex import SolverSettings, h_score_weights, solve_weights, uniform_weights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
@@ -34,13 +36,18 @@ __all__ = [
 ]
 
 
-def ensemble_prompt(prompts: torch.Tensor, alpha: Any) -> torch.Tensor:
+def ensemble_prompt(prompts: torch.Tensor, alpha: EnsembleWeights | Any) -> torch.Tensor:
     """P_T = sum_i alpha_i P_i.
+
+    Args:
+        prompts: the K source prompts, in the order of ``alpha``.
+        alpha: an :class:`EnsembleWeights` over the K prompts (or K raw weights on the simplex).
 
     Shape:
         prompts: (K, m, d); alpha: (K,); returns (m, d).
     """
-    weights = torch.as_tensor(np.asarray(alpha, dtype=np.float64), dtype=prompts.dtype)
+    values = alpha.as_array() if isinstance(alpha, EnsembleWeights) else np.asarray(alpha, dtype=np.float64)
+    weights = torch.as_tensor(values, dtype=prompts.dtype)
     if prompts.dim() != 3 or weights.shape != (prompts.shape[0],):
         raise InvalidValueError(
             invalid_value(

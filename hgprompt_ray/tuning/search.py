@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
+from hgprompt_ray.core.ensemble_weights import EnsembleWeights
+from hgprompt_ray.tuning.progress import TrialProgress
 from hgprompt_ray.tuning.trainable import (
-    ALPHA_PREFIX,
     SearchStatistics,
     TrialInputs,
     hgprompt_trial,
@@ -31,6 +32,7 @@ from hgprompt_ray.tuning.trainable import (
 )
 from hgprompt_ray.workers.extract import Extraction
 from hgprompt_ray.workers.feature_store import features_from_table, moments_from_table
+from search_spaces.hgprompt import ALPHA_PREFIX, TRIAL_COLUMNS
 
 __all__ = [
     "StateBackup",
@@ -175,7 +177,7 @@ def build_tuner(
     seed: int,
     storage_path: str | Path,
     name: str,
-    verbose: int = 1,
+    verbose: int = 0,
 ) -> Any:
     """A ``tune.Tuner`` for a new search (see the module docstring)."""
     from ray.tune.search import ConcurrencyLimiter
@@ -199,7 +201,10 @@ def build_tuner(
             storage_path=str(Path(storage_path).expanduser().resolve()),
             verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[StateBackup(experiment_dir, backup_path(experiment_dir))],
+            callbacks=[
+                StateBackup(experiment_dir, backup_path(experiment_dir)),
+                TrialProgress(num_samples, metric, mode),
+            ],
         ),
     )
 
@@ -262,24 +267,9 @@ def trials_frame(result_grid: Any, prompts: list[str]) -> pd.DataFrame:
             "trial_id": metrics.get("trial_id"),
             "_order": _creation_index(result, metrics),
         }
-        for key in (
-            "val_h_score",
-            "objective",
-            "h_score",
-            "alignment",
-            "lambda",
-            "num_prompts",
-            "subset",
-            "iterations",
-            "converged",
-            "stage",
-            "solve_seconds",
-            "time_total_s",
-            "timestamp",
-        ):
+        for key in TRIAL_COLUMNS:
             row[key] = metrics.get(key)
-        for name in prompts:
-            row[f"{ALPHA_PREFIX}{name}"] = metrics.get(f"{ALPHA_PREFIX}{name}", 0.0)
+        row.update(EnsembleWeights.from_metrics(metrics, prompts, ALPHA_PREFIX).to_metrics(ALPHA_PREFIX))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -35,7 +35,9 @@ from hgprompt_ray.core import (
     per_source_h_scores,
     solve_weights,
 )
+from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
+from search_spaces.hgprompt import ALPHA_PREFIX, METRIC, SCORE_PREFIX
 
 __all__ = [
     "SearchStatistics",
@@ -45,9 +47,6 @@ __all__ = [
     "search_statistics",
     "select_subset",
 ]
-
-ALPHA_PREFIX = "alpha_"
-SCORE_PREFIX = "score_"
 
 
 class SearchStatistics(NamedTuple):
@@ -165,10 +164,9 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
             result = solve_weights(train, covariance, lam, settings, initial=warm)
         elapsed += time.perf_counter() - start
         alpha, spent = result.alpha, spent + result.iterations
-        weights = np.zeros(len(prompts))
-        weights[subset] = alpha
+        weights = EnsembleWeights.from_subset(prompts, subset, alpha)
         metrics = {
-            "val_h_score": ensemble_h_score(val, alpha),
+            METRIC: ensemble_h_score(val, alpha),
             "objective": result.objective,
             "h_score": result.h_score,
             "alignment": result.alignment,
@@ -179,7 +177,7 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
             "converged": bool(result.converged),
             "stage": stage + 1,
             "solve_seconds": elapsed,
-            **{f"{ALPHA_PREFIX}{name}": float(w) for name, w in zip(prompts, weights)},
+            **weights.to_metrics(ALPHA_PREFIX),
         }
         last = result.converged or stage == len(inputs.stages) - 1
         if inputs.report_stages or last:

@@ -7,7 +7,7 @@ backbone is frozen and in eval mode. After every epoch the worker reports train 
 accuracy with a checkpoint (prompt, head, optimizer, scheduler, epoch), so ``FailureConfig``
 restarts resume from the last finished epoch. The last report adds test accuracy.
 
-The worker function is thin (STYLE rule 6): dict -> config, then models/data calls, then report.
+The worker function is thin (CONTRIBUTING.md, "Workers"): dict -> config, then models/data calls, then report.
 """
 
 from __future__ import annotations

@@ -120,14 +120,14 @@ def test_bad_inputs(extraction_setup, tmp_path, capsys):
 
 
 def test_leave_one_out_uses_every_task_of_the_zoo_and_never_its_own_prompt(tmp_path):
-    from launch.evaluate import parse_args, validate
+    from hgprompt_ray.transfer.plan import EvaluationSettings, plan_evaluation
 
-    checked = validate(parse_args(["--leave-one-out", "--output", str(tmp_path / "loo")]))
-    library = PromptLibrary(checked["library_path"])
+    plan = plan_evaluation(EvaluationSettings(output=str(tmp_path / "loo")), {}, None, leave_one_out=True)
+    library = plan.library
     tasks = sorted({r.source_task for r in library.records()})
-    assert checked["targets"] == tasks and len(tasks) == 11
+    assert list(plan.targets) == tasks and len(tasks) == 11
     for target in tasks:
         own = {r.name for r in library.records() if r.source_task == target}
-        assert own and not own & set(checked["sources"][target])
-        assert len(checked["sources"][target]) == len(library) - len(own)
-    assert checked["scaling_targets"] == tasks[:1]
+        assert own and not own & set(plan.sources[target])
+        assert len(plan.sources[target]) == len(library) - len(own)
+    assert plan.scaling_targets == tuple(tasks[:1])

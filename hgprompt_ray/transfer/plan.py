@@ -1,0 +1,268 @@
+"""What one evaluation is: :class:`EvaluationSettings` in, a checked :class:`EvaluationPlan` out.
+
+``launch/evaluate.py`` makes its flags from these fields (and from :class:`TransferConfig`'s),
+then calls :func:`plan_evaluation`, which checks everything before Ray starts: the library is
+intact and of one backbone, image size and prompt length; every target resolves (once) and has
+at least two sources besides its own prompt; the scaling sizes fit; the output folder is free
+or holds the same evaluation (same budget, same library: a rerun resumes it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.prompts import PromptLibrary, open_library
+from hgprompt_ray.transfer.evaluation import ABLATION_METHODS, METHODS
+from hgprompt_ray.tuning.plan import resolve_available
+from hgprompt_ray.tuning.spec import DEFAULT_LIBRARY
+
+__all__ = [
+    "BUDGET_FIELDS",
+    "STATE_FILE",
+    "EvaluationPlan",
+    "EvaluationSettings",
+    "library_label",
+    "plan_evaluation",
+]
+
+STATE_FILE = "evaluate.json"
+TRANSFER_BUDGET = (
+    "steps", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "eval_points", "max_test", "split_seed",
+)  # fmt: skip
+SETTINGS_BUDGET = (
+    "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes", "scaling_seeds",
+)  # fmt: skip
+BUDGET_FIELDS = TRANSFER_BUDGET + SETTINGS_BUDGET
+"""What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``)."""
+
+
+def _positive(flag: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidValueError(
+            f"--{flag} must be a positive integer, but got {value}. Fix: pass e.g. --{flag} 2."
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The evaluation's own settings (the tuning budget is a :class:`TransferConfig`)."""
+
+    library: str = field(
+        default=DEFAULT_LIBRARY, metadata={"help": "prompt library (default: the zoo)", "flag": "--prompts"}
+    )
+    output: str = field(default="reports/evaluation", metadata={"help": "report folder (reruns resume)"})
+    seeds: int = field(default=3, metadata={"help": "seeds per (method, target)"})
+    methods: tuple[str, ...] = field(
+        default=METHODS, metadata={"help": "methods to run", "nargs": "+", "choices": list(METHODS)}
+    )
+    no_ablation: bool = field(default=False, metadata={"help": "skip the H-only / alignment-only runs"})
+    spot_steps: int = field(default=8, metadata={"help": "steps of SPoT's brief target tuning"})
+    search_trials: int = field(default=32, metadata={"help": "Tune trials of each HGPrompt search"})
+    samples: int = field(default=256, metadata={"help": "search: N samples per split"})
+    gradient_samples: int = field(default=64, metadata={"help": "search: per-sample gradients"})
+    scaling_sizes: tuple[int, ...] = field(
+        default=(3, 5, 7),
+        metadata={
+            "help": "source counts of the scaling curve (all sources are always a point; none: skip)",
+            "nargs": "*",
+        },
+    )
+    scaling_targets: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "default: the first target", "nargs": "*"}
+    )
+    scaling_seeds: int = field(default=1, metadata={"help": "seeds per scaling point"})
+    zero_shot: str | None = field(
+        default=None, metadata={"help": "zero-shot Parquet (default: <prompts>/zero_shot)"}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "extraction cache (default: <cache root>/extraction)"}
+    )
+    cpus_per_job: int | None = field(default=None, metadata={"help": "default: min(4, cluster CPUs)"})
+    gpus_per_job: float | None = field(default=None, metadata={"help": "default: 1 if the cluster has GPUs"})
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "spot_steps", "search_trials", "samples", "gradient_samples", "scaling_seeds"):
+            _positive(name.replace("_", "-"), getattr(self, name))
+        if self.cpus_per_job is not None:
+            _positive("cpus-per-job", self.cpus_per_job)
+        for name in ("methods", "scaling_sizes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.scaling_targets is not None:
+            object.__setattr__(self, "scaling_targets", tuple(self.scaling_targets))
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise InvalidValueError(f"--methods {unknown} are unknown. Fix: choose from {list(METHODS)}.")
+        if self.scaling_seeds > self.seeds:
+            raise InvalidValueError(
+                f"--scaling-seeds {self.scaling_seeds} exceeds --seeds {self.seeds} (the full-size point reuses "
+                "the main runs). Fix: lower --scaling-seeds."
+            )
+
+    @property
+    def all_methods(self) -> tuple[str, ...]:
+        """The methods plus the ablation (unless ``no_ablation``)."""
+        return self.methods + (() if self.no_ablation else ABLATION_METHODS)
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """A checked evaluation.
+
+    Attributes:
+        settings: the evaluation's settings.
+        transfer: the tuning budget (``task`` is the first target; jobs ``replace`` it).
+        library: the opened library.
+        backbone, img_size: the library's.
+        targets: the targets as given; ``tasks`` and ``sources`` are keyed by them.
+        scaling_targets: the targets that get a scaling curve.
+        output: the report folder.
+        zero_shot: the zero-shot matrix file.
+    """
+
+    settings: EvaluationSettings
+    transfer: TransferConfig
+    library: PromptLibrary
+    backbone: str
+    img_size: int
+    targets: tuple[str, ...]
+    tasks: dict[str, Any]
+    sources: dict[str, tuple[str, ...]]
+    scaling_targets: tuple[str, ...]
+    output: Path
+    zero_shot: Path
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        """The settings a resumed run must share (JSON-ready)."""
+        values = {**asdict(self.transfer), **asdict(self.settings)}
+        return {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in BUDGET_FIELDS}
+
+    def target_name(self, target: str) -> str:
+        """The registry name of ``target``."""
+        return str(self.tasks[target].info.name)
+
+
+def library_label(path: Path) -> str:
+    """The library as recorded in evaluate.json: relative to the working directory when inside it
+    (a committed report resumes from another clone), else absolute."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def plan_evaluation(
+    settings: EvaluationSettings,
+    transfer: dict[str, Any],
+    targets: list[str] | None,
+    leave_one_out: bool = False,
+    data_root: str | None = None,
+) -> EvaluationPlan:
+    """Check an evaluation (module docstring); raises InvalidValueError naming the flag and the fix.
+
+    Args:
+        settings: the evaluation's settings.
+        transfer: the :class:`TransferConfig` fields of the budget (``task`` comes from the targets).
+        targets: task names, folders or CSVs; or None with ``leave_one_out``.
+        leave_one_out: every source task of the library is a target.
+        data_root: the VTAB data folder.
+    """
+    if transfer.get("eval_points", 1) > transfer.get("steps", 1):
+        raise InvalidValueError(
+            f"--eval-points {transfer['eval_points']} exceeds --steps {transfer['steps']}. Fix: lower --eval-points."
+        )
+    for name in ("steps", "batch_size", "eval_points", "max_test"):
+        if name in transfer:
+            _positive(name.replace("_", "-"), transfer[name])
+    library = open_library(settings.library)
+    records = library.records()
+    configurations = {(r.backbone, r.img_size, r.num_tokens) for r in records}
+    if len(configurations) != 1:
+        raise InvalidValueError(
+            f"prompt library {library.root} mixes backbones/sizes/lengths {sorted(configurations)}. "
+            "Fix: evaluate with a library of one backbone, image size and prompt length."
+        )
+    backbone, img_size, _ = configurations.pop()
+    if leave_one_out:
+        targets = sorted({r.source_task for r in records})
+    elif targets:
+        targets = list(dict.fromkeys(targets))
+    else:
+        raise InvalidValueError("no targets. Fix: pass --targets NAME ... or --leave-one-out.")
+    tasks, sources = {}, {}
+    for target in targets:
+        try:
+            task = resolve_available(target, data_root)
+        except FileNotFoundError as error:
+            raise InvalidValueError(f"--targets {target!r}: {error}") from error
+        except InvalidValueError as error:
+            text = str(error)
+            raise InvalidValueError(
+                text if "not available" in text else f"--targets {target!r}: {text}"
+            ) from error
+        usable = tuple(r.name for r in records if r.source_task != task.info.name)
+        if len(usable) < 2:
+            raise InvalidValueError(
+                f"target {target!r} has {len(usable)} source prompt(s) once its own prompt is left out; "
+                "an ensemble needs at least 2. Fix: add prompts to the library."
+            )
+        tasks[target], sources[target] = task, usable
+    scaling_targets = tuple(targets[:1] if settings.scaling_targets is None else settings.scaling_targets)
+    unknown = [t for t in scaling_targets if t not in targets]
+    if unknown:
+        raise InvalidValueError(
+            f"--scaling-targets {unknown} are not among the targets {targets}. Fix: pick from them."
+        )
+    for target in scaling_targets:
+        count = len(sources[target])
+        bad = [n for n in settings.scaling_sizes if not 2 <= n <= count]
+        if bad:
+            raise InvalidValueError(
+                f"--scaling-sizes {bad} must lie in [2, {count}] (the sources of {target!r}). Fix: drop them."
+            )
+    plan = EvaluationPlan(
+        settings=settings,
+        transfer=TransferConfig(
+            **{
+                **transfer,
+                "task": targets[0],
+                "backbone": backbone,
+                "img_size": img_size,
+                "data_root": data_root,
+            }
+        ),
+        library=library,
+        backbone=backbone,
+        img_size=img_size,
+        targets=tuple(targets),
+        tasks=tasks,
+        sources=sources,
+        scaling_targets=scaling_targets,
+        output=Path(settings.output).expanduser(),
+        zero_shot=Path(settings.zero_shot)
+        if settings.zero_shot
+        else library.root / "zero_shot" / "zero_shot.parquet",
+    )
+    _check_output(plan)
+    return plan
+
+
+def _check_output(plan: EvaluationPlan) -> None:
+    output, state = plan.output, plan.output / STATE_FILE
+    if state.is_file():
+        previous = json.loads(state.read_text())
+        if previous.get("budget") != plan.budget or previous.get("library") != library_label(
+            plan.library.root
+        ):
+            raise InvalidValueError(
+                f"--output {output} holds an evaluation with another budget or library "
+                f"({previous.get('budget')}). Fix: rerun with the same settings to resume, or choose a new --output."
+            )
+    elif output.exists() and any(output.iterdir()):
+        raise InvalidValueError(f"--output {output} already holds other files. Fix: choose a new --output.")

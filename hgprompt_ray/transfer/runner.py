@@ -1,0 +1,122 @@
+"""The evaluation's transfer runs as Ray tasks: the job list, submission, results as they arrive.
+
+Each (target, method, seed) job — plus the scaling curve's (target, method@n, seed) jobs — is one
+Ray task of :func:`hgprompt_ray.transfer.evaluation.run_job` with the plan's per-job resources;
+its result is written atomically as it arrives, so a killed evaluation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hgprompt_ray.transfer.evaluation import SCALING_METHODS, WEIGHT_METHODS, EvaluationJob
+
+__all__ = ["build_jobs", "remote", "run_jobs", "write_tsne"]
+
+logger = logging.getLogger(__name__)
+
+
+def remote(function: Callable[..., Any], plan: Any, **options: Any) -> Any:
+    """``ray.remote(function)`` with the plan's CPUs and GPUs per job (see EvaluationSettings)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    total = int(resources.get("CPU", 1))
+    settings = plan.settings
+    cpus = min(settings.cpus_per_job or min(4, total), total)
+    gpus = settings.gpus_per_job
+    if gpus is None:
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    return ray.remote(num_cpus=cpus, num_gpus=gpus, **options)(function)
+
+
+def build_jobs(plan: Any, weights: Mapping[str, Mapping[str, Any]]) -> list[EvaluationJob]:
+    """Every job of the evaluation, main runs first, then the scaling curve's."""
+    jobs = []
+    settings = plan.settings
+    for target in plan.targets:
+        entry = weights[target]
+        name, sources = entry["target"], entry["sources"]
+        for seed in range(settings.seeds):
+            for method in settings.all_methods:
+                alpha = None
+                if method in entry["per_seed"]:
+                    alpha = entry["per_seed"][method][str(seed)]
+                elif method in WEIGHT_METHODS:
+                    alpha = entry["methods"][method]
+                jobs.append(EvaluationJob(target, name, method, seed, tuple(sources), alpha))
+        for size, point in entry["scaling"].items():
+            for seed in range(settings.scaling_seeds):
+                for method in SCALING_METHODS:
+                    alpha = point[method][str(seed)] if method == "spot-best" else point[method]
+                    jobs.append(
+                        EvaluationJob(target, name, method, seed, tuple(point["sources"]), alpha, int(size))
+                    )
+    return jobs
+
+
+def run_jobs(plan: Any, jobs: list[EvaluationJob]) -> int:
+    """Submit the unfinished jobs; write each result as it arrives. Returns the runs done now."""
+    import ray
+    from tqdm.auto import tqdm
+
+    from hgprompt_ray.transfer.evaluation import run_job, write_result
+
+    output = plan.output
+    todo = [j for j in jobs if not (output / "runs" / f"{j.key}.json").is_file()]
+    logger.info("%d runs, %d done before, %d to go", len(jobs), len(jobs) - len(todo), len(todo))
+    if not todo:
+        return 0
+    task = remote(run_job, plan, max_retries=1)
+    library = str(plan.library.root)
+    pending = {
+        task.remote(job, dataclasses.replace(plan.transfer, task=job.target), library): job for job in todo
+    }
+    failures = []
+    with tqdm(total=len(todo), desc="transfer runs", unit="run") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except ray.exceptions.RayError as error:
+                failures.append((job.key, error))
+                logger.error("run %s failed: %s", job.key, error)
+            else:
+                write_result(output, job, outcome, dataclasses.replace(plan.transfer, task=job.target))
+                bar.set_postfix_str(f"{job.key} {outcome['metrics']['test_accuracy']:.3f}")
+            bar.update(1)
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} runs failed (first: {failures[0][0]}: {failures[0][1]}); rerun to retry"
+        )
+    return len(todo)
+
+
+def write_tsne(plan: Any, weights: Mapping[str, Mapping[str, Any]]) -> None:
+    """t-SNE of the first target's test features under HGPrompt's and Average's tuned prompts."""
+    import ray
+    from safetensors.torch import load_file
+
+    from hgprompt_ray.transfer import report
+    from hgprompt_ray.transfer.evaluation import METHOD_LABELS, features_task
+
+    first = plan.targets[0]
+    name = weights[first]["target"]
+    prompts = {}
+    for method in ("hgprompt", "average"):
+        path = Path(plan.output) / "runs" / name / method / "seed0.safetensors"
+        if path.is_file():
+            prompts[METHOD_LABELS[method]] = load_file(str(path))["prompt"]
+    if len(prompts) < 2:
+        return
+    found = ray.get(
+        remote(features_task, plan).remote(dataclasses.replace(plan.transfer, task=first), prompts)
+    )
+    report.write_tsne_plot(
+        dict(zip(found["names"], found["features"])), found["labels"], plan.output / "tsne.png"
+    )

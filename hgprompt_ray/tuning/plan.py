@@ -1,0 +1,144 @@
+"""From a :class:`SearchSpec` to a checked :class:`SearchPlan`, before Ray starts.
+
+Everything that can be checked without Ray is checked here, so bad input costs nothing and
+writes nothing: the target resolves (once: the plan carries the resolved task from here on),
+the library is intact, the sources share a backbone and image size, M fits the sources, and the
+output folder is free (or holds the same search, for ``resume``). The extraction config is
+built here and nowhere else (:func:`extraction_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hgprompt_ray.config import ExtractionConfig
+from hgprompt_ray.data import resolve_target
+from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.prompts import LibrarySelection, open_library, select_sources
+from hgprompt_ray.tuning.spec import SearchSpec
+
+__all__ = ["STATE_FILE", "SearchPlan", "extraction_config", "plan_search", "resolve_available"]
+
+logger = logging.getLogger(__name__)
+STATE_FILE = "search.json"
+"""The search's record in its output folder (arguments, prompts, command)."""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A checked search.
+
+    Attributes:
+        spec: the search as asked.
+        task: the resolved target task.
+        selection: its sources in the library.
+        max_prompts: the largest M (``spec.max_prompts`` or every source).
+        output: the results folder.
+        extraction: what the Ray Train workers extract.
+    """
+
+    spec: SearchSpec
+    task: Any
+    selection: LibrarySelection
+    max_prompts: int
+    output: Path
+    extraction: ExtractionConfig
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The source prompt names, in library order."""
+        return self.selection.names
+
+    @property
+    def target_name(self) -> str:
+        """The target's registry name."""
+        return str(self.task.info.name)
+
+
+def resolve_available(target: str, data_root: str | None = None, download: bool = False) -> Any:
+    """The task for ``target``; an InvalidValueError when it cannot be read here."""
+    task = resolve_target(target, data_root=data_root, download=download)
+    available, reason = task.availability()
+    if not available:
+        raise InvalidValueError(f"target {target!r} is not available here: {reason}")
+    return task
+
+
+def extraction_config(
+    spec: SearchSpec, task: Any, selection: LibrarySelection, prompts: Sequence[str] | None = None
+) -> ExtractionConfig:
+    """The one place an :class:`ExtractionConfig` is built from a search's settings."""
+    return ExtractionConfig(
+        target=spec.target,
+        library=str(selection.library),
+        prompts=tuple(selection.names if prompts is None else prompts),
+        backbone=selection.backbone,
+        img_size=selection.img_size,
+        splits=("train800", "val200"),
+        num_samples=spec.samples,
+        gradient_samples=spec.gradient_samples,
+        split_seed=spec.split_seed,
+        sample_seed=spec.seed,
+        data_root=spec.data_root,
+        cache_dir=spec.cache_dir,
+    )
+
+
+def plan_search(spec: SearchSpec) -> SearchPlan:
+    """Check ``spec`` against the disk and the library; raises InvalidValueError with the fix."""
+    task = resolve_available(spec.target, spec.data_root, spec.download)
+    library = open_library(spec.library)
+    selection = select_sources(
+        library,
+        task.info.name,
+        sources=spec.sources,
+        include_target_prompt=spec.include_target_prompt,
+        backbone=spec.backbone,
+        img_size=spec.img_size,
+    )
+    count = len(selection.records)
+    if not 1 <= spec.min_prompts <= count:
+        raise InvalidValueError(
+            f"--min-prompts must be in [1, {count}] (the usable prompts), but got {spec.min_prompts}."
+        )
+    max_prompts = count if spec.max_prompts is None else spec.max_prompts
+    if not spec.min_prompts <= max_prompts <= count:
+        raise InvalidValueError(
+            f"--max-prompts must be in [{spec.min_prompts}, {count}] (M cannot exceed the {count} usable "
+            f"prompts), but got {max_prompts}. Fix: pass --max-prompts {count} or add prompts."
+        )
+    output = Path(spec.output or f"runs/search-{task.info.name}").expanduser()
+    _check_output(output, spec, selection.names)
+    return SearchPlan(
+        spec=spec,
+        task=task,
+        selection=selection,
+        max_prompts=max_prompts,
+        output=output,
+        extraction=extraction_config(spec, task, selection),
+    )
+
+
+def _check_output(output: Path, spec: SearchSpec, prompts: Sequence[str]) -> None:
+    state = output / STATE_FILE
+    if spec.resume:
+        if not state.is_file():
+            raise InvalidValueError(
+                f"--resume: {output} holds no search to resume. Fix: drop --resume to start one."
+            )
+        previous = json.loads(state.read_text())
+        if previous["target"] != spec.target or previous["prompts"] != list(prompts):
+            raise InvalidValueError(
+                f"--resume: {output} holds a search of target {previous['target']!r} over prompts "
+                f"{previous['prompts']}, not this one. Fix: pass the same --target and --prompts."
+            )
+    elif output.exists() and any(output.iterdir()):
+        what = "another search" if state.is_file() else "other files"
+        raise InvalidValueError(
+            f"--output {output} already holds {what}. Fix: pass --resume to continue it, or choose a new --output."
+        )

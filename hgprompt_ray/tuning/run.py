@@ -1,0 +1,176 @@
+"""``run_search(spec) -> SearchResult``: the whole HGPrompt search, the one entry point.
+
+    import ray
+    from hgprompt_ray.tuning import SearchSpec, run_search
+
+    ray.init()
+    result = run_search(SearchSpec(target="count"))
+    result.weights            # EnsembleWeights of the best trial
+    result.trials             # one row per trial
+
+Steps: :func:`~hgprompt_ray.tuning.plan.plan_search` (checks, nothing written); extraction of
+the target's features and gradient statistics under every source prompt (Ray Train, cached on
+disk: a rerun computes nothing); the search statistics, once (one Ray task, an ObjectRef);
+the trials (Tune + OptunaSearch, seeded TPE, resumable); then ``best.json``, the trial table and
+the plots in the output folder (see :mod:`hgprompt_ray.tuning.outputs`). Ray must be running
+(``ray.init`` or ``launch/_ray.start_ray``): the package never starts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hgprompt_ray.atomic import atomic_write_json
+from hgprompt_ray.core.ensemble_weights import EnsembleWeights
+from hgprompt_ray.tuning.outputs import best_trial, write_outputs
+from hgprompt_ray.tuning.plan import STATE_FILE, SearchPlan, plan_search
+from hgprompt_ray.tuning.progress import progress_logger
+from hgprompt_ray.tuning.spec import SearchSpec
+from search_spaces import hgprompt as space
+
+__all__ = ["TUNE_NAME", "SearchFailedError", "SearchResult", "run_search"]
+
+logger = logging.getLogger(__name__)
+TUNE_NAME = "tune"
+"""Tune's experiment folder under ``<output>/ray``."""
+
+
+class SearchFailedError(RuntimeError):
+    """No trial reported the search metric (the Tune logs in the run folder say why)."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A finished search.
+
+    Attributes:
+        plan: the checked search (spec, resolved task, sources, output folder).
+        weights: the best trial's ensemble weights over every source (0 outside its subset).
+        best: the ``best.json`` record (the best trial's settings, metric and weights).
+        trials: one row per trial, in creation order.
+        statistics: ObjectRef of the :class:`~hgprompt_ray.tuning.trainable.SearchStatistics`.
+        extraction: the extraction handle (feature and gradient tables in the object store).
+        output: the results folder.
+        seconds: wall time of the search.
+    """
+
+    plan: SearchPlan
+    weights: EnsembleWeights
+    best: dict[str, Any]
+    trials: pd.DataFrame
+    statistics: Any
+    extraction: Any
+    output: Path
+    seconds: float
+
+
+def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> SearchResult:
+    """Run one search (module docstring). Pass a :class:`SearchPlan` to reuse checks already made.
+
+    Raises:
+        InvalidValueError: bad settings (before anything is written).
+        SearchFailedError: no trial reported the metric.
+    """
+    import ray
+
+    from hgprompt_ray.tuning.search import build_tuner, prepare_statistics, restore_tuner, trials_frame
+    from hgprompt_ray.workers.extract import extract
+
+    plan = spec if isinstance(spec, SearchPlan) else plan_search(spec)
+    spec = plan.spec
+    if not ray.is_initialized():
+        raise RuntimeError("Ray is not running. Fix: call ray.init() (or use launch/search.py) first.")
+    start = time.perf_counter()
+    output, prompts = plan.output, list(plan.prompts)
+    output.mkdir(parents=True, exist_ok=True)
+    if not spec.resume:
+        _write_state(plan)
+    say = progress_logger()
+    say.info(
+        "extracting %s under %d prompts (cached: a rerun computes nothing)", plan.target_name, len(prompts)
+    )
+    extraction = extract(
+        plan.extraction, num_workers=spec.workers, storage_path=output / "ray", progress=progress
+    )
+    say.info(
+        "extraction done in %.0f s (%s forwards computed, %s tables from the cache)",
+        time.perf_counter() - start,
+        extraction.stats.get("image_prompt_forwards", "?"),
+        extraction.stats.get("cached_tables", "?"),
+    )
+    logger.info("extraction: %s", extraction.stats)
+    statistics_ref = prepare_statistics(extraction)
+    storage = (output / "ray").resolve()
+    tuner_args: dict[str, Any] = {
+        "statistics_ref": statistics_ref,
+        "solver": space.SOLVER,
+        "stages": space.STAGES,
+        "seed": spec.seed,
+    }
+    if spec.resume:
+        tuner = restore_tuner(storage / TUNE_NAME, report_stages=spec.scheduler == "asha", **tuner_args)
+    else:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        tuner = build_tuner(
+            space=space.hgprompt_space(prompts, spec.lambda_range, spec.min_prompts, plan.max_prompts),
+            searcher=space.optuna_searcher(spec.seed),
+            scheduler=space.asha_scheduler() if spec.scheduler == "asha" else None,
+            metric=space.METRIC,
+            mode=space.MODE,
+            num_samples=spec.num_samples,
+            max_concurrent=spec.max_concurrent or max(1, cpus),
+            storage_path=storage,
+            name=TUNE_NAME,
+            **tuner_args,
+        )
+    say.info("searching: %d trials over lambda, M and the subset", spec.num_samples)
+    frame = trials_frame(tuner.fit(), prompts)
+    if frame.empty or frame[space.METRIC].isna().all():
+        raise SearchFailedError(f"no trial reported {space.METRIC}; see the Tune logs in {storage}")
+    best = best_trial(frame, prompts, space.METRIC, plan.target_name)
+    best["extraction"] = {
+        "stats": extraction.stats,
+        "feature_keys": extraction.feature_keys,
+        "gradient_key": extraction.gradient_key,
+        "samples": spec.samples,
+        "gradient_samples": spec.gradient_samples,
+        "sample_seed": spec.seed,
+        "split_seed": spec.split_seed,
+        "backbone": plan.selection.backbone,
+        "img_size": plan.selection.img_size,
+    }
+    write_outputs(output, frame, best, space.METRIC)
+    return SearchResult(
+        plan=plan,
+        weights=EnsembleWeights.from_json(best["alpha"]),
+        best=best,
+        trials=frame,
+        statistics=statistics_ref,
+        extraction=extraction,
+        output=output,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _write_state(plan: SearchPlan) -> None:
+    spec = plan.spec
+    arguments = dataclasses.asdict(spec)
+    state = {
+        "target": spec.target,
+        "target_name": plan.target_name,
+        "prompts": list(plan.prompts),
+        "arguments": arguments,
+        "command": spec.command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(plan.output / STATE_FILE, state)
+    describe = getattr(plan.task, "describe_splits", None)
+    if describe is not None:
+        atomic_write_json(plan.output / "splits.json", describe(spec.split_seed))

@@ -1,0 +1,112 @@
+"""What one search is: :class:`SearchSpec`, a frozen config that validates itself.
+
+A notebook user builds it directly; ``launch/search.py`` generates its flags from the fields'
+help metadata (``metadata["flag"]`` where the flag is not ``--<field-name>``) and
+``launch/evaluate.py`` builds one per target. Checks that need the disk or the library (the
+target exists, the prompts match, the output folder is free) happen in
+:func:`hgprompt_ray.tuning.plan.plan_search`; the checks here need nothing but the values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hgprompt_ray.errors import InvalidValueError
+from search_spaces import hgprompt as space
+
+__all__ = ["DEFAULT_LIBRARY", "SCHEDULERS", "SearchSpec"]
+
+DEFAULT_LIBRARY = str(Path(__file__).resolve().parents[2] / "prompt_zoo" / "offline")
+"""The shipped offline prompt zoo."""
+SCHEDULERS = ("fifo", "asha")
+
+
+def _positive(flag: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidValueError(
+            f"--{flag} must be a positive integer, but got {value}. Fix: pass e.g. --{flag} 4."
+        )
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """One HGPrompt search: target, library, backbone, extraction and search settings."""
+
+    target: str = field(metadata={"help": "task name, ImageFolder directory or path,label CSV"})
+    library: str = field(
+        default=DEFAULT_LIBRARY,
+        metadata={"help": "prompt library (default: the shipped zoo)", "flag": "--prompts"},
+    )
+    backbone: str | None = field(default=None, metadata={"help": "backbone name (default: the library's)"})
+    img_size: int | None = field(default=None, metadata={"help": "image size (default: the library's)"})
+    sources: tuple[str, ...] | None = field(
+        default=None,
+        metadata={"help": "search over these prompts only (default: all)", "nargs": "+", "metavar": "NAME"},
+    )
+    include_target_prompt: bool = field(
+        default=False, metadata={"help": "keep the prompt trained on the target itself"}
+    )
+    num_samples: int = field(default=32, metadata={"help": "Tune trials"})
+    max_concurrent: int | None = field(
+        default=None, metadata={"help": "concurrent trials (default: the cluster's CPUs)"}
+    )
+    lambda_range: tuple[float, float] = field(
+        default=space.LAMBDA_RANGE,
+        metadata={"help": "log-uniform range of lambda (LOW HIGH)", "nargs": 2, "metavar": "X"},
+    )
+    min_prompts: int = field(default=space.MIN_PROMPTS, metadata={"help": "smallest M"})
+    max_prompts: int | None = field(default=None, metadata={"help": "largest M (default: all prompts)"})
+    scheduler: str = field(
+        default="fifo", metadata={"help": "Tune scheduler (asha: early stopping)", "choices": SCHEDULERS}
+    )
+    samples: int = field(default=256, metadata={"help": "N target samples per split for extraction"})
+    gradient_samples: int = field(default=64, metadata={"help": "samples for per-sample gradients"})
+    workers: int = field(default=1, metadata={"help": "Ray Train extraction workers"})
+    seed: int = field(default=0, metadata={"help": "seed of the sample draw, TPE and the solver"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train800/val200 draw"})
+    data_root: str | None = field(default=None, metadata={"help": "VTAB data folder"})
+    download: bool = field(default=False, metadata={"help": "fetch a missing VTAB dataset (needs a network)"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "extraction cache (default: <cache root>/extraction)"}
+    )
+    output: str | None = field(
+        default=None, metadata={"help": "results folder (default runs/search-<target>)"}
+    )
+    resume: bool = field(default=False, metadata={"help": "continue the search in --output"})
+    command: str = field(
+        default="", metadata={"help": "the command line that started the search (recorded)", "cli": False}
+    )
+
+    def __post_init__(self) -> None:
+        if self.sources is not None:
+            object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "lambda_range", tuple(float(v) for v in self.lambda_range))
+        for name in ("num_samples", "samples", "gradient_samples", "workers"):
+            _positive(name.replace("_", "-"), getattr(self, name))
+        if self.max_concurrent is not None:
+            _positive("max-concurrent", self.max_concurrent)
+        low, high = self.lambda_range if len(self.lambda_range) == 2 else (math.nan, math.nan)
+        if not (0 < low < high):
+            raise InvalidValueError(
+                f"--lambda-range must be two numbers 0 < LOW < HIGH (log-uniform), but got {low} {high}. "
+                f"Fix: e.g. --lambda-range {space.LAMBDA_RANGE[0]} {space.LAMBDA_RANGE[1]}."
+            )
+        if self.scheduler not in SCHEDULERS:
+            raise InvalidValueError(
+                f"--scheduler must be one of {list(SCHEDULERS)}, but got {self.scheduler!r}. Fix: pass fifo or asha."
+            )
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                flag = name.replace("_", "-")
+                raise InvalidValueError(
+                    f"--{flag} must be a non-negative integer, but got {value}. Fix: e.g. --{flag} 0."
+                )
+
+    def smoke(self) -> SearchSpec:
+        """Tiny sizes for a quick check: N=48, 12 gradient samples, 4 trials."""
+        from dataclasses import replace
+
+        return replace(self, samples=48, gradient_samples=12, num_samples=4)
