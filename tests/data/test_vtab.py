@@ -91,3 +91,18 @@ def test_truncated_norb_file_is_reported(tmp_path):
     path.write_bytes(path.read_bytes()[:-8])
     with pytest.raises(ValueError, match="truncated"):
         get_task("smallnorb-azi", data_root=tmp_path).split("train800")
+
+
+def test_pickled_task_leaves_its_loaded_pools_behind(tmp_path):
+    """Extraction ships the resolved task to its workers: it must not carry the decoded images."""
+    from ray import cloudpickle
+
+    fake_vtab.write_cifar100(tmp_path)
+    task = get_task("cifar100", data_root=tmp_path)
+    train = task.split("train800", seed=3)
+    blob = cloudpickle.dumps(task)
+    assert len(blob) < 20_000 and task._cache  # the driver's copy keeps its memo
+    copy = cloudpickle.loads(blob)
+    assert copy._cache == {}
+    np.testing.assert_array_equal(copy.split("train800", seed=3).labels, train.labels)
+    assert fake_vtab.label_of(copy.split("train800", seed=3).image(7)) == train.labels[7]
