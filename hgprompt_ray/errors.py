@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["invalid_value", "InvalidValueError", "IntegrityError"]
+__all__ = ["invalid_value", "InvalidValueError", "IntegrityError", "require_positive_flag"]
 
 
 class InvalidValueError(ValueError):
@@ -35,3 +35,14 @@ def invalid_value(field: str, value: Any, rule: str, fix: str) -> str:
     if fix:
         text += f" {fix}"
     return text
+
+
+def require_positive_flag(flag: str, value: Any, example: int = 2) -> None:
+    """Raise InvalidValueError unless ``value`` is a positive integer (a command-line setting).
+
+    The message names the flag as typed (``--<flag>``) and an example value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidValueError(
+            f"--{flag} must be a positive integer, but got {value}. Fix: pass e.g. --{flag} {example}."
+        )

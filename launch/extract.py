@@ -70,7 +70,7 @@ def run(argv: list[str] | None = None) -> int:
     for task, config in configs:
         prompts = config.prompts
         start = time.perf_counter()
-        result = extract(config, num_workers=args.workers)
+        result = extract(config, num_workers=args.workers, task=task)
         served = 0
         for split in result.feature_keys:
             views, labels = result.features(split)

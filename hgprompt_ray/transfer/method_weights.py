@@ -21,6 +21,7 @@ from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.transfer.plan import EvaluationPlan
 from hgprompt_ray.transfer.runner import remote
 from hgprompt_ray.tuning.plan import STATE_FILE as SEARCH_STATE
+from hgprompt_ray.tuning.plan import plan_search
 from hgprompt_ray.tuning.run import SearchResult, run_search
 from hgprompt_ray.tuning.spec import SearchSpec
 
@@ -93,7 +94,7 @@ def search(plan: EvaluationPlan, target: str, sources: list[str], folder: Path) 
         resume=(folder / SEARCH_STATE).is_file(),
         command="(launch/evaluate.py)",
     )
-    return run_search(spec, progress=False)
+    return run_search(plan_search(spec, task=plan.tasks[target]), progress=False)
 
 
 def spot_prompts(plan: EvaluationPlan, target: str, seeds: list[int]) -> dict[int, Any]:

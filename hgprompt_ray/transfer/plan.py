@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hgprompt_ray.config import TransferConfig
-from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.errors import InvalidValueError, require_positive_flag
 from hgprompt_ray.prompts import PromptLibrary, open_library
 from hgprompt_ray.transfer.evaluation import ABLATION_METHODS, METHODS
 from hgprompt_ray.tuning.plan import resolve_available
@@ -39,13 +39,6 @@ SETTINGS_BUDGET = (
 )  # fmt: skip
 BUDGET_FIELDS = TRANSFER_BUDGET + SETTINGS_BUDGET
 """What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``)."""
-
-
-def _positive(flag: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidValueError(
-            f"--{flag} must be a positive integer, but got {value}. Fix: pass e.g. --{flag} 2."
-        )
 
 
 @dataclass(frozen=True)
@@ -87,9 +80,9 @@ class EvaluationSettings:
 
     def __post_init__(self) -> None:
         for name in ("seeds", "spot_steps", "search_trials", "samples", "gradient_samples", "scaling_seeds"):
-            _positive(name.replace("_", "-"), getattr(self, name))
+            require_positive_flag(name.replace("_", "-"), getattr(self, name))
         if self.cpus_per_job is not None:
-            _positive("cpus-per-job", self.cpus_per_job)
+            require_positive_flag("cpus-per-job", self.cpus_per_job)
         for name in ("methods", "scaling_sizes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.scaling_targets is not None:
@@ -179,7 +172,7 @@ def plan_evaluation(
         )
     for name in ("steps", "batch_size", "eval_points", "max_test"):
         if name in transfer:
-            _positive(name.replace("_", "-"), transfer[name])
+            require_positive_flag(name.replace("_", "-"), transfer[name])
     library = open_library(settings.library)
     records = library.records()
     configurations = {(r.backbone, r.img_size, r.num_tokens) for r in records}

@@ -89,9 +89,16 @@ def extraction_config(
     )
 
 
-def plan_search(spec: SearchSpec) -> SearchPlan:
-    """Check ``spec`` against the disk and the library; raises InvalidValueError with the fix."""
-    task = resolve_available(spec.target, spec.data_root, spec.download)
+def plan_search(spec: SearchSpec, task: Any = None) -> SearchPlan:
+    """Check ``spec`` against the disk and the library; raises InvalidValueError with the fix.
+
+    Args:
+        spec: the search.
+        task: ``spec.target`` already resolved (an evaluation resolves its targets once); None:
+            resolve it here. The plan carries it to the extraction workers.
+    """
+    if task is None:
+        task = resolve_available(spec.target, spec.data_root, spec.download)
     library = open_library(spec.library)
     selection = select_sources(
         library,

@@ -97,7 +97,11 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         "extracting %s under %d prompts (cached: a rerun computes nothing)", plan.target_name, len(prompts)
     )
     extraction = extract(
-        plan.extraction, num_workers=spec.workers, storage_path=output / "ray", progress=progress
+        plan.extraction,
+        num_workers=spec.workers,
+        storage_path=output / "ray",
+        progress=progress,
+        task=plan.task,
     )
     say.info(
         "extraction done in %.0f s (%s forwards computed, %s tables from the cache)",

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.errors import InvalidValueError, require_positive_flag
 from search_spaces import hgprompt as space
 
 __all__ = ["DEFAULT_LIBRARY", "SCHEDULERS", "SearchSpec"]
@@ -21,13 +21,6 @@ __all__ = ["DEFAULT_LIBRARY", "SCHEDULERS", "SearchSpec"]
 DEFAULT_LIBRARY = str(Path(__file__).resolve().parents[2] / "prompt_zoo" / "offline")
 """The shipped offline prompt zoo."""
 SCHEDULERS = ("fifo", "asha")
-
-
-def _positive(flag: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidValueError(
-            f"--{flag} must be a positive integer, but got {value}. Fix: pass e.g. --{flag} 4."
-        )
 
 
 @dataclass(frozen=True)
@@ -84,9 +77,9 @@ class SearchSpec:
             object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "lambda_range", tuple(float(v) for v in self.lambda_range))
         for name in ("num_samples", "samples", "gradient_samples", "workers"):
-            _positive(name.replace("_", "-"), getattr(self, name))
+            require_positive_flag(name.replace("_", "-"), getattr(self, name), example=4)
         if self.max_concurrent is not None:
-            _positive("max-concurrent", self.max_concurrent)
+            require_positive_flag("max-concurrent", self.max_concurrent, example=4)
         low, high = self.lambda_range if len(self.lambda_range) == 2 else (math.nan, math.nan)
         if not (0 < low < high):
             raise InvalidValueError(

@@ -171,3 +171,23 @@ def test_asha_scheduler_runs_the_staged_trials(extraction_setup, tmp_path):
     # every stage is reported (one Tune iteration each) until the solve converged or ASHA stopped it
     assert all(list(p["training_iteration"]) == list(range(1, len(p) + 1)) for p in progress)
     assert all(list(p["stage"]) == list(range(1, len(p) + 1)) for p in progress)
+
+
+def test_console_of_a_32_trial_search_is_short_and_ends_cleanly(extraction_setup, tmp_path):
+    """The console shows progress lines, the dashboard line and the table; the rest is logged."""
+    out = tmp_path / "console"
+    argv = _argv(extraction_setup, out)
+    argv[argv.index("--num-samples") + 1] = "32"
+    argv.remove("--no-dashboard")
+    command = [sys.executable, str(ROOT / "launch" / "search.py"), *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    console = (done.stdout + done.stderr).strip().splitlines()
+    assert len(console) < 60, "\n".join(console)
+    text = "\n".join(console)
+    assert "Traceback" not in text and "== Status ==" not in text and "Trial status" not in text
+    assert any(line.startswith("Ray dashboard: http://127.0.0.1:") for line in console)
+    assert any("trials 32/32, best val_h_score so far" in line for line in console)
+    assert "Best ensemble for data after 32 trials" in text
+    log = (out / "search.log").read_text()
+    assert "hgprompt_ray.progress" in log and "extraction:" in log  # the full output stays in the run folder

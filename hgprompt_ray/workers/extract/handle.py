@@ -123,6 +123,7 @@ def extract(
     name: str | None = None,
     max_failures: int = 2,
     progress: bool = True,
+    task: Any = None,
 ) -> Extraction:
     """Extract (or load from the cache) everything ``config`` asks for; needs ``ray.init``.
 
@@ -136,13 +137,14 @@ def extract(
         name: the Ray Train run name.
         max_failures: worker-group restarts allowed.
         progress: progress bars in the workers (Ray forwards them to this console).
+        task: ``config.target`` already resolved (e.g. ``SearchPlan.task``): not resolved again.
     """
     import ray
 
     if not isinstance(num_workers, int) or num_workers < 1:
         raise InvalidValueError(invalid_value("num_workers", num_workers, "must be a positive integer", ""))
     start = time.perf_counter()
-    plan = make_plan(config, store_name, progress)
+    plan = make_plan(config, store_name, progress, task=task)
     task = plan.task
     cache = ExtractionCache(config.cache_dir)
     all_keys = [k for split in plan.feature_keys.values() for k in split.values()]

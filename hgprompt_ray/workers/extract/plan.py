@@ -121,20 +121,23 @@ def _prompt_records(config: ExtractionConfig) -> tuple[list[str], list[PromptRec
     return names, records
 
 
-def make_plan(config: ExtractionConfig, store_name: str, progress: bool) -> ExtractionPlan:
+def make_plan(config: ExtractionConfig, store_name: str, progress: bool, task: Any = None) -> ExtractionPlan:
     """Resolve the target, draw the samples and derive every table's key (see the module docstring).
 
     Args:
         config: what to extract.
         store_name: the feature store actor the workers publish to.
         progress: progress bars in the workers.
+        task: the target, already resolved by the caller (None: resolve ``config.target`` here).
+            Either way it is resolved once on the driver and shipped to the workers.
 
     Raises:
         InvalidValueError: an empty library, unknown prompts, prompts of another backbone or
             image size, prompts of different lengths, or an unknown target.
     """
     names, records = _prompt_records(config)
-    task = resolve_target(config.target, data_root=config.data_root)
+    if task is None:
+        task = resolve_target(config.target, data_root=config.data_root)
     backbone = load_backbone(config.backbone, config.img_size)
     identity = {
         "backbone": config.backbone,
