@@ -102,7 +102,7 @@ def run_optuna(statistics: SearchStatistics, args: argparse.Namespace) -> dict[s
         trial = study.ask(distributions)
         metrics = run_trial(trial.params, inputs, lambda m: None)
         inside += metrics["solve_seconds"]
-        study.tell(trial, metrics[space.METRIC])
+        study.tell(trial, metrics[space.VAL_H])
     wall = time.perf_counter() - start
     return {"wall_s": wall, "inside_s": inside, "best": study.best_value, "trials": len(study.trials)}
 
@@ -117,7 +117,7 @@ def run_tune(statistics: SearchStatistics, args: argparse.Namespace) -> dict[str
             space=space.hgprompt_space(list(statistics.prompts)),
             searcher=space.optuna_searcher(args.seed),
             scheduler=None,
-            metric=space.METRIC,
+            metric=space.VAL_H,
             mode=space.MODE,
             num_samples=args.trials,
             max_concurrent=args.max_concurrent,
@@ -136,7 +136,7 @@ def run_tune(statistics: SearchStatistics, args: argparse.Namespace) -> dict[str
     return {
         "wall_s": wall,
         "inside_s": inside,
-        "best": float(frame[space.METRIC].max()),
+        "best": float(frame[space.VAL_H].max()),
         "trials": int(len(frame)),
         "share": inside / (wall * args.max_concurrent),
     }

@@ -233,6 +233,16 @@ class ExtractionConfig:
     head_l2: float = field(
         default=1e-2, metadata={"help": "L2 of the probe head that defines the gradient loss."}
     )
+    gradient_head: str = field(
+        default="shared",
+        metadata={
+            "help": "The head whose cross-entropy defines every g^i: 'shared' (one head for all prompts, "
+            "fitted on the bare backbone's features of samples disjoint from the gradient samples, "
+            "2-fold cross-fitted) or 'per-prompt' (a head per prompt fitted on the gradient samples "
+            "themselves: the earlier choice, kept for comparison only).",
+            "choices": ["shared", "per-prompt"],
+        },
+    )
     data_root: str | None = field(default=None, metadata={"help": "VTAB data folder (None: the default)."})
     cache_dir: str | None = field(
         default=None, metadata={"help": "Parquet cache folder (None: <cache root>/extraction)."}
@@ -279,6 +289,12 @@ class ExtractionConfig:
                     )
         for name in ("sample_seed", "split_seed"):
             _positive_int("ExtractionConfig", name, getattr(self, name), "", allow_zero=True)
+        if self.gradient_head not in ("shared", "per-prompt"):
+            raise InvalidValueError(
+                invalid_value(
+                    "ExtractionConfig.gradient_head", self.gradient_head, "must be 'shared' or 'per-prompt'", ""
+                )
+            )
         if isinstance(self.head_l2, bool) or not isinstance(self.head_l2, (int, float)) or self.head_l2 <= 0:
             raise InvalidValueError(
                 invalid_value("ExtractionConfig.head_l2", self.head_l2, "must be positive", "")

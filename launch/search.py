@@ -23,7 +23,6 @@ from hgprompt_ray.tuning import SearchFailedError, SearchSpec, plan_search, run_
 from hgprompt_ray.tuning.outputs import summary_lines
 from launch._cli import add_config_flags, cli_main, command_line, config_kwargs, configure_logging
 from launch._ray import add_ray_flags, check_address, start_ray
-from search_spaces.hgprompt import METRIC
 
 LOG_FILE = "search.log"
 
@@ -57,7 +56,7 @@ def run(argv: list[str] | None = None) -> int:
     except SearchFailedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print("\n" + "\n".join(summary_lines(result.best, METRIC, result.seconds)))
+    print("\n" + "\n".join(summary_lines(result.best, result.best["metric"], result.seconds)))
     print(f"results in {result.output}: best.json, trials.parquet, trials.csv, alpha.png, search_curve.png")
     return 0
 

@@ -3,18 +3,24 @@
 Data only: domains, constants and the objects that read them (searcher, scheduler); nothing is
 computed here. ``hgprompt_ray.tuning`` turns a sampled config into a subset and a solve.
 
-* ``lambda``: log-uniform on ``LAMBDA_RANGE``. The solver divides L_align by
-  ``alignment_scale`` (the squared mean gradient variance), so L_align is scale-free and of order
-  one while the H-score is of order 0.1-10 (at most the number of classes - 1): lambda from 1e-3
-  (alignment ignored) to 1e2 (alignment dominates) spans both regimes.
+* ``lambda``: log-uniform on ``LAMBDA_RANGE``, in the solver's one fixed normalisation: L_align
+  divided by ``alignment_scale(R) = sum_c (tr(R_c) / M)^2`` (the squared mean per-coordinate
+  gradient second moment of the trial's prompts; ``core/alignment.py``), which makes L_align
+  scale-free while the H-score is of order 0.1-10 (at most the number of classes - 1): lambda
+  from 1e-3 (alignment ignored) to 1e2 (alignment dominates) spans both regimes.
+* ``--objective`` (``OBJECTIVES``): ``both`` solves -H + lambda L_align; ``h-only`` sets lambda
+  to 0 (the H-ensemble); ``align-only`` drops H. The space is the same for all three.
+* ``--metric`` (``METRICS``): what the search maximises, on val200: ``val-probe`` (a probe on
+  the combined prompt's features, the default) or ``val-h`` (the ensemble's val H-score).
 * ``num_prompts``: M, an integer in [``MIN_PROMPTS``, number of prompts in the library].
 * ``score_<prompt>``: one uniform(0, 1) score per prompt. The subset is the M prompts with the
   highest scores (ties broken by name). Every domain is fixed for the whole search, which Optuna
   requires (a categorical whose choices change between trials is rejected), and TPE can learn
   which prompts help through their scores.
-* Solver settings of every trial: ``SOLVER`` (fixed, not searched), solved in ``STAGES``: the
-  first stage runs the multi-start solver, later ones continue from its alpha; each stage
-  reports, so the optional ASHA scheduler can stop weak trials early.
+* Solver settings of every trial: ``SOLVER`` (fixed, not searched; starts: the uniform point,
+  every vertex and random ones; convergence: a Frank-Wolfe gap below ``tolerance``), solved in
+  ``STAGES``: the first stage runs the multi-start solver, later ones continue from its alpha;
+  each stage reports, so the optional ASHA scheduler can stop weak trials early.
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ from typing import Any
 __all__ = [
     "ALPHA_PREFIX",
     "LAMBDA_RANGE",
+    "DEFAULT_METRIC",
     "METRIC",
+    "METRICS",
+    "OBJECTIVES",
+    "VAL_H",
+    "VAL_PROBE",
     "MIN_PROMPTS",
     "MODE",
     "SCORE_PREFIX",
@@ -44,11 +55,20 @@ SCORE_PREFIX = "score_"
 """Config key prefix of the per-prompt subset scores: ``score_<prompt>``."""
 ALPHA_PREFIX = "alpha_"
 """Metric prefix of the solved weights: ``alpha_<prompt>`` (0 outside the trial's subset)."""
-METRIC = "val_h_score"
-"""The H-score of the learned ensemble on held-out val200 features: comparable across lambda."""
+VAL_H = "val_h_score"
+"""The H-score of the learned ensemble on held-out val200 features (cheap; blind to L_align)."""
+VAL_PROBE = "val_probe_accuracy"
+"""val200 accuracy of a probe on the combined prompt's features: transfer, on held-out data."""
+METRICS: dict[str, str] = {"val-probe": VAL_PROBE, "val-h": VAL_H}
+"""``--metric`` choice -> the reported metric the search maximises."""
+DEFAULT_METRIC = "val-probe"
+METRIC = METRICS[DEFAULT_METRIC]
+OBJECTIVES: tuple[str, ...] = ("both", "h-only", "align-only")
+"""``--objective``: the terms of the solve (the ablation runs the same search with each)."""
 MODE = "max"
 TRIAL_COLUMNS: tuple[str, ...] = (
-    METRIC,
+    VAL_PROBE,
+    VAL_H,
     "objective",
     "h_score",
     "alignment",
@@ -57,6 +77,9 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "subset",
     "iterations",
     "converged",
+    "kkt_gap",
+    "raw_alignment",
+    "probe_seconds",
     "stage",
     "solve_seconds",
     "time_total_s",
@@ -66,7 +89,6 @@ TRIAL_COLUMNS: tuple[str, ...] = (
 SOLVER: dict[str, Any] = {
     "tolerance": 1e-6,
     "patience": 3,
-    "vertex_starts": False,
     "random_starts": 2,
     "regularized": True,
     "normalize_alignment": True,

@@ -1,12 +1,23 @@
 """The linear head whose loss defines the per-sample prompt gradients before any target tuning.
 
-DESIGN.md leaves the loss of g^i_j open ("a linear head fitted on the features"). Our choice:
-for each source prompt P_i, a multinomial logistic-regression head (W_i, b_i) is fitted on the
-target's features f_i(X) of the gradient split (L2 penalty ``l2 * ||W||^2 / 2`` on the mean
-cross-entropy, L-BFGS in float64 from zeros: deterministic). The per-sample gradient is then
-g^i_j = d CE(W_i f_i(x_j) + b_i, y_j) / d P_i — the same loss that target tuning descends, so
-L_align measures how differently the prompts' gradients would move a tuned prompt. Features are
-standardised by the head (a fixed per-feature scale) so one ``l2`` fits every backbone.
+HGPrompt's alignment term compares the per-sample gradients g^i_j of the prompts P_i. They are
+comparable only as gradients of the *same* target loss, and informative only if that loss is
+not already near zero. Our choice (DESIGN.md section 2, "The loss behind g"):
+
+* **shared** (the default): one multinomial logistic-regression head for every prompt, fitted
+  on the *bare* backbone's CLS features (no prompt), so no prompt is favoured; and fitted on
+  samples disjoint from those whose gradients it defines. The gradient samples are cut into
+  ``SHARED_HEAD_FOLDS`` folds (:func:`cross_fit_folds`); fold f's head is fitted on every drawn
+  sample of the split outside fold f and its held-out accuracy is measured on fold f. Then
+  g^i_j = d CE(head_f(j)(f_i(x_j)), y_j) / d P_i for every prompt i.
+* **per-prompt** (the earlier choice, kept to compare): a head (W_i, b_i) per prompt, fitted on
+  that prompt's features of the gradient samples themselves. With d > N such heads separate the
+  samples, the losses are near zero and so are the gradients, and each g^i is the gradient of a
+  different loss: g^alpha then mixes incomparable things.
+
+A head is fitted with an L2 penalty ``l2 * ||W||^2 / 2`` on the mean cross-entropy, by L-BFGS in
+float64 from zeros (deterministic), on standardised features (a fixed per-feature scale, so one
+``l2`` fits every backbone).
 """
 
 from __future__ import annotations
@@ -19,7 +30,10 @@ import torch
 from hgprompt_ray.core._checks import to_numpy
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
-__all__ = ["ProbeHead", "fit_probe_head"]
+__all__ = ["SHARED_HEAD_FOLDS", "ProbeHead", "cross_fit_folds", "fit_probe_head"]
+
+SHARED_HEAD_FOLDS = 2
+"""Folds of the shared head's cross-fitting over the gradient samples."""
 
 
 class ProbeHead(NamedTuple):
@@ -95,3 +109,24 @@ def fit_probe_head(
     with torch.no_grad():
         accuracy = float(((z @ weight.T + bias).argmax(1) == target).double().mean())
     return ProbeHead(weight.detach().numpy(), bias.detach().numpy(), shift, scale, accuracy)
+
+
+def cross_fit_folds(gradient_positions: Any, num_folds: int = SHARED_HEAD_FOLDS) -> list[np.ndarray]:
+    """Split the gradient samples into ``num_folds`` folds (every ``num_folds``-th, in order).
+
+    Fold f's head is fitted on the split's samples outside fold f, so the head that defines a
+    sample's gradient never saw that sample.
+
+    Shape:
+        gradient_positions: (G,) distinct positions; returns ``num_folds`` arrays, together (G,).
+    """
+    positions = np.asarray(gradient_positions, dtype=np.int64)
+    if positions.ndim != 1 or len(np.unique(positions)) != positions.size:
+        raise InvalidValueError(
+            invalid_value("gradient_positions", positions.tolist(), "must be distinct positions", "")
+        )
+    if not isinstance(num_folds, int) or num_folds < 2 or num_folds > positions.size:
+        raise InvalidValueError(
+            invalid_value("num_folds", num_folds, f"must be in [2, {positions.size}]", "Draw more gradient samples.")
+        )
+    return [positions[f::num_folds] for f in range(num_folds)]

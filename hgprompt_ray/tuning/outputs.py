@@ -16,7 +16,7 @@ import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
-from search_spaces.hgprompt import ALPHA_PREFIX
+from search_spaces.hgprompt import ALPHA_PREFIX, VAL_H, VAL_PROBE
 
 __all__ = ["best_trial", "summary_lines", "write_outputs"]
 
@@ -25,9 +25,11 @@ def best_trial(frame: pd.DataFrame, prompts: Sequence[str], metric: str, target:
     """The best row of the trial table as the ``best.json`` record (weights under ``alpha``)."""
     row = frame.loc[frame[metric].idxmax()]
     weights = EnsembleWeights.from_metrics(row, prompts, ALPHA_PREFIX)
+    scores = {m: float(row[m]) for m in (VAL_PROBE, VAL_H) if m in row and pd.notna(row[m])}
     return {
         "target": target,
         metric: float(row[metric]),
+        **scores,
         "lambda": float(row["lambda"]),
         "num_prompts": int(row["num_prompts"]),
         "subset": str(row["subset"]).split(","),

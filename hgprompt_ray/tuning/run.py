@@ -31,6 +31,7 @@ from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.tuning.outputs import best_trial, write_outputs
 from hgprompt_ray.tuning.plan import STATE_FILE, SearchPlan, plan_search
+from hgprompt_ray.tuning.probe_metric import probe_data_task
 from hgprompt_ray.tuning.progress import progress_logger
 from hgprompt_ray.tuning.spec import SearchSpec
 from search_spaces import hgprompt as space
@@ -111,12 +112,18 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     )
     logger.info("extraction: %s", extraction.stats)
     statistics_ref = prepare_statistics(extraction)
+    metric = space.METRICS[spec.metric]
+    probe_ref = None
+    if metric == space.VAL_PROBE:  # the combined prompt's probe needs the sample images, once
+        probe_ref = ray.remote(num_cpus=1)(probe_data_task).remote(plan.extraction, plan.task)
     storage = (output / "ray").resolve()
     tuner_args: dict[str, Any] = {
         "statistics_ref": statistics_ref,
         "solver": space.SOLVER,
         "stages": space.STAGES,
         "seed": spec.seed,
+        "objective": spec.objective,
+        "probe_ref": probe_ref,
     }
     if spec.resume:
         tuner = restore_tuner(storage / TUNE_NAME, report_stages=spec.scheduler == "asha", **tuner_args)
@@ -126,7 +133,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
             space=space.hgprompt_space(prompts, spec.lambda_range, spec.min_prompts, plan.max_prompts),
             searcher=space.optuna_searcher(spec.seed),
             scheduler=space.asha_scheduler() if spec.scheduler == "asha" else None,
-            metric=space.METRIC,
+            metric=metric,
             mode=space.MODE,
             num_samples=spec.num_samples,
             max_concurrent=spec.max_concurrent or max(1, cpus),
@@ -134,11 +141,17 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
             name=TUNE_NAME,
             **tuner_args,
         )
-    say.info("searching: %d trials over lambda, M and the subset", spec.num_samples)
+    say.info(
+        "searching: %d trials over lambda, M and the subset (objective %s, metric %s)",
+        spec.num_samples,
+        spec.objective,
+        metric,
+    )
     frame = trials_frame(tuner.fit(), prompts)
-    if frame.empty or frame[space.METRIC].isna().all():
-        raise SearchFailedError(f"no trial reported {space.METRIC}; see the Tune logs in {storage}")
-    best = best_trial(frame, prompts, space.METRIC, plan.target_name)
+    if frame.empty or metric not in frame or frame[metric].isna().all():
+        raise SearchFailedError(f"no trial reported {metric}; see the Tune logs in {storage}")
+    best = best_trial(frame, prompts, metric, plan.target_name)
+    best["metric"], best["objective_terms"] = metric, spec.objective
     best["extraction"] = {
         "stats": extraction.stats,
         "feature_keys": extraction.feature_keys,
@@ -150,7 +163,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         "backbone": plan.selection.backbone,
         "img_size": plan.selection.img_size,
     }
-    write_outputs(output, frame, best, space.METRIC)
+    write_outputs(output, frame, best, metric)
     return SearchResult(
         plan=plan,
         weights=EnsembleWeights.from_json(best["alpha"]),

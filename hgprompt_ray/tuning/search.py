@@ -178,12 +178,16 @@ def build_tuner(
     storage_path: str | Path,
     name: str,
     verbose: int = 0,
+    objective: str = "both",
+    probe_ref: Any = None,
 ) -> Any:
     """A ``tune.Tuner`` for a new search (see the module docstring)."""
     from ray.tune.search import ConcurrencyLimiter
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # snapshot experiment state often: resumable
-    trainable = _trainable(statistics_ref, solver, stages, seed, report_stages=scheduler is not None)
+    trainable = _trainable(
+        statistics_ref, solver, stages, seed, scheduler is not None, objective=objective, probe_ref=probe_ref
+    )
     experiment_dir = Path(storage_path).expanduser().resolve() / name
     return tune.Tuner(
         trainable,
@@ -217,6 +221,8 @@ def restore_tuner(
     stages: tuple[int, ...],
     seed: int,
     report_stages: bool = False,
+    objective: str = "both",
+    probe_ref: Any = None,
 ) -> Any:
     """Continue the search stored at ``path``: finished trials are kept, unfinished ones rerun
     with their configs, the searcher's state (Optuna's study) is restored, and the search
@@ -229,14 +235,22 @@ def restore_tuner(
         )
     return tune.Tuner.restore(
         str(path),
-        trainable=_trainable(statistics_ref, solver, stages, seed, report_stages),
+        trainable=_trainable(
+            statistics_ref, solver, stages, seed, report_stages, objective=objective, probe_ref=probe_ref
+        ),
         resume_unfinished=True,
         resume_errored=True,
     )
 
 
 def _trainable(
-    statistics_ref: Any, solver: Mapping[str, Any], stages: tuple[int, ...], seed: int, report_stages: bool
+    statistics_ref: Any,
+    solver: Mapping[str, Any],
+    stages: tuple[int, ...],
+    seed: int,
+    report_stages: bool,
+    objective: str = "both",
+    probe_ref: Any = None,
 ) -> Any:
     inputs = TrialInputs(
         statistics=statistics_ref,
@@ -244,6 +258,8 @@ def _trainable(
         stages=tuple(stages),
         seed=seed,
         report_stages=report_stages,
+        objective=objective,
+        probe=probe_ref,
     )
     return tune.with_resources(tune.with_parameters(hgprompt_trial, inputs=inputs), {"cpu": 1})
 

@@ -54,6 +54,21 @@ class SearchSpec:
     scheduler: str = field(
         default="fifo", metadata={"help": "Tune scheduler (asha: early stopping)", "choices": SCHEDULERS}
     )
+    metric: str = field(
+        default=space.DEFAULT_METRIC,
+        metadata={
+            "help": "what the search maximises on val200: val-probe (a probe on the combined prompt's "
+            "features) or val-h (the ensemble's H-score; cheap, blind to the alignment term)",
+            "choices": list(space.METRICS),
+        },
+    )
+    objective: str = field(
+        default="both",
+        metadata={
+            "help": "terms of each solve: both (-H + lambda L_align), h-only (lambda = 0), align-only",
+            "choices": list(space.OBJECTIVES),
+        },
+    )
     samples: int = field(default=256, metadata={"help": "N target samples per split for extraction"})
     gradient_samples: int = field(default=64, metadata={"help": "samples for per-sample gradients"})
     workers: int = field(default=1, metadata={"help": "Ray Train extraction workers"})
@@ -90,6 +105,12 @@ class SearchSpec:
             raise InvalidValueError(
                 f"--scheduler must be one of {list(SCHEDULERS)}, but got {self.scheduler!r}. Fix: pass fifo or asha."
             )
+        for name, choices in (("metric", space.METRICS), ("objective", space.OBJECTIVES)):
+            if getattr(self, name) not in choices:
+                raise InvalidValueError(
+                    f"--{name} must be one of {list(choices)}, but got {getattr(self, name)!r}. "
+                    f"Fix: pass e.g. --{name} {next(iter(choices))}."
+                )
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

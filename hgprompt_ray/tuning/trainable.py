@@ -1,17 +1,21 @@
 """One search trial = one alpha solve on shared, precomputed statistics.
 
-The driver computes, once per search, the ensemble H-score statistics of all M prompts on the
-gradient split (train800) and on val200 and the per-coordinate gradient covariances
-(:func:`search_statistics`, a Ray task reading the feature tables zero-copy), and passes the
+The driver computes, once per search, the ensemble H-score statistics of all K prompts on the
+gradient split (train800) and on val200 and the per-coordinate uncentred gradient second moments
+R_c (:func:`search_statistics`, a Ray task reading the feature tables zero-copy), and passes the
 ObjectRef to every trial through ``tune.with_parameters``. A trial picks its subset from the
 sampled config, takes the subset of the statistics (no feature is recomputed or re-sent),
-solves for alpha in stages and reports after each stage:
+solves for alpha in stages (the objective's terms per ``--objective``) and reports:
 
-* ``val_h_score`` — the H-score of sum_i alpha_i f_i on the held-out val200 features: the
-  metric the search maximises, comparable across lambda (the training objective is not);
-* ``objective``, ``h_score``, ``alignment`` — the training objective and its two parts;
+* ``val_probe_accuracy`` — val200 accuracy of a probe on the features of the combined prompt
+  P0 = sum_i alpha_i P_i (:mod:`hgprompt_ray.tuning.probe_metric`; when the search uses it);
+* ``val_h_score`` — the H-score of sum_i alpha_i f_i on the held-out val200 features (cheap;
+  blind to the alignment term);
+* ``objective``, ``h_score``, ``alignment`` (normalised), ``raw_alignment``, ``kkt_gap``;
 * ``alpha_<prompt>`` for every prompt of the library (0 outside the subset), ``subset``,
   ``num_prompts``, ``lambda``, ``iterations``, ``converged``, ``solve_seconds``.
+
+The metric names and prefixes are defined once, in ``search_spaces/hgprompt.py``.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from hgprompt_ray.core import (
     SolverSettings,
     ensemble_h_score,
     ensemble_statistics,
-    gradient_covariance,
+    gradient_second_moment,
     per_source_h_scores,
     solve_weights,
 )
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
-from search_spaces.hgprompt import ALPHA_PREFIX, METRIC, SCORE_PREFIX
+from hgprompt_ray.tuning.probe_metric import ProbeData, probe_accuracy
+from search_spaces.hgprompt import ALPHA_PREFIX, OBJECTIVES, SCORE_PREFIX, VAL_H, VAL_PROBE
 
 __all__ = [
     "SearchStatistics",
@@ -82,7 +87,7 @@ def search_statistics(
         prompts=tuple(prompts),
         train=train,
         val=val,
-        covariance=gradient_covariance(moments),
+        covariance=gradient_second_moment(moments),
         source_h_scores=per_source_h_scores(train),
     )
 
@@ -114,6 +119,9 @@ class TrialInputs:
         seed: seeds the solver's random starts.
         report_stages: report after every stage (for an early-stopping scheduler such as ASHA);
             otherwise once, at the end (each report is a round trip to the Tune driver).
+        objective: ``both``, ``h-only`` or ``align-only`` (:func:`objective_terms`).
+        probe: ObjectRef of the :class:`ProbeData` for the ``val_probe_accuracy`` metric (None:
+            the metric is not computed).
     """
 
     statistics: Any
@@ -121,33 +129,55 @@ class TrialInputs:
     stages: tuple[int, ...]
     seed: int = 0
     report_stages: bool = True
+    objective: str = "both"
+    probe: Any = None
 
 
-_LOCAL: dict[str, SearchStatistics] = {}
+_LOCAL: dict[str, Any] = {}
 
 
-def _statistics(inputs: TrialInputs) -> SearchStatistics:
-    """The statistics, fetched once per worker process (actors are reused across trials)."""
-    value = inputs.statistics
-    if isinstance(value, SearchStatistics):
+def _fetch(value: Any, kind: type) -> Any:
+    """An object shipped by ObjectRef, fetched once per worker process (actors are reused)."""
+    if value is None or isinstance(value, kind):
         return value
     import ray
 
-    key = value.hex()
+    key = f"{kind.__name__}:{value.hex()}"
     if key not in _LOCAL:
-        _LOCAL.clear()
+        for old in [k for k in _LOCAL if k.startswith(f"{kind.__name__}:")]:
+            del _LOCAL[old]
         _LOCAL[key] = ray.get(value)
     return _LOCAL[key]
+
+
+def _statistics(inputs: TrialInputs) -> SearchStatistics:
+    return _fetch(inputs.statistics, SearchStatistics)  # type: ignore[no-any-return]
+
+
+def objective_terms(objective: str, lam: float) -> tuple[float, float]:
+    """(lambda, h_weight) of the solve: ``both`` -H + lambda L_align as sampled; ``h-only``
+    lambda = 0 (H-ensemble); ``align-only`` L_align alone (lambda then only scales it)."""
+    if objective not in OBJECTIVES:
+        raise InvalidValueError(
+            invalid_value("--objective", objective, f"must be one of {list(OBJECTIVES)}", "Pass both.")
+        )
+    if objective == "h-only":
+        return 0.0, 1.0
+    if objective == "align-only":
+        return 1.0, 0.0
+    return lam, 1.0
 
 
 def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> dict[str, Any]:
     """Solve one trial, calling ``report(metrics)`` after each stage; returns the last metrics."""
     statistics = _statistics(inputs)
+    probe = _fetch(inputs.probe, ProbeData)
     prompts = statistics.prompts
     subset = select_subset(config, prompts)
     lam = float(config["lambda"])
     if not np.isfinite(lam) or lam < 0:
         raise InvalidValueError(invalid_value("lambda", lam, "must be >= 0", "Use a positive lambda range."))
+    solve_lambda, h_weight = objective_terms(inputs.objective, lam)
     train = statistics.train.subset(subset)
     val = statistics.val.subset(subset)
     covariance = np.ascontiguousarray(statistics.covariance[:, subset][:, :, subset])
@@ -161,12 +191,13 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
         with warnings.catch_warnings():
             if stage < len(inputs.stages) - 1:  # a stage is meant to stop early; only the last may warn
                 warnings.simplefilter("ignore", SimplexConvergenceWarning)
-            result = solve_weights(train, covariance, lam, settings, initial=warm)
+            result = solve_weights(train, covariance, solve_lambda, settings, initial=warm, h_weight=h_weight)
         elapsed += time.perf_counter() - start
         alpha, spent = result.alpha, spent + result.iterations
         weights = EnsembleWeights.from_subset(prompts, subset, alpha)
+        last = result.converged or stage == len(inputs.stages) - 1
         metrics = {
-            METRIC: ensemble_h_score(val, alpha),
+            VAL_H: ensemble_h_score(val, alpha),
             "objective": result.objective,
             "h_score": result.h_score,
             "alignment": result.alignment,
@@ -175,12 +206,17 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
             "subset": ",".join(prompts[i] for i in subset),
             "iterations": spent,
             "converged": bool(result.converged),
+            "kkt_gap": float(result.kkt_gap),
+            "raw_alignment": float(result.raw_alignment),
             "stage": stage + 1,
             "solve_seconds": elapsed,
             **weights.to_metrics(ALPHA_PREFIX),
         }
-        last = result.converged or stage == len(inputs.stages) - 1
         if inputs.report_stages or last:
+            if probe is not None:
+                start = time.perf_counter()
+                metrics[VAL_PROBE] = probe_accuracy(probe, subset, alpha)
+                metrics["probe_seconds"] = time.perf_counter() - start
             report(metrics)
         if result.converged:
             break

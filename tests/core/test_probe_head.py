@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hgprompt_ray.core import fit_probe_head
+from hgprompt_ray.core.probe_head import SHARED_HEAD_FOLDS, cross_fit_folds
 from hgprompt_ray.errors import InvalidValueError
 
 
@@ -55,3 +56,19 @@ def test_stronger_penalty_gives_smaller_weights():
 def test_bad_inputs(features, labels, classes, kwargs, match):
     with pytest.raises(InvalidValueError, match=match):
         fit_probe_head(features, labels, classes, **kwargs)
+
+
+def test_cross_fit_folds_partition_the_gradient_samples():
+    positions = np.array([3, 7, 8, 20, 21])
+    folds = cross_fit_folds(positions)
+    assert len(folds) == SHARED_HEAD_FOLDS == 2
+    np.testing.assert_array_equal(np.sort(np.concatenate(folds)), positions)  # every sample, once
+    assert not set(folds[0]) & set(folds[1])
+    assert [f.tolist() for f in cross_fit_folds(positions, 3)] == [[3, 20], [7, 21], [8]]
+
+
+def test_cross_fit_folds_reject_bad_input():
+    with pytest.raises(InvalidValueError, match="distinct"):
+        cross_fit_folds([1, 1, 2])
+    with pytest.raises(InvalidValueError, match="num_folds"):
+        cross_fit_folds([1], 2)

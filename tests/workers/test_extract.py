@@ -37,7 +37,12 @@ def first_run(ray_cluster, extraction_setup, tmp_path_factory):
 
 
 def _reference(config: ExtractionConfig):
-    """Features and gradient covariance computed directly, without Ray, one sample at a time."""
+    """Features and gradient covariance computed directly, without Ray, one sample at a time.
+
+    The gradient loss, written out independently of the worker: ``shared`` — one head per fold
+    of the gradient samples (every 2nd sample), fitted on the bare backbone's CLS features of the
+    drawn samples outside that fold; ``per-prompt`` — a head per prompt on its own features.
+    """
     backbone = load_backbone(config.backbone, config.img_size)
     model = PromptedViT(backbone, 4, num_classes=0).eval()
     library = PromptLibrary(config.library)
@@ -50,29 +55,42 @@ def _reference(config: ExtractionConfig):
     labels = torch.as_tensor(split.labels[chosen])
     with torch.no_grad():
         features = model.forward_features(images, prompts).numpy()  # (3, N, d)
+        bare = backbone.forward_head(backbone.forward_features(images), pre_logits=True).numpy()
     positions = sample_indices(len(chosen), config.gradient_samples, config.sample_seed, "gradients")
-    tokens = model.embed_patches(images[positions]).detach()
-    grads = []
-    for k in range(3):
-        head = fit_probe_head(features[k], labels.numpy(), 2, l2=config.head_l2)
-        weight, bias = head.folded()
-        grads.append(
-            prompt_gradients(
+    if config.gradient_head == "shared":
+        groups = []
+        for fold in (positions[0::2], positions[1::2]):
+            outside = np.array([i for i in range(len(chosen)) if i not in set(fold.tolist())])
+            head = fit_probe_head(bare[outside], labels.numpy()[outside], 2, l2=config.head_l2)
+            groups.append((fold, [head] * 3))
+    else:
+        groups = [
+            (positions, [fit_probe_head(features[k], labels.numpy(), 2, l2=config.head_l2) for k in range(3)])
+        ]
+    rows, norms = [], np.zeros(3)
+    for fold, heads in groups:
+        tokens = model.embed_patches(images[fold]).detach()
+        per_prompt = []
+        for k in range(3):
+            weight, bias = heads[k].folded()
+            gradient = prompt_gradients(
                 model,
                 tokens,
-                labels[positions],
+                labels[fold],
                 prompts[k],
                 lambda f, w=weight, b=bias: f @ w.T + b,
                 method="loop",
             ).double()
-        )
-    stacked = torch.stack(grads, dim=2).numpy()  # (G, p, M)
+            per_prompt.append(gradient)
+            norms[k] += gradient.norm(dim=1).sum().item()
+        rows.append(torch.stack(per_prompt, dim=2))
+    stacked = torch.cat(rows).numpy()  # (G, p, M)
     covariance = np.stack([np.cov(stacked[:, c, :], rowvar=False) for c in range(stacked.shape[1])])
-    return features, labels.numpy(), chosen, covariance
+    return features, labels.numpy(), chosen, covariance, norms / len(positions)
 
 
 def test_features_and_gradient_statistics_match_a_direct_computation(first_run, extraction_setup):
-    features, labels, chosen, covariance = _reference(extraction_setup)
+    features, labels, chosen, covariance, norms = _reference(extraction_setup)
     views, got_labels = first_run.features("train800")
     assert list(views) == NAMES
     for k, name in enumerate(NAMES):
@@ -83,11 +101,37 @@ def test_features_and_gradient_statistics_match_a_direct_computation(first_run, 
     assert moments.num_coordinates == 4 * 192
     np.testing.assert_allclose(gradient_covariance(moments), covariance, rtol=1e-4, atol=1e-10)
     assert np.abs(covariance).max() > 0  # the gradients are not all zero
+    table = ExtractionCache(extraction_setup.cache_dir).read(first_run.gradient_key)
+    head = json.loads(table.schema.metadata[b"hgprompt.gradient_head"])
+    assert head["folds"] == 2 and 0.0 <= head["held_out_accuracy"] <= 1.0
+    np.testing.assert_allclose([head["mean_gradient_norm"][n] for n in NAMES], norms, rtol=1e-4)
     stats = first_run.stats
     assert stats["workers"] == 1 and stats["cached_tables"] == 0
     val = len(resolve_target(extraction_setup.target).split("val200"))
     assert stats["image_prompt_forwards"] == 3 * (48 + min(val, 48))
     assert stats["gradient_sample_prompts"] == 3 * 24
+
+
+def test_per_prompt_heads_separate_the_samples_and_shrink_the_gradients(
+    first_run, extraction_setup, tmp_path
+):
+    """The earlier choice, kept for comparison: a head per prompt fitted on the gradient samples
+    themselves (d = 192 > N = 48) leaves much smaller gradients than the shared held-out head."""
+    config = replace(extraction_setup, gradient_head="per-prompt", cache_dir=str(tmp_path / "cache"))
+    *_, reference_norms = _reference(config)
+    old = extract(config, num_workers=1, storage_path=tmp_path, progress=False)
+    assert old.gradient_key != first_run.gradient_key  # the head is part of the key
+    table = ExtractionCache(config.cache_dir).read(old.gradient_key)
+    head = json.loads(table.schema.metadata[b"hgprompt.gradient_head"])
+    old_norms = np.array([head["mean_gradient_norm"][n] for n in NAMES])
+    np.testing.assert_allclose(old_norms, reference_norms, rtol=1e-4)
+    shared = json.loads(
+        ExtractionCache(extraction_setup.cache_dir)
+        .read(first_run.gradient_key)
+        .schema.metadata[b"hgprompt.gradient_head"]
+    )
+    new_norms = np.array([shared["mean_gradient_norm"][n] for n in NAMES])
+    assert np.all(new_norms > 2 * old_norms), (new_norms, old_norms)
 
 
 def test_second_run_computes_nothing_and_serves_zero_copy_views(first_run, extraction_setup):

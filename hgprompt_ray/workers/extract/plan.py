@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from hgprompt_ray.config import ExtractionConfig
+from hgprompt_ray.core.probe_head import SHARED_HEAD_FOLDS
 from hgprompt_ray.data import resolve_target
 from hgprompt_ray.data.base import Task
 from hgprompt_ray.errors import InvalidValueError, invalid_value
@@ -121,6 +122,14 @@ def _prompt_records(config: ExtractionConfig) -> tuple[list[str], list[PromptRec
     return names, records
 
 
+def _head_identity(config: ExtractionConfig) -> dict[str, Any]:
+    """What defines the gradient loss, in the gradient table's key (per-prompt keeps its old key)."""
+    head: dict[str, Any] = {"kind": "logistic", "l2": config.head_l2}
+    if config.gradient_head == "shared":
+        head.update(fit="shared, bare backbone features, disjoint samples", folds=SHARED_HEAD_FOLDS)
+    return head
+
+
 def make_plan(config: ExtractionConfig, store_name: str, progress: bool, task: Any = None) -> ExtractionPlan:
     """Resolve the target, draw the samples and derive every table's key (see the module docstring).
 
@@ -177,7 +186,7 @@ def make_plan(config: ExtractionConfig, store_name: str, progress: bool, task: A
             "features": [feature_keys[first][n] for n in names],
             "gradient_positions_sha256": hashlib.sha256(positions.tobytes()).hexdigest(),
             "num_gradient_samples": len(positions),
-            "head": {"kind": "logistic", "l2": config.head_l2},
+            "head": _head_identity(config),
             "loss": "cross-entropy of the probe head (core.probe_head)",
         }
         gradient_key = "gradients-" + _digest(payload)

@@ -6,8 +6,10 @@ all its prompts in one K-prompt forward (the patch embedding is computed once pe
 finished table is written to the cache (atomically) and handed to the detached
 :class:`FeatureStore` actor, which owns it, so it outlives the worker.
 
-Gradients: each rank fits the probe head of each of its prompts on that prompt's features and
-computes per-sample gradients wrt its prompts with ``torch.func``, batch by batch. After each
+Gradients: one head defines the loss of every prompt's gradients (``core/probe_head.py``: by
+default fitted on rank 0 on the bare backbone's features of samples disjoint from the gradient
+samples, cross-fitted, and broadcast); each rank computes per-sample gradients wrt its prompts
+with ``torch.func``, batch by batch. After each
 batch the ranks all-gather the (B, M, p) gradients and each rank folds only its 1/W of the p
 coordinates into Welford moments; rank 0 gathers the coordinate shards into one table.
 
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.config import ExtractionConfig
 from hgprompt_ray.core import GradientMoments, empty_gradient_moments, update_gradient_moments
-from hgprompt_ray.core.probe_head import fit_probe_head
+from hgprompt_ray.core.probe_head import ProbeHead, cross_fit_folds, fit_probe_head
 from hgprompt_ray.data import backbone_transform
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models.gradients import prompt_gradients
@@ -129,13 +131,14 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
 
     clock = time.perf_counter()
     if plan.compute_gradients:
-        moments = _gradient_moments(model, prompts, names, mine, plan, config, datasets, cache, rank, world)
+        moments, head = _gradient_moments(model, prompts, names, plan, config, datasets, cache, rank, world)
         counters[1] += len(plan.gradient_positions) * len(names)
         if rank == 0:
             if moments is None or plan.gradient_key is None:
                 raise RuntimeError("rank 0 gathered no gradient moments; the coordinate shards are missing")
             shape = (plan.num_tokens, model.embed_dim)
-            cache.write(plan.gradient_key, gradient_table(plan.names, moments, shape, plan.gradient_meta))
+            meta = {**plan.gradient_meta, "gradient_head": head}
+            cache.write(plan.gradient_key, gradient_table(plan.names, moments, shape, meta))
     if rank == 0 and plan.gradient_key is not None:
         table = cache.read(plan.gradient_key)
         if table is None:
@@ -187,68 +190,137 @@ def _features(
     return torch.cat(chunks, dim=1).numpy()
 
 
+@torch.inference_mode()
+def _bare_features(model: PromptedViT, dataset: Subset, batch_size: int, device: Any) -> np.ndarray:
+    """(N, d) CLS features of the bare backbone (no prompt), through timm's own hooks."""
+    backbone = model.backbone
+    chunks = []
+    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        tokens = backbone.forward_features(images.to(device))
+        chunks.append(backbone.forward_head(tokens, pre_logits=True).float().cpu())
+    return torch.cat(chunks).numpy()
+
+
+HeadGroup = tuple[list[int], list[ProbeHead]]
+"""Gradient-sample positions and the head of each of this rank's prompts for them."""
+
+
+def _gradient_heads(
+    model: PromptedViT,
+    names: list[str],
+    plan: ExtractionPlan,
+    config: ExtractionConfig,
+    dataset: Subset,
+    cache: ExtractionCache,
+    rank: int,
+    world: int,
+) -> tuple[list[HeadGroup], dict[str, Any]]:
+    """The heads whose cross-entropy defines the gradients (see ``core/probe_head.py``)."""
+    first = config.splits[0]
+    if config.gradient_head == "per-prompt":
+        heads = []
+        for name in names:
+            table = cache.read(plan.feature_keys[first][name])
+            if table is None:
+                raise RuntimeError(
+                    f"the {first} features of prompt {name!r} are not in the cache {cache.root}; "
+                    "they are written before the gradient pass. Fix: check the cache folder is writable."
+                )
+            features, labels, _ = features_from_table(table)
+            heads.append(fit_probe_head(features, labels, plan.num_classes, l2=config.head_l2))
+        return [(list(plan.gradient_positions), heads)], {"fit": "per-prompt, on the gradient samples"}
+    # One head set for every rank: rank 0 fits, the others receive it (identical loss everywhere).
+    fitted: list[Any] = [None]
+    if rank == 0:
+        device = next(model.parameters()).device
+        bare = _bare_features(model, dataset, config.batch_size, device)
+        labels = np.asarray(_labels(dataset), dtype=np.int64)
+        folds, groups, held_out = cross_fit_folds(plan.gradient_positions), [], []
+        for fold in folds:
+            outside = np.setdiff1d(np.arange(len(labels)), fold)
+            head = fit_probe_head(bare[outside], labels[outside], plan.num_classes, l2=config.head_l2)
+            folded = head.folded(torch.float64)
+            logits = torch.from_numpy(bare[fold]).double() @ folded[0].T + folded[1]
+            held_out.append(float((logits.argmax(1).numpy() == labels[fold]).mean()))
+            groups.append((fold.tolist(), head))
+        fitted = [(groups, held_out)]
+    if world > 1:
+        torch.distributed.broadcast_object_list(fitted, src=0)
+    groups, held_out = fitted[0]
+    sizes = [len(fold) for fold, _ in groups]
+    info = {
+        "fit": "shared: bare backbone features, samples disjoint from the gradient samples",
+        "folds": len(groups),
+        "held_out_accuracy": float(np.average(held_out, weights=sizes)),
+        "fold_held_out_accuracy": held_out,
+    }
+    return [(fold, [head] * len(names)) for fold, head in groups], info
+
+
 def _gradient_moments(
     model: PromptedViT,
     prompts: torch.Tensor,
     names: list[str],
-    mine: list[int],
     plan: ExtractionPlan,
     config: ExtractionConfig,
     datasets: dict[str, Subset],
     cache: ExtractionCache,
     rank: int,
     world: int,
-) -> GradientMoments | None:
-    """This rank's coordinate shard of the prompt set's gradient moments; the whole set on rank 0."""
+) -> tuple[GradientMoments | None, dict[str, Any]]:
+    """This rank's coordinate shard of the prompt set's gradient moments (the whole set and the
+    head's record on rank 0: held-out accuracy, each prompt's mean per-sample gradient norm)."""
     first = config.splits[0]
     total = len(plan.names)
     per_rank = math.ceil(total / world)
-    heads = []
-    for name in names:
-        table = cache.read(plan.feature_keys[first][name])
-        if table is None:
-            raise RuntimeError(
-                f"the {first} features of prompt {name!r} are not in the cache {cache.root}; "
-                "they are written before the gradient pass. Fix: check the cache folder is writable."
-            )
-        features, labels, _ = features_from_table(table)
-        heads.append(fit_probe_head(features, labels, plan.num_classes, l2=config.head_l2))
-    folded = [head.folded(prompts.dtype, prompts.device) for head in heads]
+    groups, info = _gradient_heads(model, names, plan, config, datasets[first], cache, rank, world)
     coordinates = plan.num_tokens * model.embed_dim
     bounds = np.linspace(0, coordinates, world + 1).round().astype(int)
     low, high = int(bounds[rank]), int(bounds[rank + 1])
     moments = empty_gradient_moments(total, high - low)
-    subset = Subset(datasets[first], plan.gradient_positions)
-    loader = DataLoader(subset, batch_size=config.gradient_batch_size, shuffle=False)
+    norms = torch.zeros(len(names), dtype=torch.float64)
     label = f"[rank {rank}] gradients x{len(names)} prompts"
-    for step, (images, labels) in enumerate(tqdm(loader, desc=label, disable=not plan.progress, leave=False)):
-        images, labels = images.to(prompts.device), labels.to(prompts.device)
-        with torch.no_grad():
-            tokens = model.embed_patches(images)
-        local = torch.zeros(per_rank, len(labels), coordinates, dtype=torch.float32, device=prompts.device)
-        for k in range(len(names)):
-            weight, bias = folded[k]
-            local[k] = prompt_gradients(
-                model, tokens, labels, prompts[k], lambda f, w=weight, b=bias: f @ w.T + b
-            ).float()
-        if world > 1:
-            parts = [torch.empty_like(local) for _ in range(world)]
-            torch.distributed.all_gather(parts, local)
-            # global position g sits on rank g % world, slot g // world
-            batch = torch.stack([parts[g % world][g // world] for g in range(total)], dim=1)
-        else:
-            batch = local[:total].transpose(0, 1)
-        moments = update_gradient_moments(moments, batch[:, :, low:high].cpu().double())
-        _heartbeat(config, rank, "gradients", step)
+    step = 0
+    for positions, heads in groups:
+        folded = [head.folded(prompts.dtype, prompts.device) for head in heads]
+        loader = DataLoader(
+            Subset(datasets[first], positions), batch_size=config.gradient_batch_size, shuffle=False
+        )
+        for images, labels in tqdm(loader, desc=label, disable=not plan.progress, leave=False):
+            images, labels = images.to(prompts.device), labels.to(prompts.device)
+            with torch.no_grad():
+                tokens = model.embed_patches(images)
+            local = torch.zeros(
+                per_rank, len(labels), coordinates, dtype=torch.float32, device=prompts.device
+            )
+            for k in range(len(names)):
+                weight, bias = folded[k]
+                local[k] = prompt_gradients(
+                    model, tokens, labels, prompts[k], lambda f, w=weight, b=bias: f @ w.T + b
+                ).float()
+                norms[k] += local[k].double().norm(dim=1).sum().cpu()
+            if world > 1:
+                parts = [torch.empty_like(local) for _ in range(world)]
+                torch.distributed.all_gather(parts, local)
+                # global position g sits on rank g % world, slot g // world
+                batch = torch.stack([parts[g % world][g // world] for g in range(total)], dim=1)
+            else:
+                batch = local[:total].transpose(0, 1)
+            moments = update_gradient_moments(moments, batch[:, :, low:high].cpu().double())
+            _heartbeat(config, rank, "gradients", step)
+            step += 1
+    mine = {name: float(norms[k]) / len(plan.gradient_positions) for k, name in enumerate(names)}
     if world == 1:
-        return moments
+        return moments, {**info, "mean_gradient_norm": mine}
     shards: list[Any] = [None] * world
-    torch.distributed.all_gather_object(shards, (low, moments))
+    torch.distributed.all_gather_object(shards, (low, moments, mine))
     if rank != 0:
-        return None
+        return None, info
     shards.sort(key=lambda item: item[0])
+    gathered = {name: value for shard in shards for name, value in shard[2].items()}
+    info["mean_gradient_norm"] = {name: gathered[name] for name in plan.names}
     return GradientMoments(
         num_samples=moments.num_samples,
         mean=np.concatenate([s[1].mean for s in shards], axis=0),
         m2=np.concatenate([s[1].m2 for s in shards], axis=0),
-    )
+    ), info

@@ -1,0 +1,120 @@
+"""The trial metric that measures transfer: a probe on the features of the combined prompt.
+
+A trial's weights alpha define the initial target prompt P0 = sum_i alpha_i P_i — what the
+method hands to target tuning. The metric is how well P0 transfers, on data the solve did not
+use and in units comparable across lambda, M and the objective: one forward pass of P0 over the
+extraction's train800 and val200 samples, a logistic probe (``core.probe_head``, fixed l2,
+deterministic) fitted on the train800 features and scored on val200 (``val_probe_accuracy``).
+The sources' features are never recomputed: only P0 runs.
+
+:class:`ProbeData` holds what that needs (the search's prompts, the preprocessed sample images,
+their labels); it is built once per search by one Ray task (:func:`probe_data_task`) and shared
+with the trials by ObjectRef. A trial process loads the backbone once and keeps it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from hgprompt_ray.core.probe_head import fit_probe_head
+
+__all__ = ["ProbeData", "probe_accuracy", "probe_data_task"]
+
+PROBE_L2 = 1e-2
+"""L2 of the metric's probe (on standardised features)."""
+_MODELS: dict[tuple[str, int, int], Any] = {}
+
+
+class ProbeData(NamedTuple):
+    """The inputs of :func:`probe_accuracy` for every trial of a search.
+
+    Attributes:
+        backbone: backbone name (``load_backbone``).
+        img_size: image size.
+        num_classes: the target's classes.
+        prompts: the search's prompts, in its order, (K, m, d) float32.
+        train_images: train800 samples, preprocessed, (N, 3, H, W) float32; ``train_labels`` (N,).
+        val_images: val200 samples, (V, 3, H, W); ``val_labels`` (V,).
+    """
+
+    backbone: str
+    img_size: int
+    num_classes: int
+    prompts: np.ndarray
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+
+
+def probe_data_task(extraction: Any, task: Any) -> ProbeData:
+    """Ray task body: the images of the extraction's drawn train800/val200 samples and its prompts.
+
+    Args:
+        extraction: the search's ``ExtractionConfig`` (samples, seeds, prompts, backbone).
+        task: the resolved target task.
+    """
+    from hgprompt_ray.data import backbone_transform
+    from hgprompt_ray.models import load_backbone
+    from hgprompt_ray.prompts import PromptLibrary
+    from hgprompt_ray.workers.extract import sample_indices
+
+    backbone = load_backbone(extraction.backbone, extraction.img_size)
+    config = backbone.pretrained_cfg
+    transform = backbone_transform(extraction.img_size, config["mean"], config["std"])
+    arrays = []
+    for split in ("train800", "val200"):
+        data = task.split(split, seed=extraction.split_seed, transform=transform)
+        chosen = sample_indices(len(data), extraction.num_samples, extraction.sample_seed, split)
+        arrays.append(torch.stack([data[int(i)][0] for i in chosen]).numpy())
+        arrays.append(np.asarray([int(data.labels[int(i)]) for i in chosen], dtype=np.int64))
+    prompts = PromptLibrary(extraction.library).load_many(
+        list(extraction.prompts), backbone=extraction.backbone, embed_dim=backbone.embed_dim
+    )
+    return ProbeData(
+        extraction.backbone,
+        extraction.img_size,
+        int(task.info.num_classes),
+        prompts.float().numpy(),
+        *arrays,
+    )
+
+
+def _model(data: ProbeData) -> Any:
+    from hgprompt_ray.models import PromptedViT, load_backbone
+
+    key = (data.backbone, data.img_size, int(data.prompts.shape[1]))
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = PromptedViT(load_backbone(data.backbone, data.img_size), key[2]).eval()
+    return _MODELS[key]
+
+
+@torch.inference_mode()
+def _features(model: Any, images: np.ndarray, prompt: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    chunks = [
+        model.forward_features(torch.from_numpy(images[i : i + batch_size]), prompt.unsqueeze(0))[0]
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks).double().numpy()
+
+
+def probe_accuracy(data: ProbeData, subset: Any, alpha: Any) -> float:
+    """val200 accuracy of a probe fitted on train800 features of P0 = sum_k alpha_k P_subset[k].
+
+    Shape:
+        subset: (M,) positions into ``data.prompts``; alpha: (M,) on the simplex.
+    """
+    prompts = torch.from_numpy(np.asarray(data.prompts)[np.asarray(subset)])
+    weights = torch.as_tensor(np.asarray(alpha, dtype=np.float64), dtype=prompts.dtype)
+    combined = torch.einsum("k,kmd->md", weights, prompts)
+    model = _model(data)
+    train = _features(model, data.train_images, combined)
+    val = _features(model, data.val_images, combined)
+    head = fit_probe_head(train, data.train_labels, data.num_classes, l2=PROBE_L2)
+    weight, bias = head.folded(torch.float64)
+    predicted = (torch.from_numpy(val) @ weight.T + bias).argmax(1).numpy()
+    return float((predicted == data.val_labels).mean())
