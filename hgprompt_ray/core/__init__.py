@@ -10,6 +10,7 @@ from hgprompt_ray.core.alignment import (
     alignment_scale,
     empty_gradient_moments,
     gradient_covariance,
+    gradient_second_moment,
     merge_gradient_moments,
     update_gradient_moments,
 )
@@ -23,7 +24,6 @@ from hgprompt_ray.core.ensemble_hscore import (
 )
 from hgprompt_ray.core.hscore import (
     h_score,
-    h_score_torch,
     ledoit_wolf_shrinkage,
     regularized_h_score,
     regularized_h_score_torch,
@@ -31,10 +31,14 @@ from hgprompt_ray.core.hscore import (
 from hgprompt_ray.core.probe_head import ProbeHead, fit_probe_head
 from hgprompt_ray.core.simplex import (
     SimplexConvergenceWarning,
+    SimplexMinimum,
     SimplexResult,
     SolverSettings,
     h_score_weights,
+    kkt_gap,
+    minimize_on_simplex,
     solve_weights,
+    solver_starts,
     uniform_weights,
 )
 
@@ -43,6 +47,7 @@ __all__ = [
     "GradientMoments",
     "ProbeHead",
     "SimplexConvergenceWarning",
+    "SimplexMinimum",
     "SimplexResult",
     "SolverSettings",
     "TorchEnsembleH",
@@ -55,15 +60,18 @@ __all__ = [
     "ensemble_statistics",
     "fit_probe_head",
     "gradient_covariance",
+    "gradient_second_moment",
     "h_score",
-    "h_score_torch",
     "h_score_weights",
+    "kkt_gap",
     "ledoit_wolf_shrinkage",
     "merge_gradient_moments",
+    "minimize_on_simplex",
     "per_source_h_scores",
     "regularized_h_score",
     "regularized_h_score_torch",
     "solve_weights",
+    "solver_starts",
     "uniform_weights",
     "update_gradient_moments",
 ]

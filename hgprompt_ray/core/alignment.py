@@ -1,24 +1,43 @@
-"""Gradient-variance alignment L_align(alpha) from streamed, mergeable statistics.
+"""Gradient alignment L_align(alpha) (the paper's formula) from streamed, mergeable statistics.
 
 Per-sample gradients g^i_j (prompt i, sample j, flattened to p = m * d coordinates) define,
-with g^alpha_j = sum_k alpha_k g^k_j,
+with g^alpha_j = sum_k alpha_k g^k_j (HGPrompt, arXiv 2504.12311, read literally),
 
-    v_i(alpha)    = Var_j( g^i_j - g^alpha_j )            per coordinate, a vector in R^p
-    vbar(alpha)   = sum_i alpha_i v_i(alpha)
+    v_i(alpha)     = 1/(N-1) sum_j ( g^i_j - g^alpha_j )^2     per coordinate, a vector in R^p
+    vbar(alpha)    = sum_i alpha_i v_i(alpha)
     L_align(alpha) = 1/M sum_i || v_i(alpha) - vbar(alpha) ||^2
 
-Per coordinate c, g^i_jc - g^alpha_jc = (e_i - alpha)^T g_jc with g_jc in R^M, so
-Var_j = (e_i - alpha)^T S_c (e_i - alpha), where S_c is the M x M covariance over samples of the
-M gradients at coordinate c. The (p, M, M) stack of S_c is all L_align needs: memory M * M * p,
-independent of N. It is accumulated in one streaming pass (Welford), and partial statistics
-from disjoint sample shards merge exactly (Chan et al.'s parallel update), so Ray workers can
-each accumulate their part. Var uses the unbiased N - 1 denominator (like ``torch.var``).
+v_i is an *uncentred* second moment: it keeps the difference between the prompts' mean
+gradients (prompts that push the shared parameters in different directions on average are
+misaligned even when their fluctuations agree), which a centred variance would throw away.
 
-Normalisation (our choice, documented): gradients' scale varies by orders of magnitude across
-backbones and targets, so the solver can divide L_align by
-``alignment_scale(S) = sum_c (tr(S_c) / M)^2``, the squared mean gradient variance summed over
-coordinates. That ratio is invariant to rescaling the gradients, which keeps lambda's range
-transferable between targets. ``alignment_loss`` itself is the raw formula.
+**Exact trick.** Per coordinate c, g^i_jc - g^alpha_jc = (e_i - alpha)^T g_jc with g_jc in R^M, so
+v_i,c = (e_i - alpha)^T R_c (e_i - alpha) with the M x M second-moment matrix
+R_c = 1/(N-1) sum_j g_jc g_jc^T. The (p, M, M) stack of R_c is all L_align needs: memory
+M * M * p and evaluation cost O(p M^2), both independent of N. The stream keeps Welford's mean
+and M2 (numerically stable; shards from Ray workers merge exactly by Chan et al.'s update), and
+R_c = (M2_c + N mu_c mu_c^T) / (N - 1) (:func:`gradient_second_moment`).
+
+**Centred variant (an option, never the default).** ``centred=True`` replaces R_c by the
+covariance S_c = M2_c / (N - 1), i.e. v_i becomes the sample variance of g^i - g^alpha; it is
+blind to prompts whose gradients differ only by a constant.
+
+**A property to know: at M = 2 the term only pulls to the average.** With alpha = (a, 1 - a) and
+q_c = (1, -1) R_c (1, -1)^T = 1/(N-1) sum_j (g^1_jc - g^2_jc)^2,
+
+    v_1 = (1 - a)^2 q,   v_2 = a^2 q,   L_align(a) = (1 - 2a)^2 ((1 - a)^2 + a^2) ||q||^2 / 2,
+
+so for any gradients (unless g^1 = g^2 on every sample, when L_align is identically 0) the term
+vanishes only at alpha = (1/2, 1/2): at M = 2 a large lambda pulls the weights to the average
+whatever the gradients say.
+
+**Normalisation (the solver's, fixed and documented).** Gradient scales differ by orders of
+magnitude between backbones and targets, and L_align scales with the fourth power of the
+gradients. :func:`alignment_scale` = sum_c (tr(R_c) / M)^2, the squared mean second moment summed
+over coordinates, computed from the same (uncentred) R; L_align / alignment_scale is invariant to
+rescaling the gradients. ``hgprompt_ray.core.simplex.solve_weights`` divides by it (setting
+``normalize_alignment``), so lambda is in units of that ratio; the functions here return the
+raw formula.
 """
 
 from __future__ import annotations
@@ -38,6 +57,7 @@ __all__ = [
     "alignment_scale",
     "empty_gradient_moments",
     "gradient_covariance",
+    "gradient_second_moment",
     "merge_gradient_moments",
     "update_gradient_moments",
 ]
@@ -50,7 +70,8 @@ class GradientMoments(NamedTuple):
         num_samples: samples seen, N.
         mean: per-coordinate mean gradient of each prompt, (p, M) float64.
         m2: per-coordinate sum over samples of outer products of deviations from the mean,
-            (p, M, M) float64 (Welford's M2; covariance = m2 / (N - 1)).
+            (p, M, M) float64 (Welford's M2; covariance = m2 / (N - 1), second moment
+            R = (m2 + N mean mean^T) / (N - 1)).
     """
 
     num_samples: int
@@ -147,58 +168,156 @@ def update_gradient_moments(moments: GradientMoments, gradients: Any) -> Gradien
     return merge_gradient_moments(moments, GradientMoments(num_samples=batch.shape[0], mean=mean, m2=m2))
 
 
+def gradient_second_moment(moments: GradientMoments, centred: bool = False) -> np.ndarray:
+    """R_c = 1/(N-1) sum_j g_jc g_jc^T for every coordinate c: the matrix L_align needs.
+
+    From the streamed moments, R_c = (M2_c + N mu_c mu_c^T) / (N - 1). With ``centred=True`` it
+    is the covariance S_c = M2_c / (N - 1) instead (the centred variant; module docstring).
+
+    Args:
+        moments: streamed moments of M prompts' per-sample gradients (at least 2 samples).
+        centred: drop the mean gradients (the covariance) instead of keeping them.
+
+    Shape:
+        returns: (p, M, M) float64, symmetric positive semi-definite per coordinate.
+
+    Raises:
+        InvalidValueError: fewer than 2 samples.
+    """
+    if not isinstance(moments, GradientMoments):
+        raise TypeError(
+            invalid_value(
+                "moments", type(moments).__name__, "must be GradientMoments", "Stream the gradients first."
+            )
+        )
+    if moments.num_samples < 2:
+        raise InvalidValueError(
+            invalid_value(
+                "moments.num_samples",
+                moments.num_samples,
+                "must be at least 2 to estimate a second moment with the N - 1 denominator",
+                "Stream more gradient samples.",
+            )
+        )
+    if centred:
+        return moments.m2 / (moments.num_samples - 1)
+    outer = np.einsum("pi,pj->pij", moments.mean, moments.mean)
+    return (moments.m2 + moments.num_samples * outer) / (moments.num_samples - 1)
+
+
 def gradient_covariance(moments: GradientMoments) -> np.ndarray:
-    """S_c for every coordinate c, the unbiased (N - 1) covariance over samples.
+    """S_c = M2_c / (N - 1): the centred covariance (``gradient_second_moment(..., centred=True)``).
+
+    Not what the paper's L_align uses; kept for the centred variant and for checks of the
+    streamed statistics.
 
     Shape:
         returns: (p, M, M).
     """
-    if moments.num_samples < 2:
+    return gradient_second_moment(moments, centred=True)
+
+
+def _matrix(statistics: Any, centred: bool, name: str) -> np.ndarray:
+    """The (p, M, M) matrix from moments, or a precomputed matrix as given."""
+    if isinstance(statistics, GradientMoments):
+        return gradient_second_moment(statistics, centred=centred)
+    if centred:
         raise InvalidValueError(
             invalid_value(
-                "moments.num_samples", moments.num_samples, "must be at least 2 to estimate a variance", ""
+                "centred",
+                centred,
+                f"applies only when {name} is GradientMoments (a precomputed matrix is already one form)",
+                "Pass the moments, or gradient_second_moment(moments, centred=True) with centred=False.",
             )
         )
-    return moments.m2 / (moments.num_samples - 1)
+    matrix = to_numpy(statistics, name)
+    if matrix.ndim != 3 or matrix.shape[1] != matrix.shape[2] or matrix.shape[1] < 1:
+        raise InvalidValueError(
+            invalid_value(
+                f"{name}.shape", matrix.shape, "must be (p, M, M)", "Pass gradient_second_moment(moments)."
+            )
+        )
+    return matrix
 
 
-def alignment_scale(covariance: Any) -> float:
-    """sum_c (tr(S_c) / M)^2: the gradient-scale normaliser of L_align (module docstring)."""
-    cov = to_numpy(covariance, "covariance")
-    mean_variance = np.trace(cov, axis1=1, axis2=2) / cov.shape[1]
-    return float(np.sum(mean_variance**2))
+def alignment_scale(statistics: GradientMoments | np.ndarray | torch.Tensor, centred: bool = False) -> float:
+    """sum_c (tr(R_c) / M)^2: the gradient-scale normaliser of L_align (module docstring).
 
-
-def alignment_loss_torch(covariance: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Differentiable L_align(alpha) for one weight vector or a batch.
-
-    v[c, i] = S_c[i, i] - 2 (S_c alpha)_i + alpha^T S_c alpha.
+    Args:
+        statistics: streamed ``GradientMoments`` or a precomputed matrix (the same R the loss
+            uses, e.g. ``gradient_second_moment(moments)``).
+        centred: with moments, use the covariance instead of R (the centred variant).
 
     Shape:
-        covariance: (p, M, M); alpha: (M,) or (S, M); returns a scalar or (S,).
+        statistics: moments of M prompts or (p, M, M); returns a float (0.0 for zero gradients).
     """
+    matrix = _matrix(statistics, centred, "statistics")
+    mean_second_moment = np.trace(matrix, axis1=1, axis2=2) / matrix.shape[1]
+    return float(np.sum(mean_second_moment**2))
+
+
+def alignment_loss_torch(
+    statistics: GradientMoments | torch.Tensor, alpha: torch.Tensor, centred: bool = False
+) -> torch.Tensor:
+    """Differentiable L_align(alpha) for one weight vector or a batch.
+
+    v[c, i] = (e_i - alpha)^T R_c (e_i - alpha) = R_c[i, i] - 2 (R_c alpha)_i + alpha^T R_c alpha.
+
+    Args:
+        statistics: streamed ``GradientMoments``, or a precomputed (p, M, M) tensor (R from
+            :func:`gradient_second_moment`, or a subset of it; the solver precomputes it once).
+        alpha: weights; the formula is exact for any alpha.
+        centred: with moments, the centred variant (covariance instead of R).
+
+    Shape:
+        statistics: (p, M, M); alpha: (M,) or (S, M); returns a scalar or (S,).
+    """
+    if isinstance(statistics, GradientMoments):
+        matrix = torch.from_numpy(gradient_second_moment(statistics, centred=centred))
+    else:
+        if centred:
+            _matrix(statistics, centred, "statistics")  # raises: a matrix is already one form
+        matrix = statistics
+        if matrix.dim() != 3 or matrix.shape[1] != matrix.shape[2]:
+            raise InvalidValueError(
+                invalid_value("statistics.shape", tuple(matrix.shape), "must be (p, M, M)", "")
+            )
     batched = alpha.dim() == 2
-    a = (alpha if batched else alpha.unsqueeze(0)).to(covariance.dtype)
-    if a.shape[-1] != covariance.shape[1]:
+    a = (alpha if batched else alpha.unsqueeze(0)).to(matrix.dtype)
+    if a.dim() != 2 or a.shape[-1] != matrix.shape[1]:
         raise InvalidValueError(
-            invalid_value("alpha.shape", tuple(alpha.shape), f"must end in M={covariance.shape[1]}", "")
+            invalid_value(
+                "alpha.shape", tuple(alpha.shape), f"must be (M,) or (S, M) with M={matrix.shape[1]}", ""
+            )
         )
-    diagonal = torch.diagonal(covariance, dim1=1, dim2=2)  # (p, M)
-    s_alpha = torch.einsum("pij,sj->spi", covariance, a)  # (S, p, M)
-    quadratic = torch.einsum("spi,si->sp", s_alpha, a)  # (S, p)
-    variances = diagonal.unsqueeze(0) - 2.0 * s_alpha + quadratic.unsqueeze(-1)  # (S, p, M)
-    mixed = torch.einsum("spi,si->sp", variances, a)  # vbar
-    loss = (variances - mixed.unsqueeze(-1)).pow(2).sum(dim=(1, 2)) / a.shape[-1]
+    diagonal = torch.diagonal(matrix, dim1=1, dim2=2)  # (p, M)
+    r_alpha = torch.einsum("pij,sj->spi", matrix, a)  # (S, p, M)
+    quadratic = torch.einsum("spi,si->sp", r_alpha, a)  # (S, p)
+    second_moments = diagonal.unsqueeze(0) - 2.0 * r_alpha + quadratic.unsqueeze(-1)  # v: (S, p, M)
+    mixed = torch.einsum("spi,si->sp", second_moments, a)  # vbar
+    loss = (second_moments - mixed.unsqueeze(-1)).pow(2).sum(dim=(1, 2)) / a.shape[-1]
     return loss if batched else loss[0]
 
 
-def alignment_loss(covariance: Any, alpha: Any) -> float:
-    """L_align(alpha) as a float.
+def alignment_loss(
+    statistics: GradientMoments | np.ndarray | torch.Tensor, alpha: Any, centred: bool = False
+) -> float:
+    """L_align(alpha) as a float: the paper's uncentred formula by default.
+
+    Args:
+        statistics: streamed ``GradientMoments`` (from :func:`empty_gradient_moments` and
+            :func:`update_gradient_moments`), or a precomputed (p, M, M) matrix R
+            (:func:`gradient_second_moment`, or a prompt subset of it).
+        alpha: the weights.
+        centred: with moments, the centred variant (an option, not the paper's formula).
 
     Shape:
-        covariance: (p, M, M); alpha: (M,).
+        statistics: moments of M prompts or (p, M, M); alpha: (M,).
     """
-    cov = torch.as_tensor(to_numpy(covariance, "covariance"), dtype=torch.float64)
-    weights = torch.as_tensor(to_numpy(alpha, "alpha"), dtype=torch.float64)
+    # np.array copies: Ray's zero-copy arrays are read-only, which torch warns about
+    matrix = torch.from_numpy(np.array(_matrix(statistics, centred, "statistics"), dtype=np.float64))
+    weights = torch.from_numpy(np.array(to_numpy(alpha, "alpha"), dtype=np.float64))
+    if weights.dim() != 1:
+        raise InvalidValueError(invalid_value("alpha.shape", tuple(weights.shape), "must be (M,)", ""))
     with torch.no_grad():
-        return float(alignment_loss_torch(cov, weights))
+        return float(alignment_loss_torch(matrix, weights))

@@ -10,9 +10,9 @@ Two families:
 
 * numpy, exactly tllib's formulas (``h_score``, ``regularized_h_score``): references and
   reporting. ``h_score`` keeps tllib's pseudo-inverse (rcond 1e-15).
-* torch float64, differentiable (``h_score_torch``, ``regularized_h_score_torch``): a
-  Cholesky solve instead of an inverse; ``h_score_torch`` falls back to a pseudo-inverse only
-  when cov(f) is singular.
+* torch float64, differentiable (``regularized_h_score_torch``, and ``trace_solve`` under the
+  exact ensemble H-score): a Cholesky solve instead of an inverse, falling back to a
+  pseudo-inverse only when the matrix is singular.
 
 Labels may be any integers: only values that occur become classes.
 """
@@ -29,7 +29,6 @@ from hgprompt_ray.core._checks import check_features_labels
 __all__ = [
     "class_mean_deviations",
     "h_score",
-    "h_score_torch",
     "ledoit_wolf_shrinkage",
     "ledoit_wolf_torch",
     "regularized_h_score",
@@ -108,10 +107,8 @@ def ledoit_wolf_torch(centered: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     n, d = centered.shape
     emp = centered.T @ centered / n
     trace = torch.diagonal(emp).sum()
-    mu = trace / d
     if d == 1:  # scikit-learn: no shrinkage for a single feature
         return torch.zeros((), dtype=emp.dtype), emp
-    del mu
     fourth = (centered.pow(2).sum(dim=1) ** 2).sum()  # sum_n ||x_n||^4
     return _shrink(emp, trace, fourth, n)
 
@@ -203,24 +200,6 @@ def _prepare(features: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor, to
     else:
         f = torch.from_numpy(np.ascontiguousarray(f_np))
     return f, torch.from_numpy(codes), torch.from_numpy(counts)
-
-
-def h_score_torch(features: Any, labels: Any) -> torch.Tensor:
-    """Differentiable float64 H-score, equal to :func:`h_score` (np.cov denominators).
-
-    cov(E[f|Y]) = sum_c n_c (mu_c - mu)(mu_c - mu)^T / (N - 1), so
-    H = sum_c n_c (mu_c - mu)^T cov(f)^-1 (mu_c - mu) / (N - 1).
-
-    Shape:
-        features: (N, d) tensor (gradients flow to it) or array; labels: (N,).
-        returns: scalar tensor.
-    """
-    f, codes, counts = _prepare(features, labels)
-    n = f.shape[0]
-    centered = f - f.mean(dim=0, keepdim=True)
-    cov_f = centered.T @ centered / (n - 1)
-    deviations = class_mean_deviations(f, codes, counts)
-    return trace_solve(cov_f, deviations, counts.to(f.dtype) / (n - 1))
 
 
 def regularized_h_score_torch(features: Any, labels: Any) -> torch.Tensor:

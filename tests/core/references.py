@@ -33,12 +33,22 @@ def tllib_regularized_h_score(features: np.ndarray, labels: np.ndarray) -> float
     return float(np.trace(np.dot(np.linalg.pinv(cov_f, rcond=1e-15), (1 - shrinkage) * cov_g)))
 
 
-def direct_alignment(gradients: np.ndarray, alpha: np.ndarray) -> float:
-    """L_align from the full per-sample gradient stack (N, M, p), straight from the definition."""
-    mixed = np.einsum("k,nkp->np", alpha, gradients)
-    variances = np.stack([np.var(gradients[:, i] - mixed, axis=0, ddof=1) for i in range(gradients.shape[1])])
-    mean = alpha @ variances
-    return float(((variances - mean) ** 2).sum() / gradients.shape[1])
+def direct_alignment(gradients: np.ndarray, alpha: np.ndarray, centred: bool = False) -> float:
+    """L_align from the full per-sample gradient stack (N, M, p), the paper's formula as written.
+
+    v_i = 1/(N-1) sum_j (g^i_j - g^alpha_j)^2 per coordinate (uncentred); ``centred=True`` gives
+    the sample variance instead (the centred variant). Loops over prompts and samples: O(N M p).
+    """
+    n, m, _ = gradients.shape
+    v = []
+    for i in range(m):
+        differences = [gradients[j, i] - sum(alpha[k] * gradients[j, k] for k in range(m)) for j in range(n)]
+        stack = np.array(differences)  # (N, p)
+        if centred:
+            stack = stack - stack.mean(axis=0)
+        v.append((stack**2).sum(axis=0) / (n - 1))
+    vbar = sum(alpha[i] * v[i] for i in range(m))
+    return float(sum(((v[i] - vbar) ** 2).sum() for i in range(m)) / m)
 
 
 def class_structured_features(

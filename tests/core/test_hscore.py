@@ -11,7 +11,6 @@ from sklearn.covariance import LedoitWolf
 
 from hgprompt_ray.core import (
     h_score,
-    h_score_torch,
     ledoit_wolf_shrinkage,
     regularized_h_score,
     regularized_h_score_torch,
@@ -22,7 +21,6 @@ from tests.core.references import class_structured_features, tllib_h_score, tlli
 SCORES = [
     (h_score, tllib_h_score),
     (regularized_h_score, tllib_regularized_h_score),
-    (lambda f, y: float(h_score_torch(f, y)), tllib_h_score),
     (lambda f, y: float(regularized_h_score_torch(f, y)), tllib_regularized_h_score),
 ]
 
@@ -67,7 +65,6 @@ def test_ledoit_wolf_matches_scikit_learn():
 def test_torch_gradients_match_finite_differences():
     f, y = _data(5, 40, 4, 3)
     x = torch.from_numpy(f).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: h_score_torch(t, y), (x,), eps=1e-6, atol=1e-5)
     assert torch.autograd.gradcheck(lambda t: regularized_h_score_torch(t, y), (x,), eps=1e-6, atol=1e-5)
 
 
@@ -76,14 +73,12 @@ def test_constant_features_score_zero():
     y = np.arange(30) % 3
     assert h_score(f, y) == 0.0
     assert regularized_h_score(f, y) == 0.0
-    assert float(h_score_torch(f, y)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_duplicated_columns_are_handled_by_the_pseudo_inverse():
     f, y = _data(6, 100, 4)
     doubled = np.concatenate([f, f], axis=1)  # singular covariance
     assert h_score(doubled, y) == pytest.approx(tllib_h_score(doubled, y), rel=1e-8)
-    assert float(h_score_torch(doubled, y)) == pytest.approx(h_score(f, y), rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +93,7 @@ def test_duplicated_columns_are_handled_by_the_pseudo_inverse():
         (np.zeros((10, 3)), np.array(["a", "b"] * 5), r"labels.dtype must be an integer dtype"),
     ],
 )
-@pytest.mark.parametrize("score", [h_score, regularized_h_score, h_score_torch, regularized_h_score_torch])
+@pytest.mark.parametrize("score", [h_score, regularized_h_score, regularized_h_score_torch])
 def test_bad_inputs_name_the_field(score, features, labels, match):
     with pytest.raises(InvalidValueError, match=match):
         score(features, labels)
