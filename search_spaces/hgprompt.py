@@ -35,10 +35,12 @@ __all__ = [
     "METRIC",
     "METRICS",
     "OBJECTIVES",
+    "TEST_PROBE",
     "VAL_H",
     "VAL_PROBE",
     "MIN_PROMPTS",
     "MODE",
+    "SAMPLERS",
     "SCORE_PREFIX",
     "SOLVER",
     "STAGES",
@@ -59,6 +61,8 @@ VAL_H = "val_h_score"
 """The H-score of the learned ensemble on held-out val200 features (cheap; blind to L_align)."""
 VAL_PROBE = "val_probe_accuracy"
 """val200 accuracy of a probe on the combined prompt's features: transfer, on held-out data."""
+TEST_PROBE = "test_probe_accuracy"
+"""The same probe scored on test images: a diagnostic (``--report-test``), never maximised."""
 METRICS: dict[str, str] = {"val-probe": VAL_PROBE, "val-h": VAL_H}
 """``--metric`` choice -> the reported metric the search maximises."""
 DEFAULT_METRIC = "val-probe"
@@ -80,6 +84,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "kkt_gap",
     "raw_alignment",
     "probe_seconds",
+    "test_probe_accuracy",
     "stage",
     "solve_seconds",
     "time_total_s",
@@ -129,11 +134,18 @@ def tpe_sampler(seed: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
 
 
-def optuna_searcher(seed: int) -> Any:
-    """:func:`tpe_sampler` through Ray Tune (metric and mode come from ``TuneConfig``)."""
+SAMPLERS: tuple[str, ...] = ("tpe", "random")
+"""``--sampler``: Optuna's TPE (the product) or its RandomSampler (the random-search baseline)."""
+
+
+def optuna_searcher(seed: int, sampler: str = "tpe") -> Any:
+    """Optuna through Ray Tune (metric and mode come from ``TuneConfig``): :func:`tpe_sampler`, or
+    ``optuna.samplers.RandomSampler`` for ``sampler="random"``, both seeded."""
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(sampler=tpe_sampler(seed))
+    chosen = optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else tpe_sampler(seed)
+    return OptunaSearch(sampler=chosen)
 
 
 def asha_scheduler() -> Any:

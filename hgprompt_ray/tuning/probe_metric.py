@@ -38,6 +38,8 @@ class ProbeData(NamedTuple):
         prompts: the search's prompts, in its order, (K, m, d) float32.
         train_images: train800 samples, preprocessed, (N, 3, H, W) float32; ``train_labels`` (N,).
         val_images: val200 samples, (V, 3, H, W); ``val_labels`` (V,).
+        test_images: test samples for the ``test_probe_accuracy`` diagnostic, (T, 3, H, W), or
+            None; ``test_labels`` (T,) or None.
     """
 
     backbone: str
@@ -48,14 +50,18 @@ class ProbeData(NamedTuple):
     train_labels: np.ndarray
     val_images: np.ndarray
     val_labels: np.ndarray
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
 
-def probe_data_task(extraction: Any, task: Any) -> ProbeData:
+def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeData:
     """Ray task body: the images of the extraction's drawn train800/val200 samples and its prompts.
 
     Args:
         extraction: the search's ``ExtractionConfig`` (samples, seeds, prompts, backbone).
         task: the resolved target task.
+        test_samples: also this many test images (the seeded subset of ``transfer.splits``) for
+            the ``test_probe_accuracy`` diagnostic; 0: none.
     """
     from hgprompt_ray.data import backbone_transform
     from hgprompt_ray.models import load_backbone
@@ -71,15 +77,23 @@ def probe_data_task(extraction: Any, task: Any) -> ProbeData:
         chosen = sample_indices(len(data), extraction.num_samples, extraction.sample_seed, split)
         arrays.append(torch.stack([data[int(i)][0] for i in chosen]).numpy())
         arrays.append(np.asarray([int(data.labels[int(i)]) for i in chosen], dtype=np.int64))
-    prompts = PromptLibrary(extraction.library).load_many(
-        list(extraction.prompts), backbone=extraction.backbone, embed_dim=backbone.embed_dim
-    )
+    if test_samples:
+        data = task.split("test", seed=extraction.split_seed, transform=transform)
+        chosen = np.sort(
+            np.random.default_rng(0).choice(len(data), min(test_samples, len(data)), replace=False)
+        )
+        test = [torch.stack([data[int(i)][0] for i in chosen]).numpy()]
+        test.append(np.asarray([int(data.labels[int(i)]) for i in chosen], dtype=np.int64))
+    library = PromptLibrary(extraction.library)
+    names = list(extraction.prompts) or library.names  # empty: every prompt, as the extraction
+    prompts = library.load_many(names, backbone=extraction.backbone, embed_dim=backbone.embed_dim)
     return ProbeData(
         extraction.backbone,
         extraction.img_size,
         int(task.info.num_classes),
         prompts.float().numpy(),
         *arrays,
+        *(test if test_samples else (None, None)),
     )
 
 
@@ -102,8 +116,9 @@ def _features(model: Any, images: np.ndarray, prompt: torch.Tensor, batch_size: 
     return torch.cat(chunks).double().numpy()
 
 
-def probe_accuracy(data: ProbeData, subset: Any, alpha: Any) -> float:
-    """val200 accuracy of a probe fitted on train800 features of P0 = sum_k alpha_k P_subset[k].
+def probe_accuracy(data: ProbeData, subset: Any, alpha: Any, test: bool = False) -> Any:
+    """val200 accuracy of a probe fitted on train800 features of P0 = sum_k alpha_k P_subset[k];
+    with ``test``, the pair (val accuracy, test accuracy) of the same probe.
 
     Shape:
         subset: (M,) positions into ``data.prompts``; alpha: (M,) on the simplex.
@@ -117,4 +132,10 @@ def probe_accuracy(data: ProbeData, subset: Any, alpha: Any) -> float:
     head = fit_probe_head(train, data.train_labels, data.num_classes, l2=PROBE_L2)
     weight, bias = head.folded(torch.float64)
     predicted = (torch.from_numpy(val) @ weight.T + bias).argmax(1).numpy()
-    return float((predicted == data.val_labels).mean())
+    accuracy = float((predicted == data.val_labels).mean())
+    if not test:
+        return accuracy
+    if data.test_images is None:
+        raise ValueError("probe_accuracy(test=True) needs ProbeData built with test_samples > 0")
+    scores = torch.from_numpy(_features(model, data.test_images, combined)) @ weight.T + bias
+    return accuracy, float((scores.argmax(1).numpy() == data.test_labels).mean())

@@ -114,8 +114,10 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     statistics_ref = prepare_statistics(extraction)
     metric = space.METRICS[spec.metric]
     probe_ref = None
-    if metric == space.VAL_PROBE:  # the combined prompt's probe needs the sample images, once
-        probe_ref = ray.remote(num_cpus=1)(probe_data_task).remote(plan.extraction, plan.task)
+    if metric == space.VAL_PROBE or spec.report_test:  # the combined prompt's probe: images, once
+        probe_ref = ray.remote(num_cpus=1)(probe_data_task).remote(
+            plan.extraction, plan.task, spec.report_test
+        )
     storage = (output / "ray").resolve()
     tuner_args: dict[str, Any] = {
         "statistics_ref": statistics_ref,
@@ -131,7 +133,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         cpus = int(ray.cluster_resources().get("CPU", 1))
         tuner = build_tuner(
             space=space.hgprompt_space(prompts, spec.lambda_range, spec.min_prompts, plan.max_prompts),
-            searcher=space.optuna_searcher(spec.seed),
+            searcher=space.optuna_searcher(spec.seed, spec.sampler),
             scheduler=space.asha_scheduler() if spec.scheduler == "asha" else None,
             metric=metric,
             mode=space.MODE,

@@ -59,14 +59,22 @@ class SearchSpec:
         metadata={
             "help": "what the search maximises on val200: val-probe (a probe on the combined prompt's "
             "features) or val-h (the ensemble's H-score; cheap, blind to the alignment term)",
-            "choices": list(space.METRICS),
         },
     )
     objective: str = field(
         default="both",
         metadata={
             "help": "terms of each solve: both (-H + lambda L_align), h-only (lambda = 0), align-only",
-            "choices": list(space.OBJECTIVES),
+        },
+    )
+    sampler: str = field(
+        default="tpe", metadata={"help": "Optuna sampler: tpe, or random (the random-search baseline)"}
+    )
+    report_test: int = field(
+        default=0,
+        metadata={
+            "help": "also report each trial's probe accuracy on this many test images (a diagnostic "
+            "for measuring the trial metric; never used to choose; 0: off)"
         },
     )
     samples: int = field(default=256, metadata={"help": "N target samples per split for extraction"})
@@ -105,7 +113,19 @@ class SearchSpec:
             raise InvalidValueError(
                 f"--scheduler must be one of {list(SCHEDULERS)}, but got {self.scheduler!r}. Fix: pass fifo or asha."
             )
-        for name, choices in (("metric", space.METRICS), ("objective", space.OBJECTIVES)):
+        if (
+            isinstance(self.report_test, bool)
+            or not isinstance(self.report_test, int)
+            or self.report_test < 0
+        ):
+            raise InvalidValueError(
+                f"--report-test must be a non-negative integer, but got {self.report_test}. Fix: e.g. --report-test 0."
+            )
+        for name, choices in (
+            ("metric", space.METRICS),
+            ("objective", space.OBJECTIVES),
+            ("sampler", space.SAMPLERS),
+        ):
             if getattr(self, name) not in choices:
                 raise InvalidValueError(
                     f"--{name} must be one of {list(choices)}, but got {getattr(self, name)!r}. "

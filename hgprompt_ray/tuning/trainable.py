@@ -42,7 +42,7 @@ from hgprompt_ray.core import (
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.tuning.probe_metric import ProbeData, probe_accuracy
-from search_spaces.hgprompt import ALPHA_PREFIX, OBJECTIVES, SCORE_PREFIX, VAL_H, VAL_PROBE
+from search_spaces.hgprompt import ALPHA_PREFIX, OBJECTIVES, SCORE_PREFIX, TEST_PROBE, VAL_H, VAL_PROBE
 
 __all__ = [
     "SearchStatistics",
@@ -215,7 +215,10 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
         if inputs.report_stages or last:
             if probe is not None:
                 start = time.perf_counter()
-                metrics[VAL_PROBE] = probe_accuracy(probe, subset, alpha)
+                if probe.test_images is None:
+                    metrics[VAL_PROBE] = probe_accuracy(probe, subset, alpha)
+                else:  # the --report-test diagnostic: the same probe scored on test, never a metric
+                    metrics[VAL_PROBE], metrics[TEST_PROBE] = probe_accuracy(probe, subset, alpha, test=True)
                 metrics["probe_seconds"] = time.perf_counter() - start
             report(metrics)
         if result.converged:

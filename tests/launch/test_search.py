@@ -49,7 +49,10 @@ def test_search_writes_every_output(extraction_setup, tmp_path, capsys):
     assert len(frame) == 6 and list(frame["trial"]) == list(range(1, 7))
     assert frame["trial_id"].is_unique
     pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv"), frame, check_dtype=False)
-    assert best["val_h_score"] == pytest.approx(frame["val_h_score"].max())
+    assert best["metric"] == "val_probe_accuracy" and best["objective_terms"] == "both"  # the defaults
+    assert best["val_probe_accuracy"] == pytest.approx(frame["val_probe_accuracy"].max())
+    assert frame["val_probe_accuracy"].between(0, 1).all() and frame["val_h_score"].notna().all()
+    assert frame["kkt_gap"].notna().all()
     alpha = best["alpha"]
     assert set(alpha) == {"p0", "p1", "p2"} and sum(alpha.values()) == pytest.approx(1.0)
     assert {p for p, w in alpha.items() if w > 0} <= set(best["subset"])
@@ -92,13 +95,16 @@ def _bad_cases(config, tmp_path):
         "zero trials": (["--num-samples", "0"], r"--num-samples must be a positive integer"),
         "unknown source": (["--sources", "p0", "zz"], r"--sources \['zz'\] are not in prompt library"),
         "one source": (["--sources", "p1"], r"has 1 usable prompt\(s\)"),
+        "unknown metric": (["--metric", "val-acc"], r"--metric must be one of \['val-probe', 'val-h'\]"),
+        "unknown objective": (["--objective", "h"], r"--objective must be one of \['both', 'h-only', 'align-only'\]"),
+        "M below 1": (["--min-prompts", "0"], r"--min-prompts must be in \[1, 3\]"),
     }
 
 
 CASES = [
     "unknown target", "missing folder", "empty library", "not a library", "backbone mismatch", "M too large",
     "negative lambda", "unreachable address", "output holds a search", "nothing to resume", "zero trials",
-    "unknown source", "one source",
+    "unknown source", "one source", "unknown metric", "unknown objective", "M below 1",
 ]  # fmt: skip
 
 
@@ -187,7 +193,7 @@ def test_console_of_a_32_trial_search_is_short_and_ends_cleanly(extraction_setup
     text = "\n".join(console)
     assert "Traceback" not in text and "== Status ==" not in text and "Trial status" not in text
     assert any(line.startswith("Ray dashboard: http://127.0.0.1:") for line in console)
-    assert any("trials 32/32, best val_h_score so far" in line for line in console)
+    assert any("trials 32/32, best val_probe_accuracy so far" in line for line in console)
     assert "Best ensemble for data after 32 trials" in text
     log = (out / "search.log").read_text()
     assert "hgprompt_ray.progress" in log and "extraction:" in log  # the full output stays in the run folder

@@ -94,3 +94,29 @@ def test_space_is_accepted_by_optuna_with_fixed_domains():
 def test_asha_scheduler_covers_the_solver_stages():
     scheduler = space.asha_scheduler()
     assert scheduler._max_t == len(space.STAGES)
+
+
+@pytest.mark.parametrize("objective", ["both", "h-only", "align-only"])
+def test_objective_changes_only_the_terms_of_the_solve(statistics, objective):
+    from hgprompt_ray.tuning.trainable import objective_terms
+
+    inputs = TrialInputs(
+        statistics=statistics, solver=space.SOLVER, stages=(400,), seed=0, objective=objective
+    )
+    metrics = run_trial(_config(0.5, 3, [0.9, 0.8, 0.7, 0.1]), inputs, lambda m: None)
+    lam, h_weight = objective_terms(objective, 0.5)
+    assert (lam, h_weight) == {"both": (0.5, 1.0), "h-only": (0.0, 1.0), "align-only": (1.0, 0.0)}[objective]
+    subset = [0, 1, 2]
+    settings = SolverSettings(**{**space.SOLVER, "max_iterations": 400, "seed": 0})
+    direct = solve_weights(
+        statistics.train.subset(subset),
+        statistics.covariance[:, subset][:, :, subset],
+        lam,
+        settings,
+        h_weight=h_weight,
+    )
+    got = np.array([metrics[f"alpha_{n}"] for n in NAMES[:3]])
+    np.testing.assert_allclose(got, direct.alpha, atol=1e-9)
+    assert metrics["lambda"] == 0.5  # the sampled value is reported as sampled
+    with pytest.raises(InvalidValueError, match="--objective must be one of"):
+        objective_terms("both-ish", 1.0)

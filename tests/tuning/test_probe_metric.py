@@ -1,0 +1,42 @@
+"""The val-probe trial metric: a probe on the features of the combined prompt P0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hgprompt_ray.core import fit_probe_head
+from hgprompt_ray.data import resolve_target
+from hgprompt_ray.models import PromptedViT, load_backbone
+from hgprompt_ray.transfer.weights import ensemble_prompt
+from hgprompt_ray.tuning.probe_metric import PROBE_L2, probe_accuracy, probe_data_task
+
+
+@pytest.fixture(scope="module")
+def probe_data(extraction_setup):
+    return probe_data_task(extraction_setup, resolve_target(extraction_setup.target))
+
+
+def test_probe_data_holds_the_extractions_samples_and_prompts(probe_data, extraction_setup):
+    assert probe_data.prompts.shape == (3, 4, 192)
+    assert probe_data.train_images.shape == (48, 3, 32, 32) and probe_data.train_labels.shape == (48,)
+    assert probe_data.val_images.shape[0] == probe_data.val_labels.shape[0] <= 48
+    assert set(np.unique(probe_data.train_labels)) == {0, 1}
+
+
+def test_probe_accuracy_is_a_probe_on_the_ensemble_prompts_features(probe_data, extraction_setup):
+    subset, alpha = [0, 2], [0.25, 0.75]
+    got = probe_accuracy(probe_data, subset, alpha)
+    # independently: P0 from transfer's ensemble_prompt, features through PromptedViT, the probe
+    combined = ensemble_prompt(torch.from_numpy(probe_data.prompts[subset]), alpha)
+    model = PromptedViT(load_backbone(extraction_setup.backbone, 32), 4).eval()
+    with torch.no_grad():
+        train = model.forward_features(torch.from_numpy(probe_data.train_images), combined[None])[0].double()
+        val = model.forward_features(torch.from_numpy(probe_data.val_images), combined[None])[0].double()
+    head = fit_probe_head(train.numpy(), probe_data.train_labels, 2, l2=PROBE_L2)
+    weight, bias = head.folded(torch.float64)
+    expected = float(((val @ weight.T + bias).argmax(1).numpy() == probe_data.val_labels).mean())
+    assert got == pytest.approx(expected)
+    assert got > 0.8  # a two-colour task: far above chance
+    assert probe_accuracy(probe_data, [2, 0], [0.75, 0.25]) == got  # order of the subset is irrelevant
