@@ -39,10 +39,10 @@ from hgprompt_ray.core import fit_probe_head
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.data import backbone_transform, resolve_target
 from hgprompt_ray.models import PromptedViT, load_backbone
+from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.weights import ensemble_prompt
 from hgprompt_ray.tuning import SearchSpec, run_search
-from hgprompt_ray.tuning.spec import DEFAULT_LIBRARY
 
 IMAGE_SETS = {  # offline tasks that draw on the same images under other labels
     "dsprites": ("dsprites-location", "dsprites-orientation", "dsprites-shape", "dsprites-scale"),

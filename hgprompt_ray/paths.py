@@ -1,13 +1,16 @@
-"""Where the project keeps its caches: ``$HGPROMPT_CACHE``, else ``~/.cache/hgprompt_ray``."""
+"""Where the project keeps its caches (``$HGPROMPT_CACHE``, else ``~/.cache/hgprompt_ray``) and
+where the shipped offline prompt zoo lies (``DEFAULT_LIBRARY``, in the checkout)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["CACHE_ENV", "cache_root"]
+__all__ = ["CACHE_ENV", "DEFAULT_LIBRARY", "cache_root"]
 
 CACHE_ENV = "HGPROMPT_CACHE"
+DEFAULT_LIBRARY = str(Path(__file__).resolve().parents[1] / "prompt_zoo" / "offline")
+"""The shipped offline prompt zoo (an editable install or a checkout: it is not in the wheel)."""
 
 
 def cache_root() -> Path:

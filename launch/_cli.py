@@ -23,6 +23,7 @@ from typing import Any
 
 from hgprompt_ray.data import TaskUnavailableError
 from hgprompt_ray.errors import IntegrityError, InvalidValueError
+from hgprompt_ray.tuning.progress import PROGRESS_LOGGER
 
 __all__ = [
     "USER_ERRORS",
@@ -34,7 +35,6 @@ __all__ = [
     "configure_logging",
 ]
 
-PROGRESS_LOGGER = "hgprompt_ray.progress"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -90,7 +90,8 @@ def add_config_flags(
     for item in dataclasses.fields(config):
         if item.name in skip or item.metadata.get("cli") is False:
             continue
-        kind = str(item.type)
+        kind = str(item.type).replace(" ", "")
+        base = kind.removesuffix("|None")
         options: dict[str, Any] = {"dest": item.name, "help": item.metadata.get("help", "")}
         if item.name in required:
             options["required"] = True
@@ -98,12 +99,15 @@ def add_config_flags(
             options["default"] = defaults[item.name]
         elif item.default is not dataclasses.MISSING:
             options["default"] = list(item.default) if isinstance(item.default, tuple) else item.default
-        if kind.startswith("bool"):
-            options["action"] = "store_true"
+        if base in ("bool", "<class'bool'>"):
+            options["action"] = argparse.BooleanOptionalAction if item.default is True else "store_true"
         else:
-            if "float" in kind:
+            if base.startswith("tuple") and "nargs" not in item.metadata:
+                raise TypeError(f"{config.__name__}.{item.name} is a tuple: give it metadata['nargs']")
+            element = base.removeprefix("tuple[").split(",")[0].rstrip("]")
+            if element in ("float", "<class'float'>"):
                 options["type"] = float
-            elif "int" in kind:
+            elif element in ("int", "<class'int'>"):
                 options["type"] = int
             for key in ("nargs", "choices", "metavar"):
                 if key in item.metadata:

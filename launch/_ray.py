@@ -62,6 +62,7 @@ def _send_worker_output_to(log_file: Path) -> None:
     dispatcher = getattr(ray_logging, "global_worker_stdstream_dispatcher", None)
     if dispatcher is None or not hasattr(dispatcher, "remove_handler"):
         return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     sink = log_file.open("a", buffering=1)
 
     def write(data: dict[str, Any]) -> None:

@@ -84,7 +84,8 @@ def report_only(output: Path) -> int:
         raise UsageError(
             f"--report-only: {output} holds no evaluation. Fix: run without --report-only first."
         )
-    path, _ = write_report(output, json.loads((output / STATE_FILE).read_text()))
+    path, display = write_report(output, json.loads((output / STATE_FILE).read_text()))
+    print(display.to_string())
     print(f"wrote {path}")
     return 0
 

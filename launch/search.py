@@ -47,10 +47,10 @@ def run(argv: list[str] | None = None) -> int:
     plan = plan_search(spec.smoke() if args.smoke_test else spec)  # every check, before Ray starts
     check_address(args.address)
     log_file = plan.output / LOG_FILE
-    configure_logging(log_file, verbose=args.verbose)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if start_ray(args, log_file) is None:
+    if start_ray(args, log_file) is None:  # a cluster that cannot start: nothing written
         return 2
+    configure_logging(log_file, verbose=args.verbose)
     try:
         result = run_search(plan)
     except SearchFailedError as error:

@@ -20,8 +20,8 @@ import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path
 from hgprompt_ray.data import resolve_target
+from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import open_library
-from hgprompt_ray.tuning.spec import DEFAULT_LIBRARY
 from launch._cli import UsageError, cli_main, configure_logging
 
 

@@ -84,7 +84,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "kkt_gap",
     "raw_alignment",
     "probe_seconds",
-    "test_probe_accuracy",
+    TEST_PROBE,
     "stage",
     "solve_seconds",
     "time_total_s",

@@ -87,6 +87,7 @@ def search(plan: EvaluationPlan, target: str, sources: list[str], folder: Path) 
         num_samples=settings.search_trials,
         samples=settings.samples,
         gradient_samples=settings.gradient_samples,
+        metric=settings.search_metric,
         split_seed=plan.transfer.split_seed,
         data_root=plan.transfer.data_root,
         cache_dir=settings.cache_dir,
@@ -166,7 +167,18 @@ def target_weights(plan: EvaluationPlan, target: str) -> dict[str, Any]:
         "spot_similarities": {str(s): v.tolist() for s, v in similarities.items()},
         "source_h_scores": statistics.source_h_scores.tolist(),
         "zero_shot": {s: float(zero_shot[s]) for s in sources},
-        "search": {k: found.best[k] for k in ("lambda", "num_prompts", "subset", "val_h_score", "trials")},
+        "search": {
+            k: found.best.get(k)
+            for k in (
+                "lambda",
+                "num_prompts",
+                "subset",
+                "metric",
+                "val_h_score",
+                "val_probe_accuracy",
+                "trials",
+            )
+        },  # fmt: skip
         "scaling": {},
     }
     if target in plan.scaling_targets:

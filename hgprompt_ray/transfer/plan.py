@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from hgprompt_ray.config import TransferConfig
-from hgprompt_ray.errors import InvalidValueError, require_positive_flag
+from hgprompt_ray.errors import IntegrityError, InvalidValueError, require_positive_flag
+from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, open_library
 from hgprompt_ray.transfer.evaluation import ABLATION_METHODS, METHODS
 from hgprompt_ray.tuning.plan import resolve_available
-from hgprompt_ray.tuning.spec import DEFAULT_LIBRARY
+from search_spaces.hgprompt import METRICS
 
 __all__ = [
     "BUDGET_FIELDS",
@@ -35,7 +36,7 @@ TRANSFER_BUDGET = (
     "steps", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "eval_points", "max_test", "split_seed",
 )  # fmt: skip
 SETTINGS_BUDGET = (
-    "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes", "scaling_seeds",
+    "search_metric", "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes", "scaling_seeds",
 )  # fmt: skip
 BUDGET_FIELDS = TRANSFER_BUDGET + SETTINGS_BUDGET
 """What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``)."""
@@ -54,6 +55,10 @@ class EvaluationSettings:
         default=METHODS, metadata={"help": "methods to run", "nargs": "+", "choices": list(METHODS)}
     )
     no_ablation: bool = field(default=False, metadata={"help": "skip the H-only / alignment-only runs"})
+    search_metric: str = field(
+        default="val-probe",
+        metadata={"help": "trial metric of each HGPrompt search (see launch/search.py --metric)"},
+    )
     spot_steps: int = field(default=8, metadata={"help": "steps of SPoT's brief target tuning"})
     search_trials: int = field(default=32, metadata={"help": "Tune trials of each HGPrompt search"})
     samples: int = field(default=256, metadata={"help": "search: N samples per split"})
@@ -87,6 +92,11 @@ class EvaluationSettings:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.scaling_targets is not None:
             object.__setattr__(self, "scaling_targets", tuple(self.scaling_targets))
+        if self.search_metric not in METRICS:
+            raise InvalidValueError(
+                f"--search-metric must be one of {list(METRICS)}, but got {self.search_metric!r}. "
+                "Fix: pass --search-metric val-probe."
+            )
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise InvalidValueError(f"--methods {unknown} are unknown. Fix: choose from {list(METHODS)}.")
@@ -249,10 +259,17 @@ def plan_evaluation(
 def _check_output(plan: EvaluationPlan) -> None:
     output, state = plan.output, plan.output / STATE_FILE
     if state.is_file():
-        previous = json.loads(state.read_text())
-        if previous.get("budget") != plan.budget or previous.get("library") != library_label(
-            plan.library.root
-        ):
+        try:
+            previous = json.loads(state.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise IntegrityError(
+                f"{state} is not readable JSON ({error}). Fix: restore it or choose a new --output."
+            ) from error
+        budget = {
+            "search_metric": "val-h",
+            **previous.get("budget", {}),
+        }  # evaluations before --search-metric
+        if budget != plan.budget or previous.get("library") != library_label(plan.library.root):
             raise InvalidValueError(
                 f"--output {output} holds an evaluation with another budget or library "
                 f"({previous.get('budget')}). Fix: rerun with the same settings to resume, or choose a new --output."

@@ -9,6 +9,7 @@ built here and nowhere else (:func:`extraction_config`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 from hgprompt_ray.config import ExtractionConfig
 from hgprompt_ray.data import resolve_target
-from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.errors import IntegrityError, InvalidValueError
 from hgprompt_ray.prompts import LibrarySelection, open_library, select_sources
 from hgprompt_ray.tuning.spec import SearchSpec
 
@@ -138,14 +139,50 @@ def _check_output(output: Path, spec: SearchSpec, prompts: Sequence[str]) -> Non
             raise InvalidValueError(
                 f"--resume: {output} holds no search to resume. Fix: drop --resume to start one."
             )
-        previous = json.loads(state.read_text())
+        previous = read_state(state)
         if previous["target"] != spec.target or previous["prompts"] != list(prompts):
             raise InvalidValueError(
                 f"--resume: {output} holds a search of target {previous['target']!r} over prompts "
                 f"{previous['prompts']}, not this one. Fix: pass the same --target and --prompts."
             )
+        _check_same_settings(output, spec, previous.get("arguments", {}))
     elif output.exists() and any(output.iterdir()):
         what = "another search" if state.is_file() else "other files"
         raise InvalidValueError(
             f"--output {output} already holds {what}. Fix: pass --resume to continue it, or choose a new --output."
+        )
+
+
+RESUME_FIELDS = (
+    "include_target_prompt", "num_samples", "lambda_range", "min_prompts", "max_prompts", "scheduler",
+    "samples", "gradient_samples", "seed", "split_seed", "metric", "objective", "sampler", "report_test",
+)  # fmt: skip
+"""Settings a resumed search must share with the search it continues."""
+_BEFORE_THEY_EXISTED = {"metric": "val-h", "objective": "both", "sampler": "tpe", "report_test": 0}
+"""What a search recorded before a setting existed did (its ``search.json`` lacks the key)."""
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A ``search.json``; an IntegrityError naming the file when it is not readable JSON."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IntegrityError(
+            f"{path} is not readable JSON ({error}). Fix: restore it, or start the search anew in a new --output."
+        ) from error
+
+
+def _check_same_settings(output: Path, spec: SearchSpec, arguments: dict[str, Any]) -> None:
+    """A resumed search must not mix trials of other settings (statistics, metric, objective)."""
+    current = dataclasses.asdict(spec)
+    differ = []
+    for name in RESUME_FIELDS:
+        old = arguments.get(name, _BEFORE_THEY_EXISTED.get(name, current[name]))
+        old, new = [list(v) if isinstance(v, (list, tuple)) else v for v in (old, current[name])]
+        if old != new:
+            differ.append(f"--{name.replace('_', '-')} {old} (now {new})")
+    if differ:
+        raise InvalidValueError(
+            f"--resume: {output} holds a search with other settings: {'; '.join(differ)}. "
+            "Fix: resume with the search's own settings, or choose a new --output."
         )

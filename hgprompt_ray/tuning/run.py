@@ -30,7 +30,7 @@ import pandas as pd
 from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.tuning.outputs import best_trial, write_outputs
-from hgprompt_ray.tuning.plan import STATE_FILE, SearchPlan, plan_search
+from hgprompt_ray.tuning.plan import STATE_FILE, SearchPlan, plan_search, read_state
 from hgprompt_ray.tuning.probe_metric import probe_data_task
 from hgprompt_ray.tuning.progress import progress_logger
 from hgprompt_ray.tuning.spec import SearchSpec
@@ -80,6 +80,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         SearchFailedError: no trial reported the metric.
     """
     import ray
+    from ray import tune
 
     from hgprompt_ray.tuning.search import build_tuner, prepare_statistics, restore_tuner, trials_frame
     from hgprompt_ray.workers.extract import extract
@@ -113,6 +114,20 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     logger.info("extraction: %s", extraction.stats)
     statistics_ref = prepare_statistics(extraction)
     metric = space.METRICS[spec.metric]
+    if spec.resume and (output / "best.json").is_file():  # finished: nothing to run, load it
+        best = read_state(output / "best.json")
+        best.setdefault("metric", space.VAL_H)  # a search from before --metric maximised val_h_score
+        say.info("the search in %s is finished; loaded its best trial", output)
+        return SearchResult(
+            plan=plan,
+            weights=EnsembleWeights.from_json(best["alpha"]),
+            best=best,
+            trials=pd.read_parquet(output / "trials.parquet"),
+            statistics=statistics_ref,
+            extraction=extraction,
+            output=output,
+            seconds=time.perf_counter() - start,
+        )
     probe_ref = None
     if metric == space.VAL_PROBE or spec.report_test:  # the combined prompt's probe: images, once
         probe_ref = ray.remote(num_cpus=1)(probe_data_task).remote(
@@ -127,9 +142,9 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         "objective": spec.objective,
         "probe_ref": probe_ref,
     }
-    if spec.resume:
+    if spec.resume and tune.Tuner.can_restore(storage / TUNE_NAME):
         tuner = restore_tuner(storage / TUNE_NAME, report_stages=spec.scheduler == "asha", **tuner_args)
-    else:
+    else:  # a new search, or one killed before Tune saved any state
         cpus = int(ray.cluster_resources().get("CPU", 1))
         tuner = build_tuner(
             space=space.hgprompt_space(prompts, spec.lambda_range, spec.min_prompts, plan.max_prompts),

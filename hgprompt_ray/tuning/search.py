@@ -2,11 +2,12 @@
 
 ``prepare_statistics(extraction)`` runs one Ray task that reads the feature tables and gradient
 table zero-copy from the object store and returns the :class:`SearchStatistics` as an
-ObjectRef. ``build_tuner`` wraps the trial with ``tune.with_parameters`` (only that ref and the
-solver settings travel to trials), one CPU per trial, the searcher behind a
-``ConcurrencyLimiter``, ``reuse_actors=True`` (fat trials: a whole solve each), and Tune's
+ObjectRef. ``build_tuner`` wraps the trial with ``tune.with_parameters`` (only refs — the
+statistics and, for the probe metric, the ProbeData — and the settings travel to trials), one
+CPU per trial, the searcher behind a ``ConcurrencyLimiter``, ``reuse_actors=True`` (fat trials: a whole solve each), and Tune's
 experiment state under ``storage_path/name`` so ``Tuner.restore`` continues a killed search
-with the searcher's state. ``trials_frame`` turns the results into one row per trial.
+with the searcher's state. ``trials_frame`` turns the results into one row per trial (a trial
+that errored before reporting has no row).
 """
 
 from __future__ import annotations
@@ -277,8 +278,8 @@ def trials_frame(result_grid: Any, prompts: list[str]) -> pd.DataFrame:
     rows = []
     for result in result_grid:
         metrics = dict(result.metrics or {})
-        if not metrics:
-            continue
+        if not any(key.startswith(ALPHA_PREFIX) for key in metrics):
+            continue  # a trial that never reported (it errored): Ray still fills trial_id and times
         row: dict[str, Any] = {
             "trial_id": metrics.get("trial_id"),
             "_order": _creation_index(result, metrics),

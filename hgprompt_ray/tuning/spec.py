@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hgprompt_ray.errors import InvalidValueError, require_positive_flag
+from hgprompt_ray.paths import DEFAULT_LIBRARY
 from search_spaces import hgprompt as space
 
 __all__ = ["DEFAULT_LIBRARY", "SCHEDULERS", "SearchSpec"]
 
-DEFAULT_LIBRARY = str(Path(__file__).resolve().parents[2] / "prompt_zoo" / "offline")
-"""The shipped offline prompt zoo."""
 SCHEDULERS = ("fifo", "asha")
 
 

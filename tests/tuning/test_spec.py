@@ -9,8 +9,8 @@ import pickle
 import pytest
 
 from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.tuning import SearchSpec, plan_search
-from hgprompt_ray.tuning.spec import DEFAULT_LIBRARY
 
 
 def test_spec_round_trips_through_copy_deepcopy_and_pickle():

@@ -45,3 +45,19 @@ def test_empty_state_file_counts_as_cut_off(tmp_path):
     (experiment / "experiment_state-s1.json").write_text("")
     assert "experiment_state-s1.json" in repair_experiment_state(experiment, backup_path(experiment))
     assert json.loads((experiment / "experiment_state-s1.json").read_text())["trial_data"] == [0, 1]
+
+
+def test_trials_frame_skips_a_trial_that_never_reported():
+    """Ray fills trial_id and timings even for a trial that errored before its first report."""
+    from types import SimpleNamespace
+
+    from hgprompt_ray.tuning.search import trials_frame
+
+    reported = {"trial_id": "a1", "val_probe_accuracy": 0.5, "alpha_p": 0.25, "alpha_q": 0.75, "lambda": 1.0}
+    errored = {"trial_id": "b2", "time_total_s": 0.1, "timestamp": 5}
+    grid = [
+        SimpleNamespace(metrics=errored, path="x_b2_00001_y"),
+        SimpleNamespace(metrics=reported, path="x_a1_00000_y"),
+    ]
+    frame = trials_frame(grid, ["p", "q"])
+    assert list(frame["trial_id"]) == ["a1"] and list(frame["alpha_q"]) == [0.75]
