@@ -38,6 +38,19 @@ __all__ = [
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _Console(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that writes to whatever ``sys.stdout`` is when a record is emitted (a test's
+    captured stream is replaced between tests; a handler holding the old one would fail)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2."""
 
@@ -142,7 +155,7 @@ def configure_logging(log_file: Path | None = None, verbose: bool = False) -> No
         if getattr(handler, "_hgprompt", False):
             root.removeHandler(handler)
     root.setLevel(logging.INFO)
-    console = logging.StreamHandler(sys.stdout)
+    console = _Console()
     console.setFormatter(logging.Formatter("%(message)s"))
     if not verbose:
         console.addFilter(lambda record: record.name == PROGRESS_LOGGER or record.levelno >= logging.WARNING)

@@ -100,6 +100,8 @@ class SimplexResult(NamedTuple):
         kkt_gap: the Frank-Wolfe gap <grad f, alpha> - min_i (grad f)_i at alpha.
         raw_alignment: L_align(alpha) by the paper's formula, not normalised.
         alignment_scale: the divisor of the objective's alignment term (1.0 when not normalised).
+        points: every start's final point, (S, M): pass them as ``initial`` to continue every
+            start in a later stage, not only the winner.
     """
 
     alpha: np.ndarray
@@ -113,6 +115,7 @@ class SimplexResult(NamedTuple):
     kkt_gap: float
     raw_alignment: float
     alignment_scale: float
+    points: np.ndarray | None = None
 
 
 def h_score_weights(scores: Any) -> np.ndarray:
@@ -183,13 +186,14 @@ def solve_weights(
             it is R, not the covariance. May be None when ``lam == 0``.
         lam: lambda >= 0, in the units of the module docstring's normalisation.
         settings: solver settings (defaults: ``SolverSettings()``).
-        initial: a warm start (M,) with positive entries; when given it is the only start
-            (e.g. to continue a previous solve in stages, as the search's trials do).
+        initial: warm starts with positive entries, (M,) or (S, M); when given they are the only
+            starts (e.g. a previous stage's ``points``, so a staged solve continues every start,
+            as the search's trials do).
         h_weight: weight of the H-score term; 1 in HGPrompt, 0 for the alignment-only ablation
             (then lambda must be positive).
 
     Shape:
-        covariance: (p, M, M) (or moments of M prompts); initial: (M,).
+        covariance: (p, M, M) (or moments of M prompts); initial: (M,) or (S, M).
 
     Returns:
         The weights, the objective's terms (normalised and raw), the KKT gap and convergence.
@@ -232,16 +236,22 @@ def solve_weights(
         starts = solver_starts(num_prompts, settings)
     else:
         start = to_numpy(initial, "initial").astype(np.float64)
-        if start.shape != (num_prompts,) or not np.all(np.isfinite(start)) or np.any(start <= 0):
+        start = start[None, :] if start.ndim == 1 else start
+        if (
+            start.ndim != 2
+            or start.shape[1] != num_prompts
+            or not np.all(np.isfinite(start))
+            or np.any(start <= 0)
+        ):
             raise InvalidValueError(
                 invalid_value(
                     "initial",
                     np.round(start, 4).tolist(),
-                    f"must be {num_prompts} positive weights",
-                    "Pass a previous result's alpha (floored above 0).",
+                    f"must be {num_prompts} positive weights per row",
+                    "Pass a previous result's alpha or points (floored above 0).",
                 )
             )
-        starts = (start / start.sum())[None, :]
+        starts = start / start.sum(axis=1, keepdims=True)
     minimum = minimize_on_simplex(lambda a: terms(a, h_weight != 0)[0], starts, settings)
     with torch.no_grad():
         objective, h, raw = terms(torch.from_numpy(minimum.alpha[None, :].copy()), True)
@@ -266,4 +276,5 @@ def solve_weights(
         kkt_gap=minimum.kkt_gap,
         raw_alignment=float(raw[0]),
         alignment_scale=scale,
+        points=minimum.points,
     )

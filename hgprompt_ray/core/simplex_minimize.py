@@ -86,6 +86,7 @@ class SimplexMinimum(NamedTuple):
         converged: kkt_gap <= tolerance * max(1, |objective|).
         history: the winning start's objective after each accepted step.
         start: index of the winning start (a row of the starts passed).
+        points: every start's final point, (S, M) (a staged solve continues all of them).
     """
 
     alpha: np.ndarray
@@ -95,6 +96,7 @@ class SimplexMinimum(NamedTuple):
     converged: bool
     history: list[float]
     start: int
+    points: np.ndarray | None = None
 
 
 def uniform_weights(num_prompts: int) -> np.ndarray:
@@ -293,4 +295,5 @@ def minimize_on_simplex(
         converged=bool(converged[best]),
         history=history[best],
         start=best,
+        points=alpha.numpy().copy(),
     )

@@ -11,7 +11,7 @@
 Steps: :func:`~hgprompt_ray.tuning.plan.plan_search` (checks, nothing written); extraction of
 the target's features and gradient statistics under every source prompt (Ray Train, cached on
 disk: a rerun computes nothing); the search statistics, once (one Ray task, an ObjectRef);
-the trials (Tune + OptunaSearch, seeded TPE, resumable); then ``best.json``, the trial table and
+the trials (Tune + OptunaSearch, seeded TPE or random sampler, resumable); then ``best.json``, the trial table and
 the plots in the output folder (see :mod:`hgprompt_ray.tuning.outputs`). Ray must be running
 (``ray.init`` or ``launch/_ray.start_ray``): the package never starts it.
 """

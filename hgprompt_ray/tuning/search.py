@@ -291,6 +291,8 @@ def trials_frame(result_grid: Any, prompts: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    unreported = [c for c in TRIAL_COLUMNS if frame[c].isna().all()]  # e.g. test_probe_accuracy when off
+    frame = frame.drop(columns=unreported)
     frame = frame.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
     frame.insert(0, "trial", np.arange(1, len(frame) + 1))
     return frame

@@ -61,7 +61,8 @@ class SearchStatistics(NamedTuple):
         prompts: the M prompt names.
         train: ensemble H-score statistics on the gradient split's samples.
         val: the same on val200 (the held-out metric).
-        covariance: per-coordinate gradient covariances, (p, M, M).
+        covariance: per-coordinate uncentred gradient second moments R_c, (p, M, M) (the name
+            is historical; ``core.alignment.gradient_second_moment``).
         source_h_scores: each prompt's own H-score on train, (M,).
     """
 
@@ -182,18 +183,19 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
     val = statistics.val.subset(subset)
     covariance = np.ascontiguousarray(statistics.covariance[:, subset][:, :, subset])
     alpha: np.ndarray | None = None
+    points: np.ndarray | None = None
     spent, elapsed = 0, 0.0
     metrics: dict[str, Any] = {}
     for stage, iterations in enumerate(inputs.stages):
         settings = SolverSettings(**{**inputs.solver, "max_iterations": iterations, "seed": inputs.seed})
         start = time.perf_counter()
-        warm = None if alpha is None else np.maximum(alpha, 1e-12)
+        warm = None if points is None else np.maximum(points, 1e-12)  # every start continues
         with warnings.catch_warnings():
             if stage < len(inputs.stages) - 1:  # a stage is meant to stop early; only the last may warn
                 warnings.simplefilter("ignore", SimplexConvergenceWarning)
             result = solve_weights(train, covariance, solve_lambda, settings, initial=warm, h_weight=h_weight)
         elapsed += time.perf_counter() - start
-        alpha, spent = result.alpha, spent + result.iterations
+        alpha, points, spent = result.alpha, result.points, spent + result.iterations
         weights = EnsembleWeights.from_subset(prompts, subset, alpha)
         last = result.converged or stage == len(inputs.stages) - 1
         metrics = {

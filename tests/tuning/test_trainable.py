@@ -120,3 +120,22 @@ def test_objective_changes_only_the_terms_of_the_solve(statistics, objective):
     assert metrics["lambda"] == 0.5  # the sampled value is reported as sampled
     with pytest.raises(InvalidValueError, match="--objective must be one of"):
         objective_terms("both-ish", 1.0)
+
+
+def test_later_stages_continue_every_start_not_only_stage_ones_best(statistics):
+    from hgprompt_ray.core import solver_starts
+
+    inputs = TrialInputs(statistics=statistics, solver=space.SOLVER, stages=(3, 400), seed=0)
+    final = run_trial(_config(0.5, 3, [0.9, 0.8, 0.7, 0.1]), inputs, lambda m: None)
+    subset = [0, 1, 2]
+    train, second = statistics.train.subset(subset), statistics.covariance[:, subset][:, :, subset]
+
+    def settings(iterations):
+        return SolverSettings(**{**space.SOLVER, "max_iterations": iterations, "seed": 0})
+
+    first = solve_weights(train, second, 0.5, settings(3))
+    assert first.points.shape == (len(solver_starts(3, settings(3))), 3)  # uniform, vertices, random
+    second_stage = solve_weights(train, second, 0.5, settings(400), initial=np.maximum(first.points, 1e-12))
+    assert second_stage.points.shape == first.points.shape
+    got = np.array([final[f"alpha_{n}"] for n in NAMES[:3]])
+    np.testing.assert_allclose(got, second_stage.alpha, atol=1e-12)

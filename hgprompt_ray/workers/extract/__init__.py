@@ -15,14 +15,16 @@ Data flow (``extract(config)`` on the driver):
    K-prompt forward (the patch embedding is computed once per batch). Each finished table is
    written to the cache (atomically) and handed to the detached :class:`FeatureStore` actor,
    which owns it, so it outlives the worker.
-3. Gradients: each rank fits the probe head of each of its prompts on that prompt's features
-   (``core.probe_head``: the loss that defines g^i_j, documented there) and computes per-sample
-   gradients wrt its prompts with ``torch.func`` (``vmap(grad)``), batch by batch. L_align needs
-   the M x M covariance of all prompts' gradients at each coordinate, which no single prompt
-   shard has, so after each batch the ranks all-gather the (B, M, p) gradients and each rank
-   folds only its 1/W of the p coordinates into Welford moments (``core.alignment``). Nothing
-   ever holds M x N x p; each rank holds M x M x p / W moments. Rank 0 gathers the coordinate
-   shards into one table.
+3. Gradients: one head defines the loss of every prompt's g^i_j (``core.probe_head``: by default
+   a logistic head fitted on rank 0 on the bare backbone's features of samples disjoint from the
+   gradient samples, 2-fold cross-fitted, and broadcast to every rank); each rank computes
+   per-sample gradients wrt its prompts with ``torch.func`` (``vmap(grad)``), batch by batch.
+   L_align needs the M x M second moments of all prompts' gradients at each coordinate, which no
+   single prompt shard has, so after each batch the ranks all-gather the (B, M, p) gradients and
+   each rank folds only its 1/W of the p coordinates into Welford moments (``core.alignment``;
+   mean and M2, from which the uncentred R follows exactly). Nothing ever holds M x N x p; each
+   rank holds M x M x p / W moments. Rank 0 gathers the coordinate shards into one table, whose
+   metadata records the head's held-out accuracy and each prompt's mean gradient norm.
 4. A worker that dies is restarted by ``FailureConfig``; the restarted group finds the tables
    already cached and computes only the rest (the gradient pass restarts from its beginning).
    The computation is deterministic for a given world size, so the result is bit-identical to
