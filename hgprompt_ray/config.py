@@ -17,6 +17,7 @@ __all__ = [
     "BackboneConfig",
     "ExtractionConfig",
     "OptimizerName",
+    "PRECISIONS",
     "PromptConfig",
     "PromptInit",
     "PromptTrainingConfig",
@@ -40,6 +41,34 @@ def help_text(config: type, name: str) -> str:
         if item.name == name:
             return str(item.metadata.get("help", ""))
     raise KeyError(name)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Accepted values of every ``precision`` setting (resolved by ``hgprompt_ray.models.precision``)."""
+
+
+def _precision_field() -> Any:
+    """The ``precision`` setting shared by every config that runs the network."""
+    return field(
+        default="auto",
+        metadata={
+            "help": "Network precision: 'auto' (bf16 autocast on CUDA and on CPUs with native bf16, "
+            "float32 elsewhere), 'fp32' or 'bf16'. Statistics stay float64.",
+            "choices": list(PRECISIONS),
+        },
+    )
+
+
+def _check_precision(owner: str, value: Any) -> None:
+    if value not in PRECISIONS:
+        raise InvalidValueError(
+            invalid_value(
+                f"{owner}.precision",
+                value,
+                f"must be one of {list(PRECISIONS)}",
+                "Use 'auto' (bf16 where the hardware has it), 'fp32' or 'bf16'.",
+            )
+        )
 
 
 def _positive_int(owner: str, name: str, value: Any, fix: str, allow_zero: bool = False) -> None:
@@ -152,6 +181,7 @@ class PromptTrainingConfig:
         default=None,
         metadata={"help": "If set, each worker writes '<rank>.json' (pid, epoch) here after every epoch."},
     )
+    precision: str = _precision_field()
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -160,6 +190,7 @@ class PromptTrainingConfig:
             )
         for name in ("img_size", "num_prompt_tokens", "epochs", "batch_size", "eval_batch_size"):
             _positive_int("PromptTrainingConfig", name, getattr(self, name), "")
+        _check_precision("PromptTrainingConfig", self.precision)
         try:
             object.__setattr__(self, "optimizer", OptimizerName(self.optimizer))
         except ValueError as error:
@@ -229,7 +260,10 @@ class ExtractionConfig:
     batch_size: int = field(
         default=32, metadata={"help": "Images per forward (all prompts of a shard at once)."}
     )
-    gradient_batch_size: int = field(default=16, metadata={"help": "Samples per vmap(grad) call."})
+    gradient_batch_size: int = field(
+        default=16, metadata={"help": "Samples per batched per-sample-gradient pass."}
+    )
+    precision: str = _precision_field()
     head_l2: float = field(
         default=1e-2, metadata={"help": "L2 of the probe head that defines the gradient loss."}
     )
@@ -279,6 +313,7 @@ class ExtractionConfig:
             )
         for name in ("img_size", "batch_size", "gradient_batch_size"):
             _positive_int("ExtractionConfig", name, getattr(self, name), "")
+        _check_precision("ExtractionConfig", self.precision)
         for name in ("num_samples", "gradient_samples"):
             value = getattr(self, name)
             if value is not None:
@@ -292,7 +327,10 @@ class ExtractionConfig:
         if self.gradient_head not in ("shared", "per-prompt"):
             raise InvalidValueError(
                 invalid_value(
-                    "ExtractionConfig.gradient_head", self.gradient_head, "must be 'shared' or 'per-prompt'", ""
+                    "ExtractionConfig.gradient_head",
+                    self.gradient_head,
+                    "must be 'shared' or 'per-prompt'",
+                    "",
                 )
             )
         if isinstance(self.head_l2, bool) or not isinstance(self.head_l2, (int, float)) or self.head_l2 <= 0:
@@ -333,6 +371,7 @@ class TransferConfig:
     split_seed: int = field(default=0, metadata={"help": "Seed of the train800/val200 draw."})
     eval_batch_size: int = field(default=64, metadata={"help": "Images per forward when evaluating."})
     data_root: str | None = field(default=None, metadata={"help": "VTAB data folder (None: the default)."})
+    precision: str = _precision_field()
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -341,6 +380,7 @@ class TransferConfig:
             )
         for name in ("img_size", "steps", "batch_size", "eval_points", "eval_batch_size"):
             _positive_int("TransferConfig", name, getattr(self, name), "")
+        _check_precision("TransferConfig", self.precision)
         if self.eval_points > self.steps:
             raise InvalidValueError(
                 invalid_value(

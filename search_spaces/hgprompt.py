@@ -87,6 +87,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     TEST_PROBE,
     "stage",
     "solve_seconds",
+    "torch_threads",
     "time_total_s",
     "timestamp",
 )

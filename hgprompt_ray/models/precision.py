@@ -23,12 +23,10 @@ from pathlib import Path
 
 import torch
 
+from hgprompt_ray.config import PRECISIONS
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
 __all__ = ["PRECISIONS", "autocast", "cpu_bf16_flags", "native_bf16", "resolve_precision"]
-
-PRECISIONS = ("auto", "fp32", "bf16")
-"""Accepted values of every ``precision`` setting."""
 
 
 @functools.cache

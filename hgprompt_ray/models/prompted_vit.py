@@ -248,7 +248,17 @@ class PromptedViT(nn.Module):
                     "Use forward_features for one prompt shared by the batch.",
                 )
             )
-        tokens = self.embed_patches(x)
+        return self.forward_instance_tokens(self.embed_patches(x), prompts)
+
+    def forward_instance_tokens(self, tokens: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """CLS features of embedded tokens with a different prompt for every sample.
+
+        Sample j's output depends only on ``prompts[j]`` (no op of the blocks mixes samples), which
+        is what makes per-sample gradients one backward pass (``models.gradients``).
+
+        Shape:
+            tokens: (B, T, d) from :meth:`embed_patches`; prompts: (B, m, d); returns (B, d).
+        """
         prefix, patches = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens :]
         sequence = torch.cat([prefix, self.prompt_dropout(prompts.to(tokens.dtype)), patches], dim=1)
         sequence = self.backbone.norm(self.backbone.blocks(sequence))

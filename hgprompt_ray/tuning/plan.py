@@ -87,6 +87,7 @@ def extraction_config(
         sample_seed=spec.seed,
         data_root=spec.data_root,
         cache_dir=spec.cache_dir,
+        precision=spec.precision,
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from hgprompt_ray.core.probe_head import fit_probe_head
+from hgprompt_ray.models.precision import autocast
 
 __all__ = ["ProbeData", "probe_accuracy", "probe_data_task"]
 
@@ -40,6 +41,8 @@ class ProbeData(NamedTuple):
         val_images: val200 samples, (V, 3, H, W); ``val_labels`` (V,).
         test_images: test samples for the ``test_probe_accuracy`` diagnostic, (T, 3, H, W), or
             None; ``test_labels`` (T,) or None.
+        precision: the resolved network precision of P0's forward (``fp32`` or ``bf16``), the
+            extraction's setting resolved for the trials' device (the CPU).
     """
 
     backbone: str
@@ -52,6 +55,7 @@ class ProbeData(NamedTuple):
     val_labels: np.ndarray
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    precision: str = "fp32"
 
 
 def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeData:
@@ -64,10 +68,12 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
             the ``test_probe_accuracy`` diagnostic; 0: none.
     """
     from hgprompt_ray.data import backbone_transform
-    from hgprompt_ray.models import load_backbone
+    from hgprompt_ray.models import load_backbone, resolve_precision
     from hgprompt_ray.prompts import PromptLibrary
+    from hgprompt_ray.threads import use_allocated_threads
     from hgprompt_ray.workers.extract import sample_indices
 
+    use_allocated_threads()
     backbone = load_backbone(extraction.backbone, extraction.img_size)
     config = backbone.pretrained_cfg
     transform = backbone_transform(extraction.img_size, config["mean"], config["std"])
@@ -94,6 +100,7 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
         prompts.float().numpy(),
         *arrays,
         *(test if test_samples else (None, None)),
+        precision=resolve_precision(extraction.precision, "cpu"),
     )
 
 
@@ -108,11 +115,14 @@ def _model(data: ProbeData) -> Any:
 
 
 @torch.inference_mode()
-def _features(model: Any, images: np.ndarray, prompt: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    chunks = [
-        model.forward_features(torch.from_numpy(images[i : i + batch_size]), prompt.unsqueeze(0))[0]
-        for i in range(0, len(images), batch_size)
-    ]
+def _features(
+    model: Any, images: np.ndarray, prompt: torch.Tensor, precision: str, batch_size: int = 64
+) -> np.ndarray:
+    with autocast(precision):
+        chunks = [
+            model.forward_features(torch.from_numpy(images[i : i + batch_size]), prompt.unsqueeze(0))[0]
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(chunks).double().numpy()
 
 
@@ -127,8 +137,8 @@ def probe_accuracy(data: ProbeData, subset: Any, alpha: Any, test: bool = False)
     weights = torch.as_tensor(np.asarray(alpha, dtype=np.float64), dtype=prompts.dtype)
     combined = torch.einsum("k,kmd->md", weights, prompts)
     model = _model(data)
-    train = _features(model, data.train_images, combined)
-    val = _features(model, data.val_images, combined)
+    train = _features(model, data.train_images, combined, data.precision)
+    val = _features(model, data.val_images, combined, data.precision)
     head = fit_probe_head(train, data.train_labels, data.num_classes, l2=PROBE_L2)
     weight, bias = head.folded(torch.float64)
     predicted = (torch.from_numpy(val) @ weight.T + bias).argmax(1).numpy()
@@ -137,5 +147,5 @@ def probe_accuracy(data: ProbeData, subset: Any, alpha: Any, test: bool = False)
         return accuracy
     if data.test_images is None:
         raise ValueError("probe_accuracy(test=True) needs ProbeData built with test_samples > 0")
-    scores = torch.from_numpy(_features(model, data.test_images, combined)) @ weight.T + bias
+    scores = torch.from_numpy(_features(model, data.test_images, combined, data.precision)) @ weight.T + bias
     return accuracy, float((scores.argmax(1).numpy() == data.test_labels).mean())

@@ -159,6 +159,9 @@ def prepare_statistics(extraction: Extraction, val_split: str = "val200", num_cp
 
 
 def _statistics_task(prompts: list[str], *tables: Any) -> SearchStatistics:
+    from hgprompt_ray.threads import use_allocated_threads
+
+    use_allocated_threads()
     count = len(prompts)
     return _statistics_from_tables(prompts, list(tables[:count]), list(tables[count : 2 * count]), tables[-1])
 

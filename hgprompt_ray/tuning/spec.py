@@ -78,6 +78,14 @@ class SearchSpec:
     samples: int = field(default=256, metadata={"help": "N target samples per split for extraction"})
     gradient_samples: int = field(default=64, metadata={"help": "samples for per-sample gradients"})
     workers: int = field(default=1, metadata={"help": "Ray Train extraction workers"})
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "network precision of extraction and the probe metric: auto (bf16 where the "
+            "hardware has it natively), fp32 or bf16",
+            "choices": ["auto", "fp32", "bf16"],
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the sample draw, TPE and the solver"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train800/val200 draw"})
     data_root: str | None = field(default=None, metadata={"help": "VTAB data folder"})

@@ -13,7 +13,9 @@ solves for alpha in stages (the objective's terms per ``--objective``) and repor
   blind to the alignment term);
 * ``objective``, ``h_score``, ``alignment`` (normalised), ``raw_alignment``, ``kkt_gap``;
 * ``alpha_<prompt>`` for every prompt of the library (0 outside the subset), ``subset``,
-  ``num_prompts``, ``lambda``, ``iterations``, ``converged``, ``solve_seconds``.
+  ``num_prompts``, ``lambda``, ``iterations``, ``converged``, ``solve_seconds``;
+* ``torch_threads`` — torch's intra-op threads in the trial (its CPU allocation, see
+  :mod:`hgprompt_ray.threads`).
 
 The metric names and prefixes are defined once, in ``search_spaces/hgprompt.py``.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+from torch import get_num_threads as torch_threads
 
 from hgprompt_ray.core import (
     EnsembleHStatistics,
@@ -212,6 +215,7 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
             "raw_alignment": float(result.raw_alignment),
             "stage": stage + 1,
             "solve_seconds": elapsed,
+            "torch_threads": torch_threads(),
             **weights.to_metrics(ALPHA_PREFIX),
         }
         if inputs.report_stages or last:
@@ -232,4 +236,7 @@ def hgprompt_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
     """The Tune function trainable (wrap with ``tune.with_parameters(hgprompt_trial, inputs=...)``)."""
     from ray import tune
 
+    from hgprompt_ray.threads import use_allocated_threads
+
+    use_allocated_threads()
     run_trial(config, inputs, tune.report)

@@ -7,6 +7,15 @@ from pathlib import Path
 from typing import Any
 
 
+def wants_gpu(use_gpu: bool | None, num_workers: int) -> bool:
+    """``use_gpu``, or for None whether the cluster has one GPU per worker (needs ``ray.init``)."""
+    if use_gpu is not None:
+        return use_gpu
+    import ray
+
+    return bool(ray.cluster_resources().get("GPU", 0) >= num_workers)
+
+
 def torch_trainer(
     loop: Callable[[dict[str, Any]], None],
     loop_config: dict[str, Any],
@@ -30,8 +39,7 @@ def torch_trainer(
     from ray.train.torch import TorchTrainer
 
     resources = ray.cluster_resources()
-    if use_gpu is None:
-        use_gpu = resources.get("GPU", 0) >= num_workers
+    use_gpu = wants_gpu(use_gpu, num_workers)
     if cpus_per_worker is None:
         cpus_per_worker = max(1, int(resources.get("CPU", 1)) // num_workers)
     return TorchTrainer(

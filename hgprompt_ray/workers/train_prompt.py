@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.config import OptimizerName, PromptTrainingConfig
 from hgprompt_ray.data import backbone_transform, resolve_target
-from hgprompt_ray.models import PromptedViT, load_backbone
+from hgprompt_ray.models import PromptedViT, autocast, load_backbone, resolve_precision
+from hgprompt_ray.threads import use_allocated_threads
 from hgprompt_ray.workers._trainer import torch_trainer
 
 __all__ = ["TrainedPrompt", "evaluate_accuracy", "train_prompt", "train_prompt_worker", "warmup_cosine"]
@@ -47,12 +48,16 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 @torch.inference_mode()
-def evaluate_accuracy(model: PromptedViT, dataset: Any, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy of the model's head on a labelled dataset."""
+def evaluate_accuracy(
+    model: PromptedViT, dataset: Any, batch_size: int, device: torch.device, precision: str = "fp32"
+) -> float:
+    """Top-1 accuracy of the model's head on a labelled dataset (network at ``precision``)."""
     model.eval()
     correct = total = 0
     for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        predictions = model(images.to(device)).argmax(dim=1).cpu()
+        with autocast(precision, device):
+            logits = model(images.to(device))
+        predictions = logits.argmax(dim=1).cpu()
         correct += int((predictions == labels).sum())
         total += int(labels.numel())
     return correct / max(1, total)
@@ -94,9 +99,11 @@ def train_prompt_worker(config_dict: dict[str, Any]) -> None:
     import ray.train.torch
 
     config = PromptTrainingConfig(**config_dict)
+    use_allocated_threads()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    precision = resolve_precision(config.precision, device)
     model, splits = _build(config)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -129,24 +136,26 @@ def train_prompt_worker(config_dict: dict[str, Any]) -> None:
         model.train()
         losses = []
         for images, labels in loader:
-            logits = wrapped(images.to(device))
-            loss = loss_fn(logits, labels.to(device))
+            with autocast(precision, device):
+                logits = wrapped(images.to(device))
+            loss = loss_fn(logits.float(), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-        val_accuracy = evaluate_accuracy(model, splits["val200"], config.eval_batch_size, device)
+        val_accuracy = evaluate_accuracy(model, splits["val200"], config.eval_batch_size, device, precision)
         metrics = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)),
             "val_accuracy": val_accuracy,
             "learning_rate": scheduler.get_last_lr()[0],
             "resumed_from_epoch": resumed_from,
+            "precision": precision,
         }
         if epoch == config.epochs - 1:
             metrics["test_accuracy"] = evaluate_accuracy(
-                model, splits["test"], config.eval_batch_size, device
+                model, splits["test"], config.eval_batch_size, device, precision
             )
         with tempfile.TemporaryDirectory() as folder:
             report_checkpoint = None

@@ -53,6 +53,7 @@ def test_search_writes_every_output(extraction_setup, tmp_path, capsys):
     assert best["val_probe_accuracy"] == pytest.approx(frame["val_probe_accuracy"].max())
     assert frame["val_probe_accuracy"].between(0, 1).all() and frame["val_h_score"].notna().all()
     assert frame["kkt_gap"].notna().all()
+    assert (frame["torch_threads"] == 1).all()  # each trial holds 1 CPU and set torch to it, from inside
     alpha = best["alpha"]
     assert set(alpha) == {"p0", "p1", "p2"} and sum(alpha.values()) == pytest.approx(1.0)
     assert {p for p, w in alpha.items() if w > 0} <= set(best["subset"])

@@ -107,6 +107,7 @@ def test_features_and_gradient_statistics_match_a_direct_computation(first_run, 
     np.testing.assert_allclose([head["mean_gradient_norm"][n] for n in NAMES], norms, rtol=1e-4)
     stats = first_run.stats
     assert stats["workers"] == 1 and stats["cached_tables"] == 0
+    assert stats["torch_threads"] == 2  # the one worker holds both CPUs of the cluster, set from inside it
     val = len(resolve_target(extraction_setup.target).split("val200"))
     assert stats["image_prompt_forwards"] == 3 * (48 + min(val, 48))
     assert stats["gradient_sample_prompts"] == 3 * 24
@@ -166,6 +167,7 @@ def test_two_workers_shard_the_prompts_and_agree_with_one(first_run, extraction_
     try:
         two = extract(config, num_workers=2, store_name="two-workers", storage_path=tmp_path, progress=False)
         assert two.stats["workers"] == 2
+        assert two.stats["torch_threads"] == 1  # one CPU each: no rank oversubscribes
         info = store.info(two.feature_keys["train800"].values())
         ranks = {name: info[key]["rank"] for name, key in two.feature_keys["train800"].items()}
         assert ranks == {"p0": 0, "p1": 1, "p2": 0}  # positions r, r + W, ...

@@ -18,7 +18,7 @@ Data flow (``extract(config)`` on the driver):
 3. Gradients: one head defines the loss of every prompt's g^i_j (``core.probe_head``: by default
    a logistic head fitted on rank 0 on the bare backbone's features of samples disjoint from the
    gradient samples, 2-fold cross-fitted, and broadcast to every rank); each rank computes
-   per-sample gradients wrt its prompts with ``torch.func`` (``vmap(grad)``), batch by batch.
+   per-sample gradients wrt its prompts (one batched backward per batch), at the resolved precision.
    L_align needs the M x M second moments of all prompts' gradients at each coordinate, which no
    single prompt shard has, so after each batch the ranks all-gather the (B, M, p) gradients and
    each rank folds only its 1/W of the p coordinates into Welford moments (``core.alignment``;

@@ -15,7 +15,7 @@ import numpy as np
 from hgprompt_ray.config import ExtractionConfig
 from hgprompt_ray.core import GradientMoments
 from hgprompt_ray.errors import InvalidValueError, invalid_value
-from hgprompt_ray.workers._trainer import torch_trainer
+from hgprompt_ray.workers._trainer import torch_trainer, wants_gpu
 from hgprompt_ray.workers.extract.cache import ExtractionCache
 from hgprompt_ray.workers.extract.plan import make_plan
 from hgprompt_ray.workers.extract.worker import STATS_FILE, extract_worker
@@ -130,7 +130,7 @@ def extract(
     Args:
         config: what to extract.
         num_workers: Ray Train workers (capped at the number of prompts).
-        use_gpu: None picks GPUs when the cluster has one per worker.
+        use_gpu: None picks GPUs when the cluster has one per requested worker.
         cpus_per_worker: CPUs per worker (torch's thread count); None: an equal share.
         store_name: the detached store actor to publish to.
         storage_path: Ray Train run storage (default ``~/ray_results``).
@@ -144,7 +144,8 @@ def extract(
     if not isinstance(num_workers, int) or num_workers < 1:
         raise InvalidValueError(invalid_value("num_workers", num_workers, "must be a positive integer", ""))
     start = time.perf_counter()
-    plan = make_plan(config, store_name, progress, task=task)
+    use_gpu = wants_gpu(use_gpu, num_workers)  # decided once: precision='auto' resolves for it
+    plan = make_plan(config, store_name, progress, task=task, device="cuda" if use_gpu else "cpu")
     task = plan.task
     cache = ExtractionCache(config.cache_dir)
     all_keys = [k for split in plan.feature_keys.values() for k in split.values()]

@@ -16,7 +16,7 @@ from hgprompt_ray.core.probe_head import SHARED_HEAD_FOLDS
 from hgprompt_ray.data import resolve_target
 from hgprompt_ray.data.base import Task
 from hgprompt_ray.errors import InvalidValueError, invalid_value
-from hgprompt_ray.models import load_backbone
+from hgprompt_ray.models import load_backbone, resolve_precision
 from hgprompt_ray.prompts import PromptLibrary, PromptRecord
 from hgprompt_ray.workers.extract.cache import ExtractionCache
 from hgprompt_ray.workers.extract.keys import (
@@ -54,6 +54,7 @@ class ExtractionPlan:
         store_name: the feature store actor's name.
         task: the resolved target.
         progress: progress bars in the workers.
+        precision: the resolved network precision, ``fp32`` or ``bf16`` (part of every key).
     """
 
     config: dict[str, Any]
@@ -71,6 +72,7 @@ class ExtractionPlan:
     store_name: str
     task: Task
     progress: bool = True
+    precision: str = "fp32"
 
     def loop_config(self) -> dict[str, Any]:
         """The plan as the worker loop's config (a shallow dict: ``ExtractionPlan(**it)`` rebuilds it)."""
@@ -130,7 +132,9 @@ def _head_identity(config: ExtractionConfig) -> dict[str, Any]:
     return head
 
 
-def make_plan(config: ExtractionConfig, store_name: str, progress: bool, task: Any = None) -> ExtractionPlan:
+def make_plan(
+    config: ExtractionConfig, store_name: str, progress: bool, task: Any = None, device: str = "cpu"
+) -> ExtractionPlan:
     """Resolve the target, draw the samples and derive every table's key (see the module docstring).
 
     Args:
@@ -139,6 +143,9 @@ def make_plan(config: ExtractionConfig, store_name: str, progress: bool, task: A
         progress: progress bars in the workers.
         task: the target, already resolved by the caller (None: resolve ``config.target`` here).
             Either way it is resolved once on the driver and shipped to the workers.
+        device: the workers' device type, ``cpu`` or ``cuda``: what ``precision='auto'`` resolves
+            for. A CPU resolves by the driver's own instruction set, which the workers are
+            assumed to share (bf16 runs on any CPU, slowly without native support).
 
     Raises:
         InvalidValueError: an empty library, unknown prompts, prompts of another backbone or
@@ -148,12 +155,14 @@ def make_plan(config: ExtractionConfig, store_name: str, progress: bool, task: A
     if task is None:
         task = resolve_target(config.target, data_root=config.data_root)
     backbone = load_backbone(config.backbone, config.img_size)
+    precision = resolve_precision(config.precision, device)
     identity = {
         "backbone": config.backbone,
         "backbone_sha256": backbone_fingerprint(backbone),
         "img_size": config.img_size,
         "target": target_fingerprint(task, config.split_seed),
         "split_seed": config.split_seed,
+        "precision": precision,
         "code_version": EXTRACTION_CODE_VERSION,
     }
     indices, feature_keys, feature_meta = {}, {}, {}
@@ -208,4 +217,5 @@ def make_plan(config: ExtractionConfig, store_name: str, progress: bool, task: A
         store_name=store_name,
         task=task,
         progress=progress,
+        precision=precision,
     )

@@ -9,7 +9,9 @@ finished table is written to the cache (atomically) and handed to the detached
 Gradients: one head defines the loss of every prompt's gradients (``core/probe_head.py``: by
 default fitted on rank 0 on the bare backbone's features of samples disjoint from the gradient
 samples, cross-fitted, and broadcast); each rank computes per-sample gradients wrt its prompts
-with ``torch.func``, batch by batch. After each
+in one batched backward per batch (``models.gradients``, the batched-leaf trick). The network runs
+at the plan's resolved precision (bf16 autocast or float32); features leave as float32 and the
+moments accumulate in float64. After each
 batch the ranks all-gather the (B, M, p) gradients and each rank folds only its 1/W of the p
 coordinates into Welford moments; rank 0 gathers the coordinate shards into one table.
 
@@ -36,9 +38,10 @@ from hgprompt_ray.config import ExtractionConfig
 from hgprompt_ray.core import GradientMoments, empty_gradient_moments, update_gradient_moments
 from hgprompt_ray.core.probe_head import ProbeHead, cross_fit_folds, fit_probe_head
 from hgprompt_ray.data import backbone_transform
-from hgprompt_ray.models import PromptedViT, load_backbone
+from hgprompt_ray.models import PromptedViT, autocast, load_backbone
 from hgprompt_ray.models.gradients import prompt_gradients
 from hgprompt_ray.prompts import PromptLibrary
+from hgprompt_ray.threads import use_allocated_threads
 from hgprompt_ray.workers.extract.cache import ExtractionCache
 from hgprompt_ray.workers.extract.plan import ExtractionPlan
 from hgprompt_ray.workers.feature_store import (
@@ -81,6 +84,7 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
 
     plan = ExtractionPlan(**plan_dict)
     config = ExtractionConfig(**plan.config)
+    threads = use_allocated_threads()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -103,14 +107,18 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
         )
         for split in config.splits
     }
-    counters = torch.zeros(2, dtype=torch.float64)  # image x prompt forwards, sample x prompt gradients
+    # image x prompt forwards, sample x prompt gradients, the largest torch thread count of a rank
+    counters = torch.tensor([0.0, 0.0, float(threads)], dtype=torch.float64)
     seconds = torch.zeros(2, dtype=torch.float64)  # this rank's feature and gradient compute time
     clock = time.perf_counter()
     for split in config.splits:
         keys = [plan.feature_keys[split][n] for n in names]
         todo = [i for i, key in enumerate(keys) if not cache.has(key)]
         if todo:
-            features = _features(model, datasets[split], prompts[todo], config, rank, split, plan.progress)
+            with autocast(plan.precision, device):
+                features = _features(
+                    model, datasets[split], prompts[todo], config, rank, split, plan.progress
+                )
             labels = np.asarray(_labels(datasets[split]), dtype=np.int64)
             for row, i in enumerate(todo):
                 table = feature_table(
@@ -131,7 +139,10 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
 
     clock = time.perf_counter()
     if plan.compute_gradients:
-        moments, head = _gradient_moments(model, prompts, names, plan, config, datasets, cache, rank, world)
+        with autocast(plan.precision, device):
+            moments, head = _gradient_moments(
+                model, prompts, names, plan, config, datasets, cache, rank, world
+            )
         counters[1] += len(plan.gradient_positions) * len(names)
         if rank == 0:
             if moments is None or plan.gradient_key is None:
@@ -146,12 +157,14 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
         store.put(plan.gradient_key, table, info)
     seconds[1] = time.perf_counter() - clock
     if world > 1:
-        torch.distributed.all_reduce(counters)
+        torch.distributed.all_reduce(counters[:2])
+        torch.distributed.all_reduce(counters[2:], op=torch.distributed.ReduceOp.MAX)
         torch.distributed.all_reduce(seconds, op=torch.distributed.ReduceOp.MAX)
     stats = {
         "image_prompt_forwards": int(counters[0]),
         "gradient_sample_prompts": int(counters[1]),
         "workers": world,
+        "torch_threads": int(counters[2]),
         "feature_seconds": round(float(seconds[0]), 3),
         "gradient_seconds": round(float(seconds[1]), 3),
     }

@@ -1,0 +1,44 @@
+"""Every Ray task sets torch's intra-op threads to its CPU allocation (no oversubscription)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hgprompt_ray.threads import allocated_cpus, use_allocated_threads
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+def _inside(start_threads: int) -> tuple[float | None, int, int]:
+    torch.set_num_threads(start_threads)  # as a reused worker process would have it
+    before = torch.get_num_threads()
+    return allocated_cpus(), before, use_allocated_threads()
+
+
+def test_outside_ray_the_default_applies():
+    """Run in a subprocess: this module's Ray session must not be up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from hgprompt_ray.threads import allocated_cpus, use_allocated_threads;"
+        "torch.set_num_threads(2); assert allocated_cpus() is None and allocated_cpus(3) == 3;"
+        "assert use_allocated_threads() == 2 and use_allocated_threads(1) == 1; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize("cpus, start", [(1, 2), (2, 1)])
+def test_a_ray_task_gets_its_allocation(cluster, cpus, start):
+    allocation, before, after = ray.get(ray.remote(num_cpus=cpus)(_inside).remote(start))
+    assert before == start
+    assert allocation == cpus and after == cpus
