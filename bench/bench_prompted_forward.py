@@ -7,17 +7,21 @@ Measures, in one run and interleaved round by round (this machine is shared and 
   (ii)  PromptedViT with one prompt of m tokens
   (iii) K prompts in one call vs K separate calls
 
-and prints one table of medians with the ratios:
+each at every ``--precision`` (the product's autocast: ``fp32`` and ``bf16`` by default), and
+prints one table of medians with the ratios:
 
   (ii) vs (i) per token  = (ii images/s * T1) / (i images/s * T0)      target >= 0.9
   (ii) vs (i')           = (ii images/s) / (i' images/s)               (overhead of prompting)
   (iii) batched/separate = images*prompts/s of one call / of K calls   target >= 1.0
+  share of the GEMM rate = (iii) batched FLOP/s / a dense GEMM's FLOP/s at the same precision,
+                           measured in the same run (torch's FLOP counter gives the forward's
+                           FLOPs per image)                             target >= 0.75 in bf16
 
 Usage:
   python bench/bench_prompted_forward.py                       # offline ViT-S/14 @ 112 px, CPU
   python bench/bench_prompted_forward.py --smoke-test          # a few seconds
   python bench/bench_prompted_forward.py --backbone vit_base_patch16_224.augreg_in21k \
-      --random-weights --img-size 224 --device cuda --dtype bfloat16 --batch 128
+      --random-weights --img-size 224 --device cuda --precision bf16 --batch 128
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Callable
 
 import torch
 
-from hgprompt_ray.models import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, PromptedViT, load_backbone
+from hgprompt_ray.models import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, PromptedViT, autocast, load_backbone
 
 
 def _build_backbone(args: argparse.Namespace) -> torch.nn.Module:
@@ -58,6 +62,80 @@ def _time(fn: Callable[[], object], device: torch.device, iterations: int) -> fl
     return (time.perf_counter() - start) / iterations
 
 
+def gemm_rate(device: torch.device, precision: str, size: int, iterations: int) -> float:
+    """FLOP/s of a dense (size x size) @ (size x size) matmul under ``autocast(precision)``."""
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(size, size, generator=generator).to(device)
+    b = torch.randn(size, size, generator=generator).to(device)
+    with torch.inference_mode(), autocast(precision, device):
+        a @ b  # warm-up
+        seconds = _time(lambda: a @ b, device, iterations)
+    return 2 * size**3 / seconds
+
+
+def forward_flops(model: PromptedViT, x: torch.Tensor, prompts: torch.Tensor) -> float:
+    """FLOPs of one K-prompt forward (torch's FLOP counter: matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.forward_features(x, prompts)
+    return float(counter.get_total_flops())
+
+
+def run_precision(args: argparse.Namespace, precision: str) -> dict[str, object]:
+    device = torch.device(args.device)
+    backbone = _build_backbone(args).to(device=device)
+    model = PromptedViT(backbone, num_prompt_tokens=args.num_tokens).to(device=device).eval()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size, generator=generator).to(device)
+    prompts = torch.rand(args.num_prompts, args.num_tokens, model.embed_dim, generator=generator) - 0.5
+    prompts = (prompts * 2 * model.prompt_init_bound).to(device)
+    tokens_bare = backbone.num_prefix_tokens + backbone.patch_embed.num_patches
+    tokens_prompted = tokens_bare + args.num_tokens
+    same_count = torch.randn(args.batch, tokens_prompted, model.embed_dim, generator=generator).to(device)
+
+    variants: dict[str, Callable[[], object]] = {
+        "bare": lambda: backbone.forward_features(x),
+        "bare_same_tokens": lambda: backbone.norm(backbone.blocks(same_count)),
+        "prompted_1": lambda: model.forward_features(x, prompts[0]),
+        "prompted_K_batched": lambda: model.forward_features(x, prompts),
+        "prompted_K_separate": lambda: [
+            model.forward_features(x, prompts[k]) for k in range(args.num_prompts)
+        ],
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    samples["gemm"] = []
+    with torch.inference_mode(), autocast(precision, device):
+        for fn in variants.values():  # warm-up
+            fn()
+        for _ in range(args.rounds):
+            for name, fn in variants.items():
+                samples[name].append(_time(fn, device, args.iterations))
+            samples["gemm"].append(gemm_rate(device, precision, args.gemm_size, args.iterations))
+    rate = statistics.median(samples.pop("gemm"))
+    seconds = {name: statistics.median(values) for name, values in samples.items()}
+    ips = {name: args.batch / value for name, value in seconds.items()}
+    ips["prompted_K_batched"] *= args.num_prompts  # images x prompts per second
+    ips["prompted_K_separate"] *= args.num_prompts
+    flops = forward_flops(model, x, prompts) / (args.batch * args.num_prompts)  # per image x prompt
+    achieved = ips["prompted_K_batched"] * flops
+    return {
+        "precision": precision,
+        "images_per_second": ips,
+        "tokens": {"bare": tokens_bare, "prompted": tokens_prompted},
+        "gflop_per_image_prompt": flops / 1e9,
+        "achieved_gflops": achieved / 1e9,
+        "gemm_gflops": rate / 1e9,
+        "ratios": {
+            "prompted_vs_bare_per_token": (ips["prompted_1"] * tokens_prompted) / (ips["bare"] * tokens_bare),
+            "prompted_vs_bare_same_tokens": ips["prompted_1"] / ips["bare_same_tokens"],
+            "batched_vs_separate": ips["prompted_K_batched"] / ips["prompted_K_separate"],
+            "share_of_gemm_rate": achieved / rate,
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,90 +148,58 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians reported")
     parser.add_argument("--iterations", type=int, default=2, help="calls per variant per round")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n x n GEMM baseline")
     parser.add_argument("--random-weights", action="store_true", help="skip weight download (speed only)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--smoke-test", action="store_true", help="tiny run to check the script works")
     args = parser.parse_args()
     if args.smoke_test:
-        args.rounds, args.iterations, args.batch, args.num_prompts = 1, 1, 2, 2
+        args.rounds, args.iterations, args.batch, args.num_prompts, args.gemm_size = 1, 1, 2, 2, 256
 
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    backbone = _build_backbone(args).to(device=device, dtype=dtype)
-    model = PromptedViT(backbone, num_prompt_tokens=args.num_tokens).to(device=device, dtype=dtype).eval()
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, 3, args.img_size, args.img_size, generator=generator).to(device, dtype)
-    prompts = torch.rand(args.num_prompts, args.num_tokens, model.embed_dim, generator=generator) - 0.5
-    prompts = (prompts * 2 * model.prompt_init_bound).to(device, dtype)
-    tokens_bare = backbone.num_prefix_tokens + backbone.patch_embed.num_patches
-    tokens_prompted = tokens_bare + args.num_tokens
-    same_count = torch.randn(args.batch, tokens_prompted, model.embed_dim, generator=generator).to(
-        device, dtype
-    )
-
-    variants: dict[str, Callable[[], object]] = {
-        "bare": lambda: backbone.forward_features(x),
-        "bare_same_tokens": lambda: backbone.norm(backbone.blocks(same_count)),
-        "prompted_1": lambda: model.forward_features(x, prompts[0]),
-        "prompted_K_batched": lambda: model.forward_features(x, prompts),
-        "prompted_K_separate": lambda: [
-            model.forward_features(x, prompts[k]) for k in range(args.num_prompts)
-        ],
-    }
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    with torch.inference_mode():
-        for fn in variants.values():  # warm-up
-            fn()
-        for _ in range(args.rounds):
-            for name, fn in variants.items():
-                samples[name].append(_time(fn, device, args.iterations))
-    seconds = {name: statistics.median(values) for name, values in samples.items()}
-    ips = {name: args.batch / s for name, s in seconds.items()}
-    ips["prompted_K_batched"] *= args.num_prompts  # images x prompts per second
-    ips["prompted_K_separate"] *= args.num_prompts
-
-    per_token = (ips["prompted_1"] * tokens_prompted) / (ips["bare"] * tokens_bare)
-    vs_same = ips["prompted_1"] / ips["bare_same_tokens"]
-    batched = ips["prompted_K_batched"] / ips["prompted_K_separate"]
-    name = getattr(backbone, "backbone_name", args.backbone)
+    results = [run_precision(args, precision) for precision in args.precision]
     print(
-        f"\nPrompted forward | backbone {name} @ {args.img_size}px | m={args.num_tokens} "
-        f"K={args.num_prompts} "
-        f"batch={args.batch} | {device.type} {args.dtype} | threads={torch.get_num_threads()} | "
+        f"\nPrompted forward | backbone {args.backbone} @ {args.img_size}px | m={args.num_tokens} "
+        f"K={args.num_prompts} batch={args.batch} | {args.device} | threads={torch.get_num_threads()} | "
         f"medians of {args.rounds} interleaved rounds"
     )
-    rows = [
-        ("(i)   bare timm forward_features", f"{ips['bare']:.1f} img/s", f"T0={tokens_bare}"),
-        (
-            "(i')  bare timm blocks, same tokens",
-            f"{ips['bare_same_tokens']:.1f} img/s",
-            f"T1={tokens_prompted}",
-        ),
-        ("(ii)  PromptedViT, 1 prompt", f"{ips['prompted_1']:.1f} img/s", f"T1={tokens_prompted}"),
-        ("(iii) K prompts, one call", f"{ips['prompted_K_batched']:.1f} img*prompt/s", ""),
-        ("(iii) K prompts, K calls", f"{ips['prompted_K_separate']:.1f} img*prompt/s", ""),
-        ("ratio (ii)/(i) per token  [>= 0.9]", f"{per_token:.3f}", "PASS" if per_token >= 0.9 else "BELOW"),
-        ("ratio (ii)/(i') same tokens", f"{vs_same:.3f}", ""),
-        ("ratio (iii) batched/separate [>= 1.0]", f"{batched:.3f}", "PASS" if batched >= 1.0 else "BELOW"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    print("-" * (width + 40))
-    for label, value, note in rows:
-        print(f"{label:<{width}}  {value:>20}  {note}")
-    print("-" * (width + 40))
+    header = f"{'':44s}" + "".join(f"{r['precision']:>14s}" for r in results)
+    print(header)
+    print("-" * len(header))
+
+    def row(label: str, values: list[str]) -> None:
+        print(f"{label:44s}" + "".join(f"{v:>14s}" for v in values))
+
+    ips = [r["images_per_second"] for r in results]
+    ratios = [r["ratios"] for r in results]
+    row("(i)   bare timm forward_features, img/s", [f"{v['bare']:.1f}" for v in ips])
+    row("(i')  bare blocks, same tokens, img/s", [f"{v['bare_same_tokens']:.1f}" for v in ips])
+    row("(ii)  PromptedViT, 1 prompt, img/s", [f"{v['prompted_1']:.1f}" for v in ips])
+    row("(iii) K prompts, one call, img*prompt/s", [f"{v['prompted_K_batched']:.1f}" for v in ips])
+    row("(iii) K prompts, K calls, img*prompt/s", [f"{v['prompted_K_separate']:.1f}" for v in ips])
+    row("GFLOP per image x prompt", [f"{r['gflop_per_image_prompt']:.2f}" for r in results])
+    row("(iii) achieved GFLOP/s", [f"{r['achieved_gflops']:.0f}" for r in results])
+    row(f"dense GEMM {args.gemm_size}^3 GFLOP/s, same run", [f"{r['gemm_gflops']:.0f}" for r in results])
+    row("ratio (ii)/(i) per token  [>= 0.9]", [f"{r['prompted_vs_bare_per_token']:.3f}" for r in ratios])
+    row("ratio (ii)/(i') same tokens", [f"{r['prompted_vs_bare_same_tokens']:.3f}" for r in ratios])
+    row("ratio (iii) batched/separate [>= 1.0]", [f"{r['batched_vs_separate']:.3f}" for r in ratios])
+    row("share of the GEMM rate  [>= 0.75 in bf16]", [f"{r['share_of_gemm_rate']:.2f}" for r in ratios])
+    by_name = {r["precision"]: r for r in results}
+    if "fp32" in by_name and "bf16" in by_name:
+        speedup = (
+            by_name["bf16"]["images_per_second"]["prompted_K_batched"]
+            / by_name["fp32"]["images_per_second"]["prompted_K_batched"]
+        )
+        row("bf16 / fp32 speed-up of (iii)", ["", f"{speedup:.2f}"])
+    if "bf16" in by_name:
+        share = by_name["bf16"]["ratios"]["share_of_gemm_rate"]
+        print(
+            f"bf16 goal (>= 75% of the bf16 GEMM rate): {'PASS' if share >= 0.75 else 'MISS'} ({share:.0%})"
+        )
+    print("-" * len(header))
     if args.json:
-        payload = {
-            "args": vars(args),
-            "images_per_second": ips,
-            "ratios": {
-                "prompted_vs_bare_per_token": per_token,
-                "prompted_vs_bare_same_tokens": vs_same,
-                "batched_vs_separate": batched,
-            },
-        }
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
+            json.dump({"args": vars(args), "results": results}, handle, indent=2)
 
 
 if __name__ == "__main__":
