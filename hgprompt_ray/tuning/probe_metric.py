@@ -41,8 +41,8 @@ class ProbeData(NamedTuple):
         val_images: val200 samples, (V, 3, H, W); ``val_labels`` (V,).
         test_images: test samples for the ``test_probe_accuracy`` diagnostic, (T, 3, H, W), or
             None; ``test_labels`` (T,) or None.
-        precision: the resolved network precision of P0's forward (``fp32`` or ``bf16``), the
-            extraction's setting resolved for the trials' device (the CPU).
+        precision: the network precision of P0's forward (the extraction's setting; ``auto``
+            resolves in each trial for its device: a GPU when the trial holds a GPU share).
     """
 
     backbone: str
@@ -55,7 +55,7 @@ class ProbeData(NamedTuple):
     val_labels: np.ndarray
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
 
 
 def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeData:
@@ -68,7 +68,7 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
             the ``test_probe_accuracy`` diagnostic; 0: none.
     """
     from hgprompt_ray.data import backbone_transform
-    from hgprompt_ray.models import load_backbone, resolve_precision
+    from hgprompt_ray.models import load_backbone
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.threads import use_allocated_threads
     from hgprompt_ray.workers.extract import sample_indices
@@ -100,17 +100,18 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
         prompts.float().numpy(),
         *arrays,
         *(test if test_samples else (None, None)),
-        precision=resolve_precision(extraction.precision, "cpu"),
+        precision=extraction.precision,
     )
 
 
 def _model(data: ProbeData) -> Any:
     from hgprompt_ray.models import PromptedViT, load_backbone
 
-    key = (data.backbone, data.img_size, int(data.prompts.shape[1]))
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a trial sees a GPU only if it holds a share
+    key = (data.backbone, data.img_size, int(data.prompts.shape[1]), device)
     if key not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = PromptedViT(load_backbone(data.backbone, data.img_size), key[2]).eval()
+        _MODELS[key] = PromptedViT(load_backbone(data.backbone, data.img_size), key[2]).eval().to(device)
     return _MODELS[key]
 
 
@@ -118,12 +119,16 @@ def _model(data: ProbeData) -> Any:
 def _features(
     model: Any, images: np.ndarray, prompt: torch.Tensor, precision: str, batch_size: int = 64
 ) -> np.ndarray:
-    with autocast(precision):
+    device = next(model.parameters()).device
+    prompt = prompt.to(device)
+    with autocast(precision, device):
         chunks = [
-            model.forward_features(torch.from_numpy(images[i : i + batch_size]), prompt.unsqueeze(0))[0]
+            model.forward_features(
+                torch.from_numpy(images[i : i + batch_size]).to(device), prompt.unsqueeze(0)
+            )[0]
             for i in range(0, len(images), batch_size)
         ]
-    return torch.cat(chunks).double().numpy()
+    return torch.cat(chunks).float().cpu().double().numpy()
 
 
 def probe_accuracy(data: ProbeData, subset: Any, alpha: Any, test: bool = False) -> Any:

@@ -265,7 +265,24 @@ def _trainable(
         objective=objective,
         probe=probe_ref,
     )
-    return tune.with_resources(tune.with_parameters(hgprompt_trial, inputs=inputs), {"cpu": 1})
+    return tune.with_resources(
+        tune.with_parameters(hgprompt_trial, inputs=inputs), trial_resources(probe_ref)
+    )
+
+
+TRIALS_PER_GPU = 4
+"""Trials sharing one GPU on a cluster with GPUs: a trial's probe forward barely loads a card."""
+
+
+def trial_resources(probe_ref: Any) -> dict[str, float]:
+    """One CPU per trial, plus a 1/TRIALS_PER_GPU GPU share when the trials run the probe metric
+    and the cluster has GPUs (the probe's forward then runs there; the solve stays on the CPU)."""
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+    if probe_ref is None or gpus <= 0:
+        return {"cpu": 1}
+    return {"cpu": 1, "gpu": 1.0 / TRIALS_PER_GPU}
 
 
 def _creation_index(result: Any, metrics: Mapping[str, Any]) -> float:
