@@ -37,18 +37,13 @@ from scipy import stats
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.core import fit_probe_head
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
-from hgprompt_ray.data import backbone_transform, resolve_target
+from hgprompt_ray.data import backbone_transform, related_tasks, resolve_target
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.weights import ensemble_prompt
 from hgprompt_ray.tuning import SearchSpec, run_search
 
-IMAGE_SETS = {  # offline tasks that draw on the same images under other labels
-    "dsprites": ("dsprites-location", "dsprites-orientation", "dsprites-shape", "dsprites-scale"),
-    "digits": ("digits", "digits-parity", "digits-high"),
-    "textile": ("textile", "textile-defect"),
-}
 SEARCHES = {  # name -> (sampler, metric)
     "hgprompt (TPE, val-probe)": ("tpe", "val-probe"),
     "hgprompt (TPE, val-h)": ("tpe", "val-h"),
@@ -57,7 +52,7 @@ SEARCHES = {  # name -> (sampler, metric)
 
 
 def sources_for(target: str, library: PromptLibrary) -> list[str]:
-    related = next((set(s) for s in IMAGE_SETS.values() if target in s), {target})
+    related = {target, *related_tasks(target)}  # the data registry's image sets
     return [r.name for r in library.records() if r.source_task not in related]
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from hgprompt_ray.data import list_tasks, resolve_target
+from hgprompt_ray.data import list_tasks, related_tasks, resolve_target
 from hgprompt_ray.prompts import open_library, select_sources
 from hgprompt_ray.tuning.plan import extraction_config
 from hgprompt_ray.tuning.spec import SearchSpec
@@ -54,7 +54,10 @@ def run(argv: list[str] | None = None) -> int:
         if available:
             spec = SearchSpec(**config_kwargs(args, SearchSpec, target=target))
             selection = select_sources(
-                library, task.info.name, include_target_prompt=args.include_target_prompt
+                library,
+                task.info.name,
+                include_target_prompt=args.include_target_prompt,
+                related=related_tasks(task.info.name),
             )
             configs.append((task, extraction_config(spec, task, selection)))
         elif args.targets:

@@ -16,9 +16,17 @@ from hgprompt_ray.data.base import (
     vtab_split_indices,
 )
 from hgprompt_ray.data.custom import CsvTask, FolderTask, TargetError
-from hgprompt_ray.data.registry import get_task, list_tasks, resolve_target
+from hgprompt_ray.data.registry import (
+    IMAGE_SETS,
+    get_task,
+    image_set,
+    list_tasks,
+    related_tasks,
+    resolve_target,
+)
 
 __all__ = [
+    "IMAGE_SETS",
     "SPLITS",
     "ArraySplit",
     "CsvTask",
@@ -30,7 +38,9 @@ __all__ = [
     "TaskUnavailableError",
     "backbone_transform",
     "get_task",
+    "image_set",
     "list_tasks",
+    "related_tasks",
     "resolve_target",
     "vtab_split_indices",
 ]

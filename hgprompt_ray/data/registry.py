@@ -10,7 +10,57 @@ from hgprompt_ray.data.offline import OFFLINE_TASKS, offline_task
 from hgprompt_ray.data.vtab import VTAB_TASKS, vtab_task
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
-__all__ = ["get_task", "list_tasks", "resolve_target"]
+__all__ = ["IMAGE_SETS", "get_task", "image_set", "list_tasks", "related_tasks", "resolve_target"]
+
+IMAGE_SETS: dict[str, str] = {
+    # offline suite
+    "digits": "sklearn-digits",
+    "digits-parity": "sklearn-digits",
+    "digits-high": "sklearn-digits",
+    "textile": "conformal-clip-textile",
+    "textile-defect": "conformal-clip-textile",
+    "textures": "skimage-textures",
+    "dsprites-location": "dsprites",
+    "dsprites-orientation": "dsprites",
+    "dsprites-shape": "dsprites",
+    "dsprites-scale": "dsprites",
+    "count": "clevr-style-count",
+    "fashion-mnist": "fashion-mnist",
+    "fashion-coarse": "fashion-mnist",
+    # VTAB-1k
+    "cifar100": "cifar100",
+    "dtd": "dtd",
+    "flowers102": "flowers102",
+    "pets": "oxford-iiit-pet",
+    "svhn": "svhn",
+    "eurosat": "eurosat",
+    "caltech101": "caltech101",
+    "sun397": "sun397",
+    "pcam": "pcam",
+    "clevr-count": "clevr",
+    "dsprites-loc": "dsprites",
+    "dsprites-ori": "dsprites",
+    "smallnorb-azi": "smallnorb",
+    "smallnorb-ele": "smallnorb",
+}
+"""The image set every registered task draws its images from. Tasks that share one are the same
+images under other labels (digits / digits-parity / digits-high; every dsprites task, offline or
+VTAB; ...): a prompt trained on one has seen a target's images, so it is never a source of
+another (``related_tasks``; ``prompts.select_sources`` leaves them out). A test checks every
+registered task has an entry."""
+
+
+def image_set(name: str) -> str | None:
+    """The image set of registered task ``name``; None for a user's folder or CSV (unknown)."""
+    return IMAGE_SETS.get(name)
+
+
+def related_tasks(name: str) -> tuple[str, ...]:
+    """Registered tasks other than ``name`` that draw on the same images (sorted)."""
+    shared = image_set(name)
+    if shared is None:
+        return ()
+    return tuple(sorted(task for task, images in IMAGE_SETS.items() if images == shared and task != name))
 
 
 def list_tasks(suite: str | None = None) -> list[str]:

@@ -1,7 +1,9 @@
 """Which prompts of a library are a target's sources: the one place that decides it.
 
 Rules, in order: the library must be intact (checksums); the prompt trained on the target itself
-is left out unless asked; ``sources`` restricts the set by name; every source must share one
+is left out unless asked, and so are prompts trained on a task that draws on the same images
+under another labelling (``related``: the caller passes ``data.related_tasks(target)``; such a
+prompt has seen the target's images, so transfer from it would leak); ``sources`` restricts the set by name; every source must share one
 backbone and one image size (taken from the library when not given). The messages name the
 command-line flags (``--prompts``, ``--sources``, ``--backbone``, ``--img-size``) because every
 command reaches this function with them.
@@ -31,7 +33,8 @@ class LibrarySelection:
         records: the chosen prompts, in library order.
         backbone: their common backbone.
         img_size: their common image size.
-        left_out: prompts dropped because they were trained on the target itself.
+        left_out: prompts dropped because they were trained on the target itself or on a task
+            with the same images (``related``).
     """
 
     library: Path
@@ -74,6 +77,7 @@ def select_sources(
     include_target_prompt: bool = False,
     backbone: str | None = None,
     img_size: int | None = None,
+    related: Sequence[str] = (),
 ) -> LibrarySelection:
     """The target's sources (module docstring); raises InvalidValueError with the fix.
 
@@ -84,17 +88,26 @@ def select_sources(
         include_target_prompt: keep prompts trained on the target itself.
         backbone: required backbone (None: the library's only one).
         img_size: required image size (None: the prompts' only one).
+        related: tasks that share the target's images under other labels; their prompts are
+            left out with the target's own (``include_target_prompt`` keeps both).
     """
     root = library.root
     records = library.records()
     left_out: tuple[str, ...] = ()
     if not include_target_prompt:
-        left_out = tuple(r.name for r in records if r.source_task == target_name)
-        records = [r for r in records if r.source_task != target_name]
-        if left_out:
+        own = [r.name for r in records if r.source_task == target_name]
+        same_images = [r.name for r in records if r.source_task in set(related)]
+        left_out = tuple(own + same_images)
+        records = [r for r in records if r.name not in set(left_out)]
+        if own:
             logger.info(
-                "leaving out %s: trained on the target itself (--include-target-prompt keeps it)",
-                list(left_out),
+                "leaving out %s: trained on the target itself (--include-target-prompt keeps it)", own
+            )
+        if same_images:
+            logger.info(
+                "leaving out %s: trained on the target's images under another labelling "
+                "(--include-target-prompt keeps them)",
+                same_images,
             )
     if sources is not None:
         unknown = sorted(set(sources) - set(library.names))

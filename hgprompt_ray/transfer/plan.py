@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.data import related_tasks
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, require_positive_flag
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, open_library
@@ -209,10 +210,12 @@ def plan_evaluation(
             raise InvalidValueError(
                 text if "not available" in text else f"--targets {target!r}: {text}"
             ) from error
-        usable = tuple(r.name for r in records if r.source_task != task.info.name)
+        excluded = {task.info.name, *related_tasks(task.info.name)}  # its own images under any labels
+        usable = tuple(r.name for r in records if r.source_task not in excluded)
         if len(usable) < 2:
             raise InvalidValueError(
-                f"target {target!r} has {len(usable)} source prompt(s) once its own prompt is left out; "
+                f"target {target!r} has {len(usable)} source prompt(s) once its own prompt and those "
+                "of tasks on the same images are left out; "
                 "an ensemble needs at least 2. Fix: add prompts to the library."
             )
         tasks[target], sources[target] = task, usable

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hgprompt_ray.config import ExtractionConfig
-from hgprompt_ray.data import resolve_target
+from hgprompt_ray.data import related_tasks, resolve_target
 from hgprompt_ray.errors import IntegrityError, InvalidValueError
 from hgprompt_ray.prompts import LibrarySelection, open_library, select_sources
 from hgprompt_ray.tuning.spec import SearchSpec
@@ -109,6 +109,7 @@ def plan_search(spec: SearchSpec, task: Any = None) -> SearchPlan:
         include_target_prompt=spec.include_target_prompt,
         backbone=spec.backbone,
         img_size=spec.img_size,
+        related=related_tasks(task.info.name),
     )
     count = len(selection.records)
     if not 1 <= spec.min_prompts <= count:
