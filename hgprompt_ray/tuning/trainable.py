@@ -159,6 +159,11 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
     statistics = _statistics(inputs)
     probe = _fetch(inputs.probe, ProbeData)
     prompts = statistics.prompts
+    if probe is not None and probe.names and tuple(probe.names) != tuple(prompts):
+        raise ValueError(
+            f"the probe metric's prompts {list(probe.names)} are not the searched prompts {list(prompts)} "
+            "in their order. Fix: build the ProbeData from an ExtractionConfig with prompts=<the searched ones>."
+        )
     subset = select_subset(config, prompts)
     lam = float(config["lambda"])
     if not np.isfinite(lam) or lam < 0:
