@@ -13,10 +13,21 @@ computed here. ``hgprompt_ray.tuning`` turns a sampled config into a subset and 
 * ``--metric`` (``METRICS``): what the search maximises, on val200: ``val-probe`` (a probe on
   the combined prompt's features, the default) or ``val-h`` (the ensemble's val H-score).
 * ``num_prompts``: M, an integer in [``MIN_PROMPTS``, number of prompts in the library].
-* ``score_<prompt>``: one uniform(0, 1) score per prompt. The subset is the M prompts with the
-  highest scores (ties broken by name). Every domain is fixed for the whole search, which Optuna
-  requires (a categorical whose choices change between trials is rejected), and TPE can learn
-  which prompts help through their scores.
+* The subset, in one of two encodings (``--subset-space``; ``SUBSET_SPACES``). Both keep every
+  domain fixed for the whole search, which Optuna requires (a categorical whose choices change
+  between trials is rejected):
+
+  - ``scores``: ``score_<prompt>``, one uniform(0, 1) score per prompt. The subset is the M
+    prompts with the highest scores (ties broken by name), and TPE can learn which prompts
+    help through their scores. K + 2 dimensions: right for a few dozen prompts.
+  - ``ranked-slots``: ``slot_0`` ... ``slot_<max M - 1>``, each an integer rank in [1, K],
+    log-uniform (so the sources that rank best on screening are drawn most often), over the
+    prompts ordered best first by the screening score. Slot j takes the prompt of rank
+    ``slot_j`` or, when an earlier slot took it, the nearest free rank (ties: the better one);
+    only the first M slots count. max M + 2 dimensions whatever K is, a subset never repeats a
+    prompt and never is empty: the space for hundreds of prompts.
+  - ``auto`` (default): ``scores`` up to ``SCORES_MAX_PROMPTS`` searched prompts, else
+    ``ranked-slots``.
 * Solver settings of every trial: ``SOLVER`` (fixed, not searched; starts: the uniform point,
   every vertex and random ones; convergence: a Frank-Wolfe gap below ``tolerance``), solved in
   ``STAGES``: the first stage runs the multi-start solver, later ones continue from its alpha;
@@ -41,13 +52,18 @@ __all__ = [
     "MIN_PROMPTS",
     "MODE",
     "SAMPLERS",
+    "SCORES_MAX_PROMPTS",
     "SCORE_PREFIX",
+    "SLOT_PREFIX",
+    "SUBSET_SPACES",
     "SOLVER",
     "STAGES",
     "TRIAL_COLUMNS",
     "asha_scheduler",
     "hgprompt_space",
     "optuna_searcher",
+    "ranked_slots_space",
+    "subset_search_space",
     "tpe_sampler",
 ]
 
@@ -55,6 +71,12 @@ LAMBDA_RANGE: tuple[float, float] = (1e-3, 1e2)
 MIN_PROMPTS = 2
 SCORE_PREFIX = "score_"
 """Config key prefix of the per-prompt subset scores: ``score_<prompt>``."""
+SLOT_PREFIX = "slot_"
+"""Config key prefix of the ranked slots: ``slot_<j>`` (the rank of slot j's prompt, from 1)."""
+SUBSET_SPACES: tuple[str, ...] = ("auto", "scores", "ranked-slots")
+"""``--subset-space``: how a trial's config encodes its subset (module docstring)."""
+SCORES_MAX_PROMPTS = 24
+"""``auto`` uses ``scores`` up to this many searched prompts and ``ranked-slots`` above."""
 ALPHA_PREFIX = "alpha_"
 """Metric prefix of the solved weights: ``alpha_<prompt>`` (0 outside the trial's subset)."""
 VAL_H = "val_h_score"
@@ -126,6 +148,47 @@ def hgprompt_space(
     }
     space.update({f"{SCORE_PREFIX}{name}": tune.uniform(0.0, 1.0) for name in prompts})
     return space
+
+
+def ranked_slots_space(
+    num_ranked: int,
+    lambda_range: tuple[float, float] = LAMBDA_RANGE,
+    min_prompts: int = MIN_PROMPTS,
+    max_prompts: int | None = None,
+) -> dict[str, Any]:
+    """The Tune ``param_space`` over lambda, M and ``max_prompts`` ranked slots.
+
+    Args:
+        num_ranked: K, the number of searched prompts (ordered best first by screening).
+        lambda_range: (low, high), both > 0.
+        min_prompts: smallest M.
+        max_prompts: largest M, and the number of slots (default: all prompts).
+    """
+    from ray import tune
+
+    top = num_ranked if max_prompts is None else max_prompts
+    space: dict[str, Any] = {
+        "lambda": tune.loguniform(*lambda_range),
+        "num_prompts": tune.randint(min_prompts, top + 1),  # upper bound exclusive
+    }
+    space.update({f"{SLOT_PREFIX}{j}": tune.lograndint(1, num_ranked + 1) for j in range(top)})
+    return space
+
+
+def subset_search_space(
+    kind: str,
+    prompts: Sequence[str],
+    lambda_range: tuple[float, float] = LAMBDA_RANGE,
+    min_prompts: int = MIN_PROMPTS,
+    max_prompts: int | None = None,
+) -> dict[str, Any]:
+    """The space of ``kind`` (``scores`` or ``ranked-slots``; ``auto`` resolved by the caller)
+    over ``prompts`` (for ``ranked-slots``: ordered best first)."""
+    if kind == "ranked-slots":
+        return ranked_slots_space(len(prompts), lambda_range, min_prompts, max_prompts)
+    if kind == "scores":
+        return hgprompt_space(prompts, lambda_range, min_prompts, max_prompts)
+    raise ValueError(f"subset space {kind!r} is not 'scores' or 'ranked-slots'. Fix: resolve 'auto' first.")
 
 
 def tpe_sampler(seed: int) -> Any:

@@ -3,8 +3,13 @@
   list    LIBRARY                                  table of the library's prompts
   import  LIBRARY FILE --name N --source-task T --backbone B [--img-size S] [--accuracy A]
                                                    add a prompt from .safetensors, .npy or .pt
+  import  LIBRARY --from URI [--names N ...] [--overwrite]
+                                                   bring in a shared library (a folder, file://,
+                                                   s3://...: any pyarrow.fs location)
   export  LIBRARY NAME OUT                         write one prompt to OUT (.safetensors, .npy or .pt)
-  verify  LIBRARY                                  checksums, shapes, stray files (exit 1 on problems)
+  export  LIBRARY --to URI [--overwrite]           share the whole library at URI
+  verify  LIBRARY                                  sizes, checksums, shapes, stray files (exit 1 on problems)
+  migrate LIBRARY                                  rewrite an older manifest in the current schema version
   remove  LIBRARY NAME                             delete a prompt
   report  LIBRARY [--probe-json F] [--out F]       Markdown table of the library (and a linear
                                                    probe's accuracy per source task, from
@@ -31,8 +36,17 @@ from safetensors.torch import load_file, save_file
 from hgprompt_ray.atomic import atomic_path
 from hgprompt_ray.errors import IntegrityError, InvalidValueError
 from hgprompt_ray.prompts.library import PromptLibrary
+from hgprompt_ray.prompts.manifest import SCHEMA_VERSION
+from hgprompt_ray.prompts.sharing import export_library, import_library
 
 _SUFFIXES = (".safetensors", ".npy", ".pt", ".pth")
+_ONE_PROMPT_FLAGS = {
+    "FILE": "file",
+    "--name": "name",
+    "--source-task": "source_task",
+    "--backbone": "backbone",
+}
+"""What importing one prompt file needs: flag -> argparse attribute."""
 
 
 def read_prompt_file(path: Path) -> torch.Tensor:
@@ -73,22 +87,34 @@ def read_prompt_file(path: Path) -> torch.Tensor:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     library = PromptLibrary(args.library)
-    header = f"{'name':<28}{'source task':<22}{'backbone':<26}{'m':>5}{'d':>6}{'img':>6}{'accuracy':>10}"
+    header = (
+        f"{'name':<28}{'source task':<22}{'backbone':<26}{'m':>5}{'d':>6}{'img':>6}{'accuracy':>10}  kind"
+    )
     print(header)
     print("-" * len(header))
     for record in library.records():
         accuracy = "-" if record.source_accuracy is None else f"{record.source_accuracy:.3f}"
         print(
             f"{record.name:<28}{record.source_task:<22}{record.backbone:<26}{record.num_tokens:>5}"
-            f"{record.embed_dim:>6}{record.img_size:>6}{accuracy:>10}"
+            f"{record.embed_dim:>6}{record.img_size:>6}{accuracy:>10}  {'synthetic' if record.synthetic else 'trained'}"
         )
-    print(f"{len(library)} prompt(s) in {library.root}")
+    synthetic = sum(record.synthetic for record in library.records())
+    print(f"{len(library)} prompt(s) in {library.root}" + (f" ({synthetic} synthetic)" if synthetic else ""))
     return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from hgprompt_ray.models.backbones import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, backbone_embed_dim
 
+    if args.source is not None:
+        return _import_library(args)
+    missing = [flag for flag, attr in _ONE_PROMPT_FLAGS.items() if getattr(args, attr) is None]
+    if missing or args.names is not None or args.overwrite:
+        raise InvalidValueError(
+            f"import needs FILE, --name, --source-task and --backbone (missing: {', '.join(missing) or 'none'}), "
+            "or --from URI for a whole library (--names and --overwrite go with --from). "
+            "Fix: e.g. 'import LIB prompt.npy --name mine --source-task svhn --backbone dinov2-s-imgfocus'."
+        )
     tensor = read_prompt_file(Path(args.file))
     if tensor.dim() == 3 and tensor.shape[0] == 1:
         tensor = tensor[0]
@@ -113,8 +139,35 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_library(args: argparse.Namespace) -> int:
+    flags = {**_ONE_PROMPT_FLAGS, "--img-size": "img_size", "--accuracy": "accuracy"}
+    given = [flag for flag, attr in flags.items() if getattr(args, attr) is not None]
+    if given:
+        raise InvalidValueError(
+            f"import --from URI brings in a whole library and takes no {', '.join(given)}. "
+            "Fix: drop them, or import one prompt file without --from."
+        )
+    changed = import_library(args.source, args.library, names=args.names, overwrite=args.overwrite)
+    print(f"imported {len(changed)} prompt(s) from {args.source} into {args.library}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     library = PromptLibrary(args.library)
+    if args.to is not None:
+        if args.name is not None or args.out is not None:
+            raise InvalidValueError(
+                "export --to URI shares the whole library and takes no NAME OUT. Fix: drop them, or "
+                "export one prompt with 'export LIBRARY NAME OUT'."
+            )
+        records = export_library(library, args.to, overwrite=args.overwrite)
+        print(f"exported {len(records)} prompt(s) from {library.root} to {args.to}")
+        return 0
+    if args.name is None or args.out is None or args.overwrite:
+        raise InvalidValueError(
+            "export needs NAME OUT (one prompt) or --to URI (the whole library; --overwrite goes with "
+            "it). Fix: e.g. 'export LIB mine out.safetensors' or 'export LIB --to s3://bucket/zoo'."
+        )
     tensor = library.load(args.name)
     out = Path(args.out)
     suffix = out.suffix.lower()
@@ -143,6 +196,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"{len(library)} prompt(s) checked in {library.root}: {'OK' if not problems else f'{len(problems)} problem(s)'}"
     )
     return 1 if problems else 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    library = PromptLibrary(args.library)
+    version = library.migrate()
+    if version == SCHEMA_VERSION:
+        print(f"{library.manifest_path} is already schema version {SCHEMA_VERSION}: nothing to do")
+    else:
+        print(f"migrated {library.manifest_path} from schema version {version} to {SCHEMA_VERSION}")
+    return 0
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
@@ -203,20 +266,27 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="table of the prompts")
     listing.add_argument("library")
-    importing = commands.add_parser("import", help="add a prompt file")
+    importing = commands.add_parser("import", help="add a prompt file, or a shared library (--from)")
     importing.add_argument("library")
-    importing.add_argument("file")
-    importing.add_argument("--name", required=True)
-    importing.add_argument("--source-task", required=True)
-    importing.add_argument("--backbone", required=True)
+    importing.add_argument("file", nargs="?", default=None, help="a prompt file (without --from)")
+    importing.add_argument("--name", default=None)
+    importing.add_argument("--source-task", default=None)
+    importing.add_argument("--backbone", default=None)
     importing.add_argument("--img-size", type=int, default=None)
     importing.add_argument("--accuracy", type=float, default=None, help="source accuracy in [0, 1]")
-    exporting = commands.add_parser("export", help="write one prompt to a file")
+    importing.add_argument("--from", dest="source", default=None, metavar="URI", help="a shared library")
+    importing.add_argument("--names", nargs="+", default=None, help="with --from: only these prompts")
+    importing.add_argument("--overwrite", action="store_true", help="with --from: replace same-named prompts")
+    exporting = commands.add_parser("export", help="write one prompt to a file, or the library to --to")
     exporting.add_argument("library")
-    exporting.add_argument("name")
-    exporting.add_argument("out")
-    verifying = commands.add_parser("verify", help="check checksums and shapes")
+    exporting.add_argument("name", nargs="?", default=None)
+    exporting.add_argument("out", nargs="?", default=None)
+    exporting.add_argument("--to", default=None, metavar="URI", help="share the whole library there")
+    exporting.add_argument("--overwrite", action="store_true", help="with --to: replace a library there")
+    verifying = commands.add_parser("verify", help="check sizes, checksums and shapes")
     verifying.add_argument("library")
+    migrating = commands.add_parser("migrate", help="rewrite the manifest in the current schema version")
+    migrating.add_argument("library")
     removing = commands.add_parser("remove", help="delete a prompt")
     removing.add_argument("library")
     removing.add_argument("name")
@@ -230,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         "import": _cmd_import,
         "export": _cmd_export,
         "verify": _cmd_verify,
+        "migrate": _cmd_migrate,
         "remove": _cmd_remove,
         "report": _cmd_report,
     }
     try:
         return handlers[args.command](args)
-    except (InvalidValueError, IntegrityError, FileNotFoundError, KeyError, TypeError) as error:
+    except (InvalidValueError, IntegrityError, OSError, KeyError, TypeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

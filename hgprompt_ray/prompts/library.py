@@ -3,14 +3,16 @@
 Layout::
 
     LIBRARY/
-        manifest.json          # {"schema_version": 1, "prompts": [PromptRecord, ...]}
+        manifest.json          # {"schema_version": 2, "prompts": [PromptRecord, ...]}
         <name>.safetensors     # one tensor "prompt" of shape (m, d), float32
 
 Every write (prompt file, then manifest) is atomic, and a lock file serialises concurrent
 writers, so a crash or a failed import never leaves a half-written library. Nothing is
-unpickled: prompts are safetensors, the manifest is JSON. Loading verifies the file's SHA-256
-against the manifest and checks m and d (and, when given, the backbone) against the caller's
-expectations.
+unpickled: prompts are safetensors, the manifest is JSON (its schema, versions and migration:
+:mod:`hgprompt_ray.prompts.manifest`). Loading verifies the file's size and SHA-256 against the
+manifest and checks m and d (and, when given, the backbone) against the caller's expectations.
+Whole libraries travel to and from any ``pyarrow.fs`` location with :meth:`PromptLibrary.export`
+and :meth:`PromptLibrary.import_` (:mod:`hgprompt_ray.prompts.sharing`).
 """
 
 from __future__ import annotations
@@ -20,20 +22,34 @@ import dataclasses
 import fcntl
 import json
 import logging
-import re
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, invalid_value
 from hgprompt_ray.hashing import sha256_file
+from hgprompt_ray.prompts.files import (
+    TENSOR_KEY,
+    check_compatible,
+    check_prompt_name,
+    checked_prompt_tensor,
+    load_checked,
+)
+from hgprompt_ray.prompts.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    PromptRecord,
+    manifest_payload,
+    manifest_version,
+    parse_manifest,
+    validate_manifest,
+)
 
 if TYPE_CHECKING:
     from hgprompt_ray.prompts.selection import LibrarySelection
@@ -41,65 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "PromptLibrary", "PromptRecord"]
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-_TENSOR_KEY = "prompt"
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """One prompt's manifest entry.
-
-    Attributes:
-        name: unique name in the library (also the file stem).
-        file: file name relative to the library folder.
-        source_task: the task the prompt was trained on.
-        backbone: backbone name it was trained with (see ``load_backbone``).
-        num_tokens: m.
-        embed_dim: d.
-        img_size: image size it was trained at.
-        source_accuracy: its accuracy on the source task's test split, or None if unknown.
-        sha256: checksum of the file.
-        created: ISO-8601 UTC timestamp.
-        extra: free-form metadata (training seed, command, epochs ...), JSON-serialisable.
-    """
-
-    name: str
-    file: str
-    source_task: str
-    backbone: str
-    num_tokens: int
-    embed_dim: int
-    img_size: int
-    source_accuracy: float | None
-    sha256: str
-    created: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, entry: dict[str, Any], manifest: Path) -> PromptRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(n for n in names - set(entry) if n != "extra")
-        if missing:
-            raise IntegrityError(
-                f"{manifest}: the entry {entry.get('name', entry)!r} lacks {missing}. Fix: restore "
-                "the manifest from a backup or re-import the prompt."
-            )
-        return cls(**{k: v for k, v in entry.items() if k in names})
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise InvalidValueError(
-            invalid_value(
-                "name",
-                name,
-                "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
-                "Rename the prompt, e.g. 'digits-seed0'.",
-            )
-        )
 
 
 class PromptLibrary:
@@ -123,44 +80,21 @@ class PromptLibrary:
                 )
             with self._locked():
                 if not self.manifest_path.is_file():
-                    atomic_write_json(self.manifest_path, {"schema_version": SCHEMA_VERSION, "prompts": []})
+                    atomic_write_json(self.manifest_path, manifest_payload([]))
         self._records = self._read_manifest()
 
     # ------------------------------------------------------------------ manifest
+    def _file_size(self, file: str) -> int | None:
+        path = self.root / file
+        return path.stat().st_size if "/" not in file and path.is_file() else None
+
     def _read_manifest(self) -> dict[str, PromptRecord]:
-        try:
-            payload = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise IntegrityError(
-                f"{self.manifest_path} is not valid JSON ({error}). Fix: restore it from a backup; "
-                "prompt files are intact and can be re-imported."
-            ) from error
-        version = payload.get("schema_version") if isinstance(payload, dict) else None
-        if version != SCHEMA_VERSION:
-            raise IntegrityError(
-                invalid_value(
-                    f"{self.manifest_path}: schema_version",
-                    version,
-                    f"must be {SCHEMA_VERSION} for this version of hgprompt-ray",
-                    "Upgrade hgprompt-ray to read this library, or re-create it.",
-                )
-            )
-        records: dict[str, PromptRecord] = {}
-        for entry in payload.get("prompts", []):
-            record = PromptRecord.from_json(entry, self.manifest_path)
-            if record.name in records:
-                raise IntegrityError(
-                    f"{self.manifest_path}: the name {record.name!r} appears twice. Fix: remove one "
-                    "entry from the manifest."
-                )
-            records[record.name] = record
-        return records
+        """The records, migrated in memory from an older version and checked against the schema."""
+        return parse_manifest(self.manifest_path.read_bytes(), str(self.manifest_path), self._file_size)
 
     def _write_manifest(self, records: dict[str, PromptRecord]) -> None:
-        payload = {
-            "schema_version": SCHEMA_VERSION,
-            "prompts": [dataclasses.asdict(records[name]) for name in sorted(records)],
-        }
+        payload = manifest_payload(records.values())
+        validate_manifest(payload, str(self.manifest_path))  # never write what a reader would refuse
         atomic_write_json(self.manifest_path, payload)
 
     @contextlib.contextmanager
@@ -172,6 +106,31 @@ class PromptLibrary:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def migrate(self) -> int:
+        """Rewrite the manifest in the current schema version, after checking every prompt.
+
+        Returns:
+            The version the manifest had (nothing is written when it is already current).
+
+        Raises:
+            IntegrityError: a prompt is missing or damaged (the message names it); nothing written.
+        """
+        with self._locked():
+            self._records = self._read_manifest()  # a manifest that is not JSON fails here, clearly
+            version = manifest_version(json.loads(self.manifest_path.read_bytes()), str(self.manifest_path))
+            problems = self.verify()
+            if problems:
+                raise IntegrityError(
+                    f"{self.root} cannot be migrated: {problems[0]}. Fix: repair or remove that prompt first "
+                    "(python -m hgprompt_ray.prompts verify / remove)."
+                )
+            if version < SCHEMA_VERSION:
+                self._write_manifest(self._records)
+                logger.info(
+                    "Migrated %s from schema version %d to %d", self.manifest_path, version, SCHEMA_VERSION
+                )
+        return version
 
     def refresh(self) -> None:
         """Re-read the manifest (another process may have written it)."""
@@ -214,6 +173,7 @@ class PromptLibrary:
         source_accuracy: float | None = None,
         extra: dict[str, Any] | None = None,
         overwrite: bool = False,
+        synthetic: bool = False,
     ) -> PromptRecord:
         """Write a prompt file and its manifest entry atomically.
 
@@ -224,14 +184,16 @@ class PromptLibrary:
             backbone: the backbone name it was trained with.
             img_size: the image size it was trained at.
             source_accuracy: accuracy on the source task, if known.
-            extra: JSON-serialisable metadata (seed, command, ...).
+            extra: JSON-serialisable metadata (seed, command, ...; a synthetic prompt's parents).
             overwrite: replace an existing prompt of the same name instead of raising.
+            synthetic: the prompt was made by mixing and perturbing other prompts (the scale
+                bench), not trained on ``source_task``.
 
         Shape:
             prompt: (m, d) or (1, m, d).
         """
-        _check_name(name)
-        tensor = self._validate_tensor(prompt, f"prompt {name!r}")
+        check_prompt_name(name)
+        tensor = checked_prompt_tensor(prompt, f"prompt {name!r}")
         if source_accuracy is not None and not (
             isinstance(source_accuracy, (int, float)) and 0.0 <= source_accuracy <= 1.0
         ):
@@ -240,8 +202,15 @@ class PromptLibrary:
                     "source_accuracy", source_accuracy, "must be in [0, 1] or None", "Pass a fraction."
                 )
             )
-        if not isinstance(img_size, int) or img_size <= 0:
+        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0:
             raise InvalidValueError(invalid_value("img_size", img_size, "must be a positive integer", ""))
+        for what, text in (("source_task", source_task), ("backbone", backbone)):
+            if not isinstance(text, str) or not text:
+                raise InvalidValueError(invalid_value(what, text, "must be a non-empty string", ""))
+        if not isinstance(synthetic, bool):
+            raise TypeError(invalid_value("synthetic", synthetic, "must be True or False", ""))
+        if extra is not None and not isinstance(extra, dict):
+            raise TypeError(invalid_value("extra", type(extra).__name__, "must be a dict or None", ""))
         json.dumps(extra or {})  # fail before writing anything if extra is not serialisable
         with self._locked():
             records = self._read_manifest()
@@ -257,10 +226,11 @@ class PromptLibrary:
             path = self.root / f"{name}.safetensors"
             with atomic_path(path) as tmp:
                 save_file(
-                    {_TENSOR_KEY: tensor},
+                    {TENSOR_KEY: tensor},
                     str(tmp),
                     metadata={"name": name, "source_task": source_task, "backbone": backbone},
                 )
+                checksum, size = sha256_file(tmp), tmp.stat().st_size
             record = PromptRecord(
                 name=name,
                 file=path.name,
@@ -270,8 +240,10 @@ class PromptLibrary:
                 embed_dim=int(tensor.shape[1]),
                 img_size=img_size,
                 source_accuracy=None if source_accuracy is None else float(source_accuracy),
-                sha256=sha256_file(path),
+                sha256=checksum,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                file_size=size,
+                synthetic=synthetic,
                 extra=dict(extra or {}),
             )
             records[name] = record
@@ -279,6 +251,74 @@ class PromptLibrary:
             self._records = records
         logger.info("Added prompt %s (%d x %d) to %s", name, record.num_tokens, record.embed_dim, self.root)
         return record
+
+    def adopt(
+        self, files: Sequence[tuple[PromptRecord, Path]], *, overwrite: bool = False
+    ) -> list[PromptRecord]:
+        """Move checked prompt files into the library with their records, in one manifest write.
+
+        Args:
+            files: (record, file) pairs; each file is already checked against its record and
+                lies in this library's folder (a temporary name), so the move is a rename.
+            overwrite: replace a prompt of the same name and other contents instead of raising.
+
+        Returns:
+            The records added or replaced (a prompt already here with the same SHA-256 is kept;
+            its file is left where it was given, for the caller to delete).
+        """
+        with self._locked():
+            records = self._read_manifest()
+            clashes = [r.name for r, _ in files if r.name in records and records[r.name].sha256 != r.sha256]
+            if clashes and not overwrite:
+                raise InvalidValueError(
+                    invalid_value(
+                        "names",
+                        clashes,
+                        f"must not name other prompts already in {self.root}",
+                        "Pass overwrite=True (--overwrite) to replace them, or leave them out (--names).",
+                    )
+                )
+            changed = []
+            for record, path in files:
+                if record.name in records and records[record.name].sha256 == record.sha256:
+                    continue
+                record = dataclasses.replace(record, file=f"{record.name}.safetensors")
+                taken = [r.name for r in records.values() if r.file == record.file and r.name != record.name]
+                if taken:
+                    raise IntegrityError(
+                        f"{self.manifest_path}: prompt {taken[0]!r} uses the file {record.file}. "
+                        f"Fix: rename or remove {taken[0]!r} before importing {record.name!r}."
+                    )
+                os.replace(path, self.root / record.file)
+                records[record.name] = record
+                changed.append(record)
+            self._write_manifest(records)
+            self._records = records
+        return changed
+
+    def export(self, uri: str, *, filesystem: Any = None, overwrite: bool = False) -> list[PromptRecord]:
+        """Copy the whole library to ``uri`` (a folder, ``file://``, ``s3://`` ... any ``pyarrow.fs``
+        location): :func:`hgprompt_ray.prompts.sharing.export_library`."""
+        from hgprompt_ray.prompts.sharing import export_library
+
+        return export_library(self, uri, filesystem=filesystem, overwrite=overwrite)
+
+    @classmethod
+    def import_(
+        cls,
+        uri: str,
+        dest: str | Path,
+        *,
+        filesystem: Any = None,
+        names: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> PromptLibrary:
+        """Bring the library at ``uri`` (or its prompts ``names``) into the library ``dest``
+        (created if absent): :func:`hgprompt_ray.prompts.sharing.import_library`."""
+        from hgprompt_ray.prompts.sharing import import_library
+
+        import_library(uri, dest, filesystem=filesystem, names=names, overwrite=overwrite)
+        return cls(dest)
 
     def remove(self, name: str) -> None:
         """Remove a prompt's manifest entry, then its file."""
@@ -292,25 +332,6 @@ class PromptLibrary:
             self._write_manifest(records)
             self._records = records
             (self.root / record.file).unlink(missing_ok=True)
-
-    @staticmethod
-    def _validate_tensor(prompt: Any, what: str) -> torch.Tensor:
-        if not isinstance(prompt, torch.Tensor):
-            raise TypeError(invalid_value(what, type(prompt).__name__, "must be a torch.Tensor", ""))
-        tensor = prompt.detach().cpu()
-        if tensor.dim() == 3 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        if tensor.dim() != 2 or tensor.shape[0] < 1 or tensor.shape[1] < 1:
-            raise InvalidValueError(
-                invalid_value(
-                    f"{what} shape", tuple(prompt.shape), "must be (m, d) or (1, m, d) with m, d >= 1", ""
-                )
-            )
-        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
-            raise InvalidValueError(
-                invalid_value(f"{what}", "non-finite or non-float values", "must be finite floats", "")
-            )
-        return tensor.to(torch.float32).contiguous()
 
     # ------------------------------------------------------------------ reads
     def load(
@@ -339,28 +360,8 @@ class PromptLibrary:
                 f"Prompt file {path} (prompt {name!r}) is missing. Fix: restore the file or run "
                 f"'python -m hgprompt_ray.prompts remove {self.root} {name}'."
             )
-        actual = sha256_file(path)
-        if actual != record.sha256:
-            raise IntegrityError(
-                f"Checksum mismatch for {path}: the manifest records {record.sha256[:16]}..., the file "
-                f"hashes to {actual[:16]}.... The file was changed or corrupted. Fix: restore it or "
-                "re-import the prompt."
-            )
-        try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise IntegrityError(
-                f"{path} is not a readable safetensors file ({error}). Fix: re-import the prompt."
-            ) from error
-        if _TENSOR_KEY not in tensors:
-            raise IntegrityError(f"{path} holds no tensor named {_TENSOR_KEY!r}. Fix: re-import the prompt.")
-        tensor = tensors[_TENSOR_KEY]
-        if tuple(tensor.shape) != (record.num_tokens, record.embed_dim):
-            raise IntegrityError(
-                f"{path} has shape {tuple(tensor.shape)} but the manifest records "
-                f"({record.num_tokens}, {record.embed_dim}). Fix: re-import the prompt."
-            )
-        self._check_expected(record, path, backbone=backbone, embed_dim=embed_dim, num_tokens=num_tokens)
+        tensor = load_checked(path, record)
+        check_compatible(record, path, backbone=backbone, embed_dim=embed_dim, num_tokens=num_tokens)
         return tensor
 
     def load_many(
@@ -389,32 +390,6 @@ class PromptLibrary:
                 )
             )
         return torch.stack(tensors)
-
-    @staticmethod
-    def _check_expected(
-        record: PromptRecord,
-        path: Path,
-        *,
-        backbone: str | None,
-        embed_dim: int | None,
-        num_tokens: int | None,
-    ) -> None:
-        if embed_dim is not None and record.embed_dim != embed_dim:
-            raise InvalidValueError(
-                f"Prompt {record.name!r} ({path}) has width d={record.embed_dim} but the backbone has "
-                f"d={embed_dim}. Fix: use prompts trained on this backbone "
-                f"({record.backbone!r} made this one)."
-            )
-        if num_tokens is not None and record.num_tokens != num_tokens:
-            raise InvalidValueError(
-                f"Prompt {record.name!r} ({path}) has m={record.num_tokens} tokens but m={num_tokens} "
-                "was expected. Fix: build the model with the prompt's length."
-            )
-        if backbone is not None and record.backbone != backbone:
-            raise InvalidValueError(
-                f"Prompt {record.name!r} ({path}) was trained with backbone {record.backbone!r}, not "
-                f"{backbone!r}. Fix: pass --backbone {record.backbone} or use prompts for {backbone!r}."
-            )
 
     def select(self, target_name: str, **options: Any) -> LibrarySelection:
         """The sources for ``target_name``: see :func:`hgprompt_ray.prompts.selection.select_sources`."""

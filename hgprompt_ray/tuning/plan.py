@@ -22,6 +22,7 @@ from hgprompt_ray.data import related_tasks, resolve_target
 from hgprompt_ray.errors import IntegrityError, InvalidValueError
 from hgprompt_ray.prompts import LibrarySelection, open_library, select_sources
 from hgprompt_ray.tuning.spec import SearchSpec
+from search_spaces import hgprompt as space
 
 __all__ = ["STATE_FILE", "SearchPlan", "extraction_config", "plan_search", "resolve_available"]
 
@@ -38,9 +39,10 @@ class SearchPlan:
         spec: the search as asked.
         task: the resolved target task.
         selection: its sources in the library.
-        max_prompts: the largest M (``spec.max_prompts`` or every source).
+        max_prompts: the largest M (``spec.max_prompts`` or every searched source).
         output: the results folder.
         extraction: what the Ray Train workers extract.
+        subset_space: the subset encoding, ``auto`` resolved: ``scores`` or ``ranked-slots``.
     """
 
     spec: SearchSpec
@@ -49,6 +51,13 @@ class SearchPlan:
     max_prompts: int
     output: Path
     extraction: ExtractionConfig
+    subset_space: str = "scores"
+
+    @property
+    def screens(self) -> bool:
+        """Whether the sources are ranked by ``spec.screen_metric`` before the search: to keep
+        the best ``spec.screen_top``, or to order the ranked slots."""
+        return self.spec.screen_top is not None or self.subset_space == "ranked-slots"
 
     @property
     def prompts(self) -> tuple[str, ...]:
@@ -116,12 +125,25 @@ def plan_search(spec: SearchSpec, task: Any = None) -> SearchPlan:
         raise InvalidValueError(
             f"--min-prompts must be in [1, {count}] (the usable prompts), but got {spec.min_prompts}."
         )
-    max_prompts = count if spec.max_prompts is None else spec.max_prompts
-    if not spec.min_prompts <= max_prompts <= count:
+    searched, what = count, f"the {count} usable prompts"
+    if spec.screen_top is not None:
+        low = max(2, spec.min_prompts)
+        if not low <= spec.screen_top <= count:
+            raise InvalidValueError(
+                f"--screen-top must be in [{low}, {count}] (at least --min-prompts and 2, at most the usable "
+                f"prompts), but got {spec.screen_top}. Fix: pass e.g. --screen-top {min(count, max(low, 32))}, "
+                "or leave it out to search every source."
+            )
+        searched, what = spec.screen_top, f"the {spec.screen_top} screened prompts (--screen-top)"
+    max_prompts = searched if spec.max_prompts is None else spec.max_prompts
+    if not spec.min_prompts <= max_prompts <= searched:
         raise InvalidValueError(
-            f"--max-prompts must be in [{spec.min_prompts}, {count}] (M cannot exceed the {count} usable "
-            f"prompts), but got {max_prompts}. Fix: pass --max-prompts {count} or add prompts."
+            f"--max-prompts must be in [{spec.min_prompts}, {searched}] (M cannot exceed {what}), but got "
+            f"{max_prompts}. Fix: pass --max-prompts {searched}, or more prompts."
         )
+    subset_space = spec.subset_space
+    if subset_space == "auto":
+        subset_space = "scores" if searched <= space.SCORES_MAX_PROMPTS else "ranked-slots"
     output = Path(spec.output or f"runs/search-{task.info.name}").expanduser()
     _check_output(output, spec, selection.names)
     return SearchPlan(
@@ -131,6 +153,7 @@ def plan_search(spec: SearchSpec, task: Any = None) -> SearchPlan:
         max_prompts=max_prompts,
         output=output,
         extraction=extraction_config(spec, task, selection),
+        subset_space=subset_space,
     )
 
 
@@ -158,9 +181,13 @@ def _check_output(output: Path, spec: SearchSpec, prompts: Sequence[str]) -> Non
 RESUME_FIELDS = (
     "include_target_prompt", "num_samples", "lambda_range", "min_prompts", "max_prompts", "scheduler",
     "samples", "gradient_samples", "seed", "split_seed", "metric", "objective", "sampler", "report_test",
+    "screen_top", "screen_metric", "subset_space",
 )  # fmt: skip
 """Settings a resumed search must share with the search it continues."""
-_BEFORE_THEY_EXISTED = {"metric": "val-h", "objective": "both", "sampler": "tpe", "report_test": 0}
+_BEFORE_THEY_EXISTED = {
+    "metric": "val-h", "objective": "both", "sampler": "tpe", "report_test": 0,
+    "screen_top": None, "screen_metric": "h-score", "subset_space": "auto",
+}  # fmt: skip
 """What a search recorded before a setting existed did (its ``search.json`` lacks the key)."""
 
 

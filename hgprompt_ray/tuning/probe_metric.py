@@ -41,6 +41,7 @@ class ProbeData(NamedTuple):
         val_images: val200 samples, (V, 3, H, W); ``val_labels`` (V,).
         test_images: test samples for the ``test_probe_accuracy`` diagnostic, (T, 3, H, W), or
             None; ``test_labels`` (T,) or None.
+        names: the names of ``prompts``, in order (a trial checks them against its statistics').
         precision: the network precision of P0's forward (the extraction's setting; ``auto``
             resolves in each trial for its device: a GPU when the trial holds a GPU share).
     """
@@ -55,6 +56,7 @@ class ProbeData(NamedTuple):
     val_labels: np.ndarray
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    names: tuple[str, ...] = ()
     precision: str = "auto"
 
 
@@ -100,6 +102,7 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
         prompts.float().numpy(),
         *arrays,
         *(test if test_samples else (None, None)),
+        tuple(names),
         precision=extraction.precision,
     )
 

@@ -10,7 +10,9 @@
 
 Steps: :func:`~hgprompt_ray.tuning.plan.plan_search` (checks, nothing written); extraction of
 the target's features and gradient statistics under every source prompt (Ray Train, cached on
-disk: a rerun computes nothing); the search statistics, once (one Ray task, an ObjectRef);
+disk: a rerun computes nothing); with ``screen_top`` (or ranked slots) the screening of every
+source (:func:`~hgprompt_ray.tuning.search.screen_sources`, ``screening.json``); the search
+statistics of the searched prompts, once (one Ray task, an ObjectRef);
 the trials (Tune + OptunaSearch, seeded TPE or random sampler, resumable); then ``best.json``, the trial table and
 the plots in the output folder (see :mod:`hgprompt_ray.tuning.outputs`). Ray must be running
 (``ray.init`` or ``launch/_ray.start_ray``): the package never starts it.
@@ -82,7 +84,13 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     import ray
     from ray import tune
 
-    from hgprompt_ray.tuning.search import build_tuner, prepare_statistics, restore_tuner, trials_frame
+    from hgprompt_ray.tuning.search import (
+        build_tuner,
+        prepare_statistics,
+        restore_tuner,
+        screen_sources,
+        trials_frame,
+    )
     from hgprompt_ray.workers.extract import extract
 
     plan = spec if isinstance(spec, SearchPlan) else plan_search(spec)
@@ -112,7 +120,20 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         extraction.stats.get("cached_tables", "?"),
     )
     logger.info("extraction: %s", extraction.stats)
-    statistics_ref = prepare_statistics(extraction)
+    screening = None
+    if plan.screens:  # rank the sources (keep the best --screen-top; order the ranked slots)
+        screening = ray.get(screen_sources(extraction, prompts, spec.screen_metric, spec.screen_top))
+        prompts = list(screening.kept)
+        atomic_write_json(output / "screening.json", screening.to_json())
+        say.info(
+            "screening: %d sources ranked by %s; searching %d over %s subsets (best: %s)",
+            len(screening.prompts),
+            spec.screen_metric,
+            len(prompts),
+            plan.subset_space,
+            ", ".join(prompts[:3]),
+        )
+    statistics_ref = prepare_statistics(extraction, prompts=prompts)
     metric = space.METRICS[spec.metric]
     if spec.resume and (output / "best.json").is_file():  # finished: nothing to run, load it
         best = read_state(output / "best.json")
@@ -130,8 +151,9 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         )
     probe_ref = None
     if metric == space.VAL_PROBE or spec.report_test:  # the combined prompt's probe: images, once
+        probe_extraction = dataclasses.replace(plan.extraction, prompts=tuple(prompts))  # the searched order
         probe_ref = ray.remote(num_cpus=1)(probe_data_task).remote(
-            plan.extraction, plan.task, spec.report_test
+            probe_extraction, plan.task, spec.report_test
         )
     storage = (output / "ray").resolve()
     tuner_args: dict[str, Any] = {
@@ -147,7 +169,9 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     else:  # a new search, or one killed before Tune saved any state
         cpus = int(ray.cluster_resources().get("CPU", 1))
         tuner = build_tuner(
-            space=space.hgprompt_space(prompts, spec.lambda_range, spec.min_prompts, plan.max_prompts),
+            space=space.subset_search_space(
+                plan.subset_space, prompts, spec.lambda_range, spec.min_prompts, plan.max_prompts
+            ),
             searcher=space.optuna_searcher(spec.seed, spec.sampler),
             scheduler=space.asha_scheduler() if spec.scheduler == "asha" else None,
             metric=metric,
@@ -159,16 +183,20 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
             **tuner_args,
         )
     say.info(
-        "searching: %d trials over lambda, M and the subset (objective %s, metric %s)",
+        "searching: %d trials over lambda, M and the subset of %d prompts (objective %s, metric %s)",
         spec.num_samples,
+        len(prompts),
         spec.objective,
         metric,
     )
     frame = trials_frame(tuner.fit(), prompts)
     if frame.empty or metric not in frame or frame[metric].isna().all():
         raise SearchFailedError(f"no trial reported {metric}; see the Tune logs in {storage}")
-    best = best_trial(frame, prompts, metric, plan.target_name)
+    best = best_trial(frame, list(plan.prompts), metric, plan.target_name)  # every source; 0 if screened out
     best["metric"], best["objective_terms"] = metric, spec.objective
+    best["subset_space"] = plan.subset_space
+    if screening is not None:
+        best["screening"] = screening.to_json()
     best["extraction"] = {
         "stats": extraction.stats,
         "feature_keys": extraction.feature_keys,

@@ -1,6 +1,7 @@
 """Ray Tune + Optuna over the trials of :mod:`hgprompt_ray.tuning.trainable`.
 
-``prepare_statistics(extraction)`` runs one Ray task that reads the feature tables and gradient
+``screen_sources`` ranks every source by a screening score (one Ray task, linear in K) when
+the search screens. ``prepare_statistics(extraction)`` runs one Ray task that reads the feature tables and gradient
 table zero-copy from the object store and returns the :class:`SearchStatistics` as an
 ObjectRef. ``build_tuner`` wraps the trial with ``tune.with_parameters`` (only refs — the
 statistics and, for the probe metric, the ProbeData — and the settings travel to trials), one
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ray import tune
 
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.tuning.progress import TrialProgress
+from hgprompt_ray.tuning.screening import Screening, rank_prompts
 from hgprompt_ray.tuning.trainable import (
     SearchStatistics,
     TrialInputs,
@@ -41,6 +43,7 @@ __all__ = [
     "prepare_statistics",
     "repair_experiment_state",
     "restore_tuner",
+    "screen_sources",
     "trials_frame",
 ]
 
@@ -136,8 +139,33 @@ def _statistics_from_tables(
     )
 
 
-def prepare_statistics(extraction: Extraction, val_split: str = "val200", num_cpus: int = 1) -> Any:
-    """ObjectRef of the :class:`SearchStatistics` of every extracted prompt (one Ray task)."""
+def screen_sources(
+    extraction: Extraction, prompts: Sequence[str], metric: str, top: int | None, num_cpus: int = 1
+) -> Any:
+    """ObjectRef of the :class:`~hgprompt_ray.tuning.screening.Screening` of ``prompts``: each
+    ranked by the screening score ``metric`` on its features of the extraction's first split
+    (train800, the split the solve uses; val200 stays held out). One Ray task, zero-copy reads,
+    linear in K."""
+    import ray
+
+    train_refs = extraction.feature_refs(next(iter(extraction.feature_keys)))
+    task = ray.remote(num_cpus=num_cpus)(_screening_task)
+    return task.remote(list(prompts), metric, top, *[train_refs[p] for p in prompts])
+
+
+def _screening_task(prompts: list[str], metric: str, top: int | None, *tables: Any) -> Screening:
+    blocks = [features_from_table(table) for table in tables]
+    return rank_prompts(prompts, [features for features, _, _ in blocks], blocks[0][1], metric, top)
+
+
+def prepare_statistics(
+    extraction: Extraction,
+    val_split: str = "val200",
+    num_cpus: int = 1,
+    prompts: Sequence[str] | None = None,
+) -> Any:
+    """ObjectRef of the :class:`SearchStatistics` of ``prompts`` (default: every extracted
+    prompt; e.g. the screened ones, in their order) (one Ray task)."""
     import ray
 
     train_split = next(iter(extraction.feature_keys))
@@ -146,7 +174,7 @@ def prepare_statistics(extraction: Extraction, val_split: str = "val200", num_cp
             f"the extraction has no held-out {val_split!r} features (splits: {list(extraction.feature_keys)}). "
             f"Fix: extract with splits=({train_split!r}, {val_split!r})."
         )
-    prompts = list(extraction.prompts)
+    prompts = list(extraction.prompts if prompts is None else prompts)
     train_refs = extraction.feature_refs(train_split)
     val_refs = extraction.feature_refs(val_split)
     task = ray.remote(num_cpus=num_cpus)(_statistics_task)

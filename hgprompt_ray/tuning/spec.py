@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from hgprompt_ray.errors import InvalidValueError, require_positive_flag
 from hgprompt_ray.paths import DEFAULT_LIBRARY
+from hgprompt_ray.tuning.screening import SCREENING_SCORES
 from search_spaces import hgprompt as space
 
 __all__ = ["DEFAULT_LIBRARY", "SCHEDULERS", "SearchSpec"]
@@ -49,6 +50,29 @@ class SearchSpec:
     )
     min_prompts: int = field(default=space.MIN_PROMPTS, metadata={"help": "smallest M"})
     max_prompts: int | None = field(default=None, metadata={"help": "largest M (default: all prompts)"})
+    screen_top: int | None = field(
+        default=None,
+        metadata={
+            "help": "screening: rank every source by --screen-metric on its train800 features and "
+            "search only the best K' (default: no screening)",
+            "metavar": "K'",
+        },
+    )
+    screen_metric: str = field(
+        default="h-score",
+        metadata={
+            "help": "per-prompt transferability score that ranks the sources for --screen-top and "
+            f"ranked-slots: {', '.join(SCREENING_SCORES)}"
+        },
+    )
+    subset_space: str = field(
+        default="auto",
+        metadata={
+            "help": "how trials encode the subset: scores (one per prompt), ranked-slots (M slots over "
+            f"the screening ranking; scales to hundreds of prompts), auto (scores up to "
+            f"{space.SCORES_MAX_PROMPTS} searched prompts)"
+        },
+    )
     scheduler: str = field(
         default="fifo", metadata={"help": "Tune scheduler (asha: early stopping)", "choices": SCHEDULERS}
     )
@@ -109,6 +133,8 @@ class SearchSpec:
             require_positive_flag(name.replace("_", "-"), getattr(self, name), example=4)
         if self.max_concurrent is not None:
             require_positive_flag("max-concurrent", self.max_concurrent, example=4)
+        if self.screen_top is not None:
+            require_positive_flag("screen-top", self.screen_top, example=32)
         low, high = self.lambda_range if len(self.lambda_range) == 2 else (math.nan, math.nan)
         if not (0 < low < high):
             raise InvalidValueError(
@@ -131,11 +157,14 @@ class SearchSpec:
             ("metric", space.METRICS),
             ("objective", space.OBJECTIVES),
             ("sampler", space.SAMPLERS),
+            ("screen_metric", SCREENING_SCORES),
+            ("subset_space", space.SUBSET_SPACES),
         ):
             if getattr(self, name) not in choices:
+                flag = name.replace("_", "-")
                 raise InvalidValueError(
-                    f"--{name} must be one of {list(choices)}, but got {getattr(self, name)!r}. "
-                    f"Fix: pass e.g. --{name} {next(iter(choices))}."
+                    f"--{flag} must be one of {list(choices)}, but got {getattr(self, name)!r}. "
+                    f"Fix: pass e.g. --{flag} {next(iter(choices))}."
                 )
         for name in ("seed", "split_seed"):
             value = getattr(self, name)

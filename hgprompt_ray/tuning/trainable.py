@@ -45,7 +45,8 @@ from hgprompt_ray.core import (
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.tuning.probe_metric import ProbeData, probe_accuracy
-from search_spaces.hgprompt import ALPHA_PREFIX, OBJECTIVES, SCORE_PREFIX, TEST_PROBE, VAL_H, VAL_PROBE
+from hgprompt_ray.tuning.subsets import select_subset
+from search_spaces.hgprompt import ALPHA_PREFIX, OBJECTIVES, TEST_PROBE, VAL_H, VAL_PROBE
 
 __all__ = [
     "SearchStatistics",
@@ -94,22 +95,6 @@ def search_statistics(
         covariance=gradient_second_moment(moments),
         source_h_scores=per_source_h_scores(train),
     )
-
-
-def select_subset(config: Mapping[str, Any], prompts: Sequence[str]) -> list[int]:
-    """Positions of the ``num_prompts`` prompts with the highest ``score_<name>`` (ties: by name).
-
-    Returned in the library's order, so the same subset always gives the same statistics.
-    """
-    count = int(config["num_prompts"])
-    if not 1 <= count <= len(prompts):
-        raise InvalidValueError(
-            invalid_value("num_prompts", count, f"must be in [1, {len(prompts)}]", "Lower --max-prompts.")
-        )
-    ranked = sorted(
-        range(len(prompts)), key=lambda i: (-float(config[f"{SCORE_PREFIX}{prompts[i]}"]), prompts[i])
-    )
-    return sorted(ranked[:count])
 
 
 @dataclass(frozen=True)
@@ -177,6 +162,11 @@ def run_trial(config: Mapping[str, Any], inputs: TrialInputs, report: Any) -> di
     statistics = _statistics(inputs)
     probe = _fetch(inputs.probe, ProbeData)
     prompts = statistics.prompts
+    if probe is not None and probe.names and tuple(probe.names) != tuple(prompts):
+        raise ValueError(
+            f"the probe metric's prompts {list(probe.names)} are not the searched prompts {list(prompts)} "
+            "in their order. Fix: build the ProbeData from an ExtractionConfig with prompts=<the searched ones>."
+        )
     subset = select_subset(config, prompts)
     lam = float(config["lambda"])
     if not np.isfinite(lam) or lam < 0:

@@ -77,13 +77,16 @@ def test_corrupt_file_names_the_file(tmp_path):
     record = _add(library, "p")
     path = tmp_path / record.file
     path.write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(IntegrityError, match=r"Checksum mismatch for .*p\.safetensors"):
+    with pytest.raises(
+        IntegrityError, match=r"p\.safetensors \(prompt 'p'\): file_size must be \d+ bytes .*truncated"
+    ):
         library.load("p")
-    # A corrupt file whose checksum was (wrongly) re-recorded is still caught by the reader.
+    # A corrupt file whose checksum and size were (wrongly) re-recorded is still caught by the reader.
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
     from hgprompt_ray.hashing import sha256_file
 
     manifest["prompts"][0]["sha256"] = sha256_file(path)
+    manifest["prompts"][0]["file_size"] = path.stat().st_size
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match=r"p\.safetensors is not a readable safetensors file"):
         PromptLibrary(tmp_path).load("p")
@@ -92,8 +95,10 @@ def test_corrupt_file_names_the_file(tmp_path):
 def test_checksum_mismatch_on_a_valid_but_different_tensor(tmp_path):
     library = PromptLibrary(tmp_path, create=True)
     record = _add(library, "p")
-    save_file({"prompt": torch.ones(5, 8)}, str(tmp_path / record.file))
-    with pytest.raises(IntegrityError, match="Checksum mismatch.*restore it or re-import"):
+    metadata = {"name": "p", "source_task": "digits", "backbone": BACKBONE}  # the same size
+    save_file({"prompt": torch.ones(5, 8)}, str(tmp_path / record.file), metadata=metadata)
+    assert (tmp_path / record.file).stat().st_size == record.file_size
+    with pytest.raises(IntegrityError, match="Checksum mismatch.*sha256 must be .*restore it or re-import"):
         library.load("p")
     assert any(line.startswith("p: Checksum mismatch") for line in library.verify())
 
@@ -120,7 +125,7 @@ def test_missing_file(tmp_path):
 
 def test_unknown_schema_version(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({"schema_version": 99, "prompts": []}))
-    with pytest.raises(IntegrityError, match=r"schema_version must be 1 .* but got 99. Upgrade"):
+    with pytest.raises(IntegrityError, match=r"schema_version must be at most 2 .* but got 99. Upgrade"):
         PromptLibrary(tmp_path)
 
 
