@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def allocated_cpus(default: int | None = None) -> int | None:
     """Whole CPUs Ray assigned to the current task/actor/trial (at least 1), else ``default``.
 
-    Outside Ray (or before ``ray.init``) there is no allocation: ``default`` comes back.
+    Outside Ray, before ``ray.init`` or on the driver there is no allocation: ``default`` comes back.
     """
     try:
         import ray
@@ -29,7 +29,10 @@ def allocated_cpus(default: int | None = None) -> int | None:
         return default
     if not ray.is_initialized():
         return default
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except AssertionError:  # the driver process: Ray assigns it nothing
+        return default
     if not cpus:
         return default
     return max(1, int(cpus))

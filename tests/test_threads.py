@@ -42,3 +42,9 @@ def test_a_ray_task_gets_its_allocation(cluster, cpus, start):
     allocation, before, after = ray.get(ray.remote(num_cpus=cpus)(_inside).remote(start))
     assert before == start
     assert allocation == cpus and after == cpus
+
+
+def test_the_driver_has_no_allocation(cluster):
+    current = torch.get_num_threads()
+    assert allocated_cpus() is None and allocated_cpus(5) == 5
+    assert use_allocated_threads() == current
