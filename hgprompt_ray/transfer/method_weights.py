@@ -30,7 +30,7 @@ from hgprompt_ray.tuning.plan import plan_search
 from hgprompt_ray.tuning.run import SearchResult, run_search
 from hgprompt_ray.tuning.spec import SearchSpec
 
-__all__ = ["target_weights", "weights_task", "zero_shot_column"]
+__all__ = ["target_weights", "weights_task", "zero_shot_column", "zero_shot_val"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 def _num_test(plan: EvaluationPlan, target: str) -> int:
     size = len(plan.tasks[target].split("test", seed=plan.transfer.split_seed))
     return size if plan.transfer.max_test is None else min(size, plan.transfer.max_test)
+
+
+def zero_shot_val(column: pd.DataFrame, sources: list[str]) -> dict[str, float]:
+    """The val200 accuracy per source: the only part of the zero-shot matrix a method reads."""
+    return {s: float(column.loc[s, "val_accuracy"]) for s in sources}
 
 
 def zero_shot_column(plan: EvaluationPlan, target: str) -> pd.DataFrame:
@@ -166,7 +171,7 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
     inputs = WeightingInputs(
         sources=tuple(sources),
         prompts=plan.library.load_many(sources, backbone=plan.backbone),
-        zero_shot_val={s: float(zero_shot.loc[s, "val_accuracy"]) for s in sources},
+        zero_shot_val=zero_shot_val(zero_shot, sources),
         statistics=statistics,
         search_weights=None if found is None else found.weights.aligned(sources),
         spot_similarities=similarities,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from hgprompt_ray.transfer.methods.common import (
@@ -47,6 +48,7 @@ def build_mlp(context: BuildContext) -> nn.Module:
     """The frozen backbone's features under a k-layer MLP."""
     settings = context.settings or MlpSettings()
     backbone = fresh_backbone(context)
+    torch.manual_seed(context.seed)  # the hidden layers' init
     model = BackboneClassifier(backbone, mlp_head(backbone.embed_dim, context.num_classes, settings.mlp_k),
                                frozen_features=True)  # fmt: skip
     return set_trainable(model, HEAD_PATTERNS)
