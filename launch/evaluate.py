@@ -92,7 +92,7 @@ def report_only(output: Path) -> int:
             f"--report-only: {output} holds no evaluation. Fix: run without --report-only first."
         )
     path, display = write_report(output, json.loads((output / STATE_FILE).read_text()))
-    print(display.to_string())
+    print(display.drop(columns=["Trains"]).to_string())
     print(f"wrote {path}")
     return 0
 
@@ -129,7 +129,7 @@ def run(argv: list[str] | None = None) -> int:
     state["runs"] = len(jobs)
     atomic_write_json(plan.output / STATE_FILE, state)
     path, display = write_report(plan.output, state)
-    print(display.to_string())
+    print(display.drop(columns=["Trains"]).to_string())
     print(f"wrote {path} ({ran} runs this time, {len(jobs)} in all)")
     return 0
 

@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 RESULT_COLUMNS = ("target", "method", "protocol", "seed", "test_accuracy", "val_accuracy", "wall_seconds")
 """The columns of ``results.csv`` (one row per main run)."""
 TEMPLATE = Path(__file__).with_name("templates") / "report.md"
+_LEGACY = {"h-only": "h-ensemble"}
+"""Runs of schema 1 (before the registry): "h-only" was argmax_alpha H, which is H-ensemble."""
+_LEGACY_DROPPED = ("h-ensemble",)
+"""Schema-1 "h-ensemble" runs normalised per-source H-scores, which is not H-ensemble: left out."""
 
 
 def load_results(root: Path) -> pd.DataFrame:
@@ -53,10 +57,15 @@ def load_results(root: Path) -> pd.DataFrame:
     for path in sorted((root / "runs").glob("**/*.json")):
         record = json.loads(path.read_text())
         job = record["job"]
+        method = job["method"]
+        if record.get("schema_version", 1) < 2:  # before the registry (see _LEGACY)
+            if method in _LEGACY_DROPPED:
+                continue
+            method = _LEGACY.get(method, method)
         rows.append(
             {
                 "target": job["target_name"],
-                "method": job["method"],
+                "method": method,
                 "protocol": job.get("protocol", "tuned"),
                 "seed": job["seed"],
                 "scale": job["scale"] if job["scale"] is not None else len(job["sources"]),
@@ -214,7 +223,10 @@ def learning_curves(root: Path, target: str, method: str = "vpt") -> pd.DataFram
     for path in sorted((root / "runs" / target / method).glob("seed*.json")):
         record = json.loads(path.read_text())
         losses = {(s, e): loss for s, e, loss in record.get("loss_curve", [])}
-        for scale, epoch, accuracy in record.get("val_curve", []):
+        for point in record.get("val_curve", []):
+            if len(point) != 3:  # a run of the earlier step-based protocol: no epochs to plot
+                continue
+            scale, epoch, accuracy = point
             rows.append({"seed": record["job"]["seed"], "lr_scale": scale, "epoch": epoch,
                          "val_accuracy": accuracy, "loss": losses.get((scale, epoch), np.nan)})  # fmt: skip
     return pd.DataFrame(rows, columns=["seed", "lr_scale", "epoch", "val_accuracy", "loss"])
@@ -323,7 +335,7 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
         targets=", ".join(state["target_names"]),
         seeds=state["seeds"],
         minutes=f"{state.get('seconds', float('nan')) / 60:.1f}",
-        lr_scales=", ".join(f"{s:g}" for s in budget["lr_scales"]),
+        lr_scales=", ".join(f"{s:g}" for s in budget.get("lr_scales", [1.0])),
         max_steps="" if budget.get("max_steps") is None else f" (capped at {budget['max_steps']} steps per fit)",
         methods="\n".join(f"- **{labels[m.name]}** ({m.kind.value}; trains {m.trains_text}): {m.paper}."
                           for m in registered() if m.name in set(frame["method"])),  # fmt: skip
@@ -332,9 +344,10 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
         ablation_table=markdown(ablation),
         spearman_table=markdown(spearman, ".2f") if not spearman.empty else "(no zero-shot column)",
         sections="\n".join("\n" + s + "\n" for s in sections if s),
-        **{k: budget[k] for k in ("epochs", "batch_size", "base_lr", "warmup_fraction", "max_test", "precision",
-                                  "search_trials", "samples", "gradient_samples", "spot_steps")},  # fmt: skip
-    )
+        **{k: budget.get(k, "?") for k in ("epochs", "batch_size", "base_lr", "warmup_fraction", "max_test",
+                                           "precision", "search_trials", "samples", "gradient_samples", "spot_steps")},
+    )  # fmt: skip
+    text = text.replace("\n\n\n", "\n\n")  # an empty section leaves no gap
     with atomic_path(output / "report.md") as tmp:
         Path(tmp).write_text(text)
     return output / "report.md", display
