@@ -8,7 +8,9 @@ size 1, each z_i in [-4, 4]), scored by the same metric as the HGPrompt search (
 accuracy of a probe fitted on train800 features of P0 = sum_i alpha_i P_i,
 ``tuning.probe_metric``) with as many evaluations as the search has trials. It sees neither the
 H-score nor the gradients: it is the answer to "is the H/alignment objective better than searching
-alpha directly on the metric?".
+alpha directly on the metric?". The metric's forward passes run exactly as the search's do (the
+same function, the same precision), so the two searches are scored alike; the tuned run that
+follows, like every method's, runs under the transfer config's precision.
 """
 
 from __future__ import annotations
