@@ -3,8 +3,8 @@
 mergekit-evolve (Goddard et al., "Arcee's MergeKit", 2024) runs CMA-ES (Hansen & Ostermeier,
 "Completely Derandomized Self-Adaptation in Evolution Strategies", Evolutionary Computation 2001)
 over merge weights and scores each candidate on held-out data. Here: Optuna's ``CmaEsSampler``
-over K softmax logits z (alpha = softmax(z), starting at z = 0, the uniform ensemble, step
-size 1, each z_i in [-4, 4]), scored by the same metric as the HGPrompt search (the val200
+over K softmax logits z (alpha = softmax(z), each z_i in [-4, 4]; the mean starts at z = 0, the
+uniform ensemble, with step size 8 / 6, Optuna's defaults), scored by the same metric as the HGPrompt search (the val200
 accuracy of a probe fitted on train800 features of P0 = sum_i alpha_i P_i,
 ``tuning.probe_metric``) with as many evaluations as the search has trials. It sees neither the
 H-score nor the gradients: it is the answer to "is the H/alignment objective better than searching
@@ -48,9 +48,9 @@ def cma_es_search(objective, num_sources: int, evaluations: int, seed: int = 0) 
     if num_sources < 2:
         raise InvalidValueError(invalid_value("num_sources", num_sources, "must be at least 2", "Add sources."))
     names = [f"z{i}" for i in range(num_sources)]
-    sampler = optuna.samplers.CmaEsSampler(
-        x0={n: 0.0 for n in names}, sigma0=1.0, seed=seed, n_startup_trials=0, warn_independent_sampling=False
-    )
+    # Optuna's defaults: the mean starts at the box's centre (z = 0, the uniform ensemble) with
+    # step size range / 6 (x0 and sigma0 are deprecated since Optuna 4.9)
+    sampler = optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=0, warn_independent_sampling=False)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.enqueue_trial({n: 0.0 for n in names})  # the first evaluation is the uniform ensemble
     scores: list[float] = []
