@@ -38,6 +38,7 @@ def _argv(config, out, *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
     out = tmp_path / "report"
     names = method_names()
@@ -86,7 +87,7 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert list(spearman.index) == ["data", "Average"] and "HGPrompt" in spearman.columns
         assert "## Scaling with the number of sources" in report
         ablation = pd.read_csv(out / "ablation.csv", index_col=0)
-        assert list(ablation.index) == ["neither (uniform)", "H only (= H-ensemble)", "alignment only", "both (HGPrompt)"]
+        assert list(ablation.index) == ["neither (uniform)", "H-ensemble (= H only)", "alignment only", "both (HGPrompt)"]
         for image in ("scaling.png", "tsne.png", "weights_data.png", "learning_curve.png"):
             with Image.open(out / image) as png:
                 assert png.format == "PNG" and png.width > 200

@@ -63,6 +63,7 @@ def test_the_run_starts_from_the_initial_prompt(transfer_config, backbone):
 
 
 def test_linear_probe_is_closed_form_and_attempt_runs(transfer_config, backbone):
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
     probe = tune_transfer(transfer_config, "linear-probe", backbone=backbone)
     assert probe.test_accuracy > 0.75 and probe.epochs == 0 and np.isnan(probe.lr_scale) and probe.prompt is None
     assert probe.val_curve == [] and probe.trainable_parameters == 192 + 1  # binary logistic regression
@@ -70,6 +71,7 @@ def test_linear_probe_is_closed_form_and_attempt_runs(transfer_config, backbone)
     attempt = tune_transfer(dataclasses.replace(transfer_config, lr_scales=(1.0,)), "attempt", sources=sources,
                             backbone=backbone)  # fmt: skip
     assert attempt.test_accuracy > 0.75 and attempt.prompt is None
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # the backbone is never trained
 
 
 def test_max_steps_caps_every_fit(transfer_config, backbone):

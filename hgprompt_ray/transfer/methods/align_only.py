@@ -28,6 +28,6 @@ METHOD = register_method(
         table="ablation",
         ablation_row="alignment only",
         needs=("search",),
-        order=90,
+        order=65,
     )
 )

@@ -51,7 +51,7 @@ def test_declarations():
     assert "h-only" not in method_names()  # H only is H-ensemble: one method, shown once
     assert [m.name for m in registered(table="ablation")] == ["align-only"]
     assert {m.ablation_row for m in registered() if m.ablation_row} == {
-        "neither (uniform)", "H only (= H-ensemble)", "alignment only", "both (HGPrompt)"}  # fmt: skip
+        "neither (uniform)", "H-ensemble (= H only)", "alignment only", "both (HGPrompt)"}  # fmt: skip
 
 
 def test_bad_declarations_are_refused():
