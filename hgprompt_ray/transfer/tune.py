@@ -242,7 +242,7 @@ def tune_transfer(
     classifier = build()
     _fit(classifier, datasets["train800val200"], chosen.epochs, method, config, chosen.lr_scale, device)
     test_accuracy = _accuracy(classifier, datasets["test"], config, device)
-    prompt = getattr(classifier, "prompt", None) if method.is_weighting or method.name == "vpt" else None
+    prompt = classifier.prompt if isinstance(classifier, PromptedViT) else None  # VPT and the weightings
     return TransferResult(
         test_accuracy, chosen.val_accuracy, chosen.lr_scale, chosen.epochs, chosen.val_curve, chosen.loss_curve,
         count_trainable(classifier), num_test, time.perf_counter() - start, precision,
