@@ -341,18 +341,20 @@ class ExtractionConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """Tuning a target prompt (+ linear head) from an initial prompt: the VTAB-1k protocol.
+    """One transfer run on a target: the VTAB-1k protocol, one budget for every method.
 
-    1. Tune on train800 for ``steps`` optimiser steps, scoring val200 after every
-       ``steps / eval_points`` steps; the best point sets the step count s*.
-    2. Tune again from the same initial prompt on train800val200 for s* steps (the schedule
-       shortened to s*) and report top-1 accuracy on test (``max_test`` images at most, a fixed
-       seeded subset, the same one the zero-shot matrix uses).
+    1. For every learning-rate scale s in ``lr_scales``: fit on train800 for ``epochs`` epochs,
+       scoring val200 after every epoch. The best (s, epoch) on val200 is the method's choice
+       (ties: the fewer epochs, then the smaller scale).
+    2. Fit again from the same start on train800val200 for the chosen number of epochs at the
+       chosen scale (the schedule shortened to them) and report top-1 on test (``max_test``
+       images at most, the fixed seeded subset the zero-shot matrix uses).
 
-    Every method gets the same budget; only the initial prompt (or, for ATTEMPT, the module)
-    differs. AdamW, learning rate ``base_lr * batch_size / 256``, linear warmup over
-    ``warmup_fraction`` of the steps, cosine decay. The head is MAE's linear-probe head: a
-    BatchNorm without affine parameters, then a zero-initialised linear layer.
+    AdamW with linear warmup over ``warmup_fraction`` of the steps and cosine decay. The head is
+    MAE's linear-probe head (a BatchNorm without affine parameters, then a zero-initialised
+    linear layer) for every method but MLP-k; it and the prompts learn at ``base_lr``, the other
+    trained parameters at their method's base rate (``hgprompt_ray.transfer.methods``), both
+    times ``s * batch_size / 256``. Every network pass runs under ``precision``.
     """
 
     task: str = field(metadata={"help": "Task name, ImageFolder directory, or path,label CSV."})
@@ -360,14 +362,25 @@ class TransferConfig:
         default="dinov2-s-imgfocus", metadata={"help": "Backbone name (see load_backbone)."}
     )
     img_size: int = field(default=112, metadata={"help": "Square input size in pixels."})
-    steps: int = field(default=25, metadata={"help": "Optimiser steps of each fit (train800: 25 = 1 epoch)."})
+    epochs: int = field(
+        default=10, metadata={"help": "Epochs of every fit (the same for every method; val200 after each)."}
+    )
+    lr_scales: tuple[float, ...] = field(
+        default=(0.3, 1.0, 3.0),
+        metadata={"help": "Learning-rate grid: multipliers of each method's base rate, chosen on val200.",
+                  "nargs": "+"},  # fmt: skip
+    )
     batch_size: int = field(default=32, metadata={"help": "Images per step."})
-    base_lr: float = field(default=0.08, metadata={"help": "Learning rate at batch 256 (scaled linearly)."})
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay of prompt and head."})
+    base_lr: float = field(
+        default=0.08, metadata={"help": "Prompt and head learning rate at batch 256 (scaled linearly)."}
+    )
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     warmup_fraction: float = field(default=0.1, metadata={"help": "Share of the steps spent warming up."})
-    eval_points: int = field(default=2, metadata={"help": "val200 evaluations during the train800 fit."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Cap on the optimiser steps of each fit (smoke tests; None: none)."}
+    )
     max_test: int | None = field(default=500, metadata={"help": "Test images at most (None: all)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the head init, shuffling and ATTEMPT's module."})
+    seed: int = field(default=0, metadata={"help": "Seed of the head init, shuffling and the method's modules."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the train800/val200 draw."})
     eval_batch_size: int = field(default=64, metadata={"help": "Images per forward when evaluating."})
     data_root: str | None = field(default=None, metadata={"help": "VTAB data folder (None: the default)."})
@@ -378,20 +391,12 @@ class TransferConfig:
             raise InvalidValueError(
                 invalid_value("TransferConfig.task", self.task, "must be a task name or path", "")
             )
-        for name in ("img_size", "steps", "batch_size", "eval_points", "eval_batch_size"):
+        for name in ("img_size", "epochs", "batch_size", "eval_batch_size"):
             _positive_int("TransferConfig", name, getattr(self, name), "")
         _check_precision("TransferConfig", self.precision)
-        if self.eval_points > self.steps:
-            raise InvalidValueError(
-                invalid_value(
-                    "TransferConfig.eval_points",
-                    self.eval_points,
-                    f"must not exceed steps={self.steps}",
-                    "Lower --eval-points or raise --steps.",
-                )
-            )
-        if self.max_test is not None:
-            _positive_int("TransferConfig", "max_test", self.max_test, "Use None for the whole test split.")
+        for name in ("max_test", "max_steps"):
+            if getattr(self, name) is not None:
+                _positive_int("TransferConfig", name, getattr(self, name), "Use None for no limit.")
         for name in ("seed", "split_seed"):
             _positive_int("TransferConfig", name, getattr(self, name), "", allow_zero=True)
         for name in ("base_lr", "weight_decay"):
@@ -400,19 +405,24 @@ class TransferConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_ok:
                 rule = "must be positive" if name == "base_lr" else "must be non-negative"
                 raise InvalidValueError(invalid_value(f"TransferConfig.{name}", value, rule, ""))
+        scales = tuple(self.lr_scales) if isinstance(self.lr_scales, (tuple, list)) else ()
+        if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
+            raise InvalidValueError(
+                invalid_value("TransferConfig.lr_scales", self.lr_scales, "must be positive numbers",
+                              "Pass e.g. --lr-scales 0.3 1 3.")  # fmt: skip
+            )
+        object.__setattr__(self, "lr_scales", tuple(float(s) for s in scales))
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise InvalidValueError(
                 invalid_value("TransferConfig.warmup_fraction", self.warmup_fraction, "must be in [0, 1)", "")
             )
+        if self.precision not in PRECISIONS:
+            raise InvalidValueError(
+                invalid_value("TransferConfig.precision", self.precision, f"must be one of {list(PRECISIONS)}",
+                              "Use auto, fp32 or bf16.")  # fmt: skip
+            )
 
     @property
     def learning_rate(self) -> float:
-        """base_lr * batch_size / 256."""
+        """base_lr * batch_size / 256: the prompt and head rate at scale 1."""
         return self.base_lr * self.batch_size / 256.0
-
-    @property
-    def eval_steps(self) -> tuple[int, ...]:
-        """The step counts after which val200 is scored during the train800 fit."""
-        return tuple(
-            sorted({round(self.steps * (i + 1) / self.eval_points) for i in range(self.eval_points)})
-        )

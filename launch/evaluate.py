@@ -4,10 +4,12 @@
     python launch/evaluate.py --leave-one-out --seeds 3 --output reports/offline-loo   # every task
     python launch/evaluate.py --report-only --output reports/offline   # rebuild the report
 
-For every target (its own prompt is never a source): the zero-shot column, the HGPrompt search
-(``run_search``, cached extraction), SPoT's briefly tuned prompt per seed, every method's weights
-(``hgprompt_ray.transfer.method_weights``); then every (method, target, seed) transfer runs as a
-Ray task under the VTAB-1k protocol with the same budget (``TransferConfig``). Results go to
+The methods are the registry's (``hgprompt_ray/transfer/methods/``: ``--methods`` chooses among
+them, and each method's own settings are flags). For every target (its own prompt is never a
+source): the zero-shot column, the HGPrompt search (``run_search``, cached extraction), SPoT's
+briefly tuned prompt per seed, every method's weights (``hgprompt_ray.transfer.method_weights``);
+then every (method, target, seed) transfer runs as a Ray task under the VTAB-1k protocol with the
+same budget (``TransferConfig``: epochs, learning-rate grid, precision). Results go to
 ``OUTPUT/runs/<target>/<method>/seed<k>.json`` as they finish: a rerun with the same arguments
 continues where it stopped. The report (``report.md``, tables, ``scaling.png``, ``tsne.png``,
 weight plots) is written at the end by ``hgprompt_ray.transfer.report.write_report``.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.transfer.methods import registered
 from hgprompt_ray.transfer.plan import (
     STATE_FILE,
     EvaluationPlan,
@@ -34,8 +37,8 @@ from launch._cli import UsageError, add_config_flags, cli_main, command_line, co
 from launch._ray import add_ray_flags, check_address, start_ray
 
 STATE_SCHEMA = 1
-TRANSFER_FLAGS = ("steps", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "eval_points", "max_test",
-                  "split_seed", "data_root")  # fmt: skip
+TRANSFER_FLAGS = ("epochs", "lr_scales", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "max_steps",
+                  "max_test", "split_seed", "precision", "data_root")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget = parser.add_argument_group("tuning budget (the same for every method)")
     skip = [f for f in ("task", "backbone", "img_size", "seed", "eval_batch_size")]
     add_config_flags(budget, TransferConfig, skip=skip)
+    own = parser.add_argument_group("methods' own settings (from the registry)")
+    for method in registered():
+        if method.settings is not None:
+            add_config_flags(own, method.settings)
     add_ray_flags(parser)
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from --output")
     return parser.parse_args(argv)
@@ -85,7 +92,7 @@ def report_only(output: Path) -> int:
             f"--report-only: {output} holds no evaluation. Fix: run without --report-only first."
         )
     path, display = write_report(output, json.loads((output / STATE_FILE).read_text()))
-    print(display.to_string())
+    print(display.drop(columns=["Trains"]).to_string())
     print(f"wrote {path}")
     return 0
 
@@ -97,7 +104,9 @@ def run(argv: list[str] | None = None) -> int:
         return report_only(Path(args.output).expanduser())
     settings = EvaluationSettings(**config_kwargs(args, EvaluationSettings))
     transfer = {name: getattr(args, name) for name in TRANSFER_FLAGS if name != "data_root"}
-    plan = plan_evaluation(settings, transfer, args.targets, args.leave_one_out, args.data_root)
+    transfer["lr_scales"] = tuple(transfer["lr_scales"])
+    method_settings = {m.name: m.settings(**config_kwargs(args, m.settings)) for m in registered() if m.settings}
+    plan = plan_evaluation(settings, transfer, args.targets, args.leave_one_out, args.data_root, method_settings)
     check_address(args.address)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
@@ -120,7 +129,7 @@ def run(argv: list[str] | None = None) -> int:
     state["runs"] = len(jobs)
     atomic_write_json(plan.output / STATE_FILE, state)
     path, display = write_report(plan.output, state)
-    print(display.to_string())
+    print(display.drop(columns=["Trains"]).to_string())
     print(f"wrote {path} ({ran} runs this time, {len(jobs)} in all)")
     return 0
 

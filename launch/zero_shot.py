@@ -5,8 +5,10 @@
 
 For every target (default: every source task of the library) and every source prompt, a linear
 probe is fitted on the target's train800 features under that prompt (C chosen on val200) and
-scored on test (a seeded subset of ``--max-test`` images when the test split is larger). The
-bare backbone is the row ``(none)``. Finished targets are kept under ``OUT/parts/`` so an
+scored on val200 (``val_accuracy``: the column that methods such as Single-Best and PANDA choose
+by) and on test (``test_accuracy``, a seeded subset of ``--max-test`` images when the test split is
+larger: the ground truth of the report's Spearman table, read by no method). The bare backbone is
+the row ``(none)``. Finished targets are kept under ``OUT/parts/`` so an
 interrupted run resumes where it stopped.
 """
 
@@ -127,8 +129,9 @@ def run(argv: list[str] | None = None) -> int:
     with atomic_path(out / "zero_shot.csv") as tmp:
         frame.to_csv(tmp, index=False)
     write_heatmap(frame, out / "zero_shot.png")
-    table = frame.pivot(index="source", columns="target", values="test_accuracy")
-    print(table.round(3).to_string())
+    for column in ("val_accuracy", "test_accuracy"):
+        print(f"{column} (rows: source prompts, columns: targets)")
+        print(frame.pivot(index="source", columns="target", values=column).round(3).to_string())
     print(f"wrote {out / 'zero_shot.parquet'}, {out / 'zero_shot.csv'}, {out / 'zero_shot.png'}")
     return 0
 

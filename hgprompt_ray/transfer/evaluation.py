@@ -3,7 +3,8 @@
 ``transfer.method_weights`` works out every method's source weights, ``transfer.runner``
 submits the jobs; each job's result is written atomically to ``<report>/runs/<key>.json`` (and
 its final prompt to ``.safetensors``), so a rerun skips what is done. The task bodies here are
-thin (CONTRIBUTING.md, "Workers"): typed inputs, one call into ``transfer.tune``, a result.
+thin (CONTRIBUTING.md, "Workers"): typed inputs, one call into ``transfer.tune``, a result. The
+methods themselves live in the registry (``transfer.methods``).
 """
 
 from __future__ import annotations
@@ -19,59 +20,12 @@ from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.config import TransferConfig
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
+from hgprompt_ray.transfer.methods import get_method
 
-__all__ = [
-    "ABLATION_METHODS",
-    "METHODS",
-    "METHOD_LABELS",
-    "RESULT_SCHEMA",
-    "SCALING_METHODS",
-    "WEIGHT_METHODS",
-    "EvaluationJob",
-    "brief_tune_task",
-    "features_task",
-    "run_job",
-    "write_result",
-]
+__all__ = ["RESULT_SCHEMA", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
 
-RESULT_SCHEMA = 1
-METHODS = (
-    "linear-probe",
-    "vpt",
-    "average",
-    "single-best",
-    "spot-best",
-    "spot-weighted",
-    "h-ensemble",
-    "attempt",
-    "hgprompt",
-)
-ABLATION_METHODS = ("h-only", "align-only")
-SCALING_METHODS = ("hgprompt", "average", "spot-best")
-WEIGHT_METHODS = (
-    "average",
-    "single-best",
-    "spot-best",
-    "spot-weighted",
-    "h-ensemble",
-    "hgprompt",
-    "h-only",
-    "align-only",
-)
-METHOD_LABELS = {
-    "linear-probe": "Linear probe",
-    "vpt": "VPT (scratch)",
-    "average": "Average",
-    "single-best": "Single-Best",
-    "spot-best": "SPoT-best",
-    "spot-weighted": "SPoT-weighted",
-    "h-ensemble": "H-ensemble",
-    "attempt": "ATTEMPT",
-    "hgprompt": "HGPrompt",
-    "h-only": "H only",
-    "align-only": "Alignment only",
-}
-_KINDS = {"linear-probe": "probe", "attempt": "attempt"}
+RESULT_SCHEMA = 2
+"""2: the registry's methods, lr scale and epochs chosen on val200, trainable parameters."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +35,13 @@ class EvaluationJob:
     Attributes:
         target: the target as given (task name, folder or CSV).
         target_name: the task's registry name (folder names for paths).
-        method: one of ``METHODS`` or ``ABLATION_METHODS``.
-        seed: the run's seed (head init, shuffling, VPT/ATTEMPT init).
+        method: a registered method's name (``hgprompt_ray.transfer.methods``).
+        seed: the run's seed (head init, shuffling, the method's modules).
         sources: the source prompts available to the method.
-        weights: alpha over ``sources`` for weight-based methods, else None.
+        weights: the method's weights over ``sources`` (weightings, PANDA), else None.
         scale: the number of sources when the job belongs to the scaling curve (None: main).
+        settings: the method's settings (its config dataclass), or None for its defaults.
+        protocol: one of the method's protocols (``tuned``: the VTAB-1k protocol).
     """
 
     target: str
@@ -95,36 +51,36 @@ class EvaluationJob:
     sources: tuple[str, ...]
     weights: tuple[float, ...] | None = None
     scale: int | None = None
+    settings: Any = None
+    protocol: str = "tuned"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS + ABLATION_METHODS:
-            raise InvalidValueError(
-                invalid_value("method", self.method, f"must be one of {list(METHODS + ABLATION_METHODS)}", "")
-            )
+        method = get_method(self.method)
         object.__setattr__(self, "sources", tuple(self.sources))
+        if self.protocol not in method.protocols:
+            raise InvalidValueError(
+                invalid_value("protocol", self.protocol, f"must be one of {list(method.protocols)} for {self.method}", "")
+            )
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
             if len(self.weights) != len(self.sources):
                 raise InvalidValueError(
                     invalid_value("weights", list(self.weights), f"must have {len(self.sources)} entries", "")
                 )
-        elif self.method in WEIGHT_METHODS:
+        elif method.weights is not None:
             raise InvalidValueError(invalid_value("weights", None, f"are required for {self.method!r}", ""))
 
     @property
     def ensemble_weights(self) -> EnsembleWeights | None:
-        """The weights as an :class:`EnsembleWeights` over ``sources`` (None: not a weighting)."""
+        """The weights as an :class:`EnsembleWeights` over ``sources`` (None: no weights)."""
         return None if self.weights is None else EnsembleWeights(self.sources, self.weights)
-
-    @property
-    def kind(self) -> str:
-        """``prompt``, ``attempt`` or ``probe``."""
-        return _KINDS.get(self.method, "prompt")
 
     @property
     def key(self) -> str:
         """``<target>/<method>[@<scale>]/seed<k>``: where the result lives under ``runs/``."""
         tag = self.method if self.scale is None else f"{self.method}@{self.scale}"
+        if self.protocol != "tuned":
+            tag += f"~{self.protocol}"
         return f"{self.target_name}/{tag}/seed{self.seed}"
 
 
@@ -141,31 +97,31 @@ def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[
     from hgprompt_ray.transfer.tune import tune_transfer
     from hgprompt_ray.transfer.weights import ensemble_prompt
 
-    spec = job
-    config = replace(transfer, task=spec.target, seed=spec.seed)
+    method = get_method(job.method)
+    config = replace(transfer, task=job.target, seed=job.seed)
     _threads()
     backbone = load_backbone(config.backbone, config.img_size)
     prompts = PromptLibrary(library).load_many(
-        list(spec.sources), backbone=config.backbone, embed_dim=backbone.embed_dim
+        list(job.sources), backbone=config.backbone, embed_dim=backbone.embed_dim
     )
-    initial = None if spec.ensemble_weights is None else ensemble_prompt(prompts, spec.ensemble_weights)
-    result = tune_transfer(
-        config,
-        spec.kind,
-        initial=initial,
-        sources=prompts if spec.kind == "attempt" else None,
-        num_prompt_tokens=int(prompts.shape[1]),
-        backbone=backbone,
-    )
+    weights = job.ensemble_weights
+    initial = ensemble_prompt(prompts, weights) if method.is_weighting and weights is not None else None
+    result = tune_transfer(config, method, settings=job.settings, initial=initial, sources=prompts,
+                           weights=None if weights is None else weights.as_array(),
+                           num_prompt_tokens=int(prompts.shape[1]), backbone=backbone)  # fmt: skip
     return {
         "metrics": {
             "test_accuracy": result.test_accuracy,
             "val_accuracy": result.val_accuracy,
-            "selected_steps": result.selected_steps,
+            "lr_scale": None if method.closed_form else result.lr_scale,
+            "epochs": result.epochs,
             "val_curve": result.val_curve,
-            "train_loss": result.train_loss,
+            "loss_curve": result.loss_curve,
+            "trainable_parameters": result.trainable_parameters,
+            "closed_form": method.closed_form,
             "num_test": result.num_test,
             "seconds": result.seconds,
+            "precision": result.precision,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
         },
         "prompt": result.prompt,
@@ -204,6 +160,7 @@ def features_task(transfer: TransferConfig, prompts: dict[str, torch.Tensor]) ->
     """Ray task body: test features of the target under each named prompt (for t-SNE)."""
     from hgprompt_ray.models import PromptedViT, load_backbone
     from hgprompt_ray.models.features import extract_cls_features
+    from hgprompt_ray.models.precision import autocast
     from hgprompt_ray.transfer.splits import config_splits
 
     _threads()
@@ -213,7 +170,6 @@ def features_task(transfer: TransferConfig, prompts: dict[str, torch.Tensor]) ->
     names = list(prompts)
     stacked = torch.stack([prompts[n] for n in names])
     model = PromptedViT(backbone, int(stacked.shape[1])).eval()
-    features = extract_cls_features(
-        model, datasets["test"], prompts=stacked, batch_size=config.eval_batch_size
-    )
+    with autocast(config.precision, next(model.parameters()).device):
+        features = extract_cls_features(model, datasets["test"], prompts=stacked, batch_size=config.eval_batch_size)
     return {"names": names, "features": features, "labels": labels["test"]}

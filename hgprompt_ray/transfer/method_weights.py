@@ -1,10 +1,14 @@
-"""Every weight-based method's alpha for one evaluation target (and its scaling subsets).
+"""Every registered method's weights for one evaluation target (and its scaling subsets).
 
-Inputs per target: the zero-shot column (from the library's matrix, computed as a Ray task when
-missing), the HGPrompt search (:func:`hgprompt_ray.tuning.run_search`, whose result also carries
-the search statistics that the H-ensemble and ablation weights need: nothing is read back from
-disk), and SPoT's briefly tuned target prompt per seed. The entry is cached as
-``<report>/weights/<target>.json`` so that a rerun of the evaluation starts from it.
+The methods come from the registry (``transfer.methods``): each method with a ``weights``
+function gets a :class:`WeightingInputs` built from train800 and val200 only: the zero-shot
+column's *val200* accuracies (from the library's matrix, computed as a Ray task when missing),
+the HGPrompt search (:func:`hgprompt_ray.tuning.run_search`, whose result carries the search
+statistics that H-ensemble and the ablation need: nothing is read back from disk), SPoT's briefly
+tuned target prompt per seed, and the search's probe data for the black-box weighting — each
+computed only when a chosen method needs it. The weights are computed in one Ray task. The entry
+(with the zero-shot test column for the report's Spearman correlations, which no method reads)
+is cached as ``<report>/weights/<target>.json`` so that a rerun of the evaluation starts from it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
+from hgprompt_ray.transfer.methods.inputs import WeightingInputs
 from hgprompt_ray.transfer.plan import EvaluationPlan
 from hgprompt_ray.transfer.runner import remote
 from hgprompt_ray.tuning.plan import STATE_FILE as SEARCH_STATE
@@ -25,7 +30,7 @@ from hgprompt_ray.tuning.plan import plan_search
 from hgprompt_ray.tuning.run import SearchResult, run_search
 from hgprompt_ray.tuning.spec import SearchSpec
 
-__all__ = ["target_weights"]
+__all__ = ["target_weights", "weights_task", "zero_shot_column", "zero_shot_val"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +40,14 @@ def _num_test(plan: EvaluationPlan, target: str) -> int:
     return size if plan.transfer.max_test is None else min(size, plan.transfer.max_test)
 
 
-def zero_shot_column(plan: EvaluationPlan, target: str) -> pd.Series:
-    """The target's zero-shot accuracy per source: from the matrix, else computed (a Ray task)."""
+def zero_shot_val(column: pd.DataFrame, sources: list[str]) -> dict[str, float]:
+    """The val200 accuracy per source: the only part of the zero-shot matrix a method reads."""
+    return {s: float(column.loc[s, "val_accuracy"]) for s in sources}
+
+
+def zero_shot_column(plan: EvaluationPlan, target: str) -> pd.DataFrame:
+    """The target's zero-shot accuracies per source (columns ``val_accuracy``, ``test_accuracy``,
+    indexed by source): from the matrix, else computed (a Ray task)."""
     import ray
 
     name, sources = plan.target_name(target), list(plan.sources[target])
@@ -47,11 +58,12 @@ def zero_shot_column(plan: EvaluationPlan, target: str) -> pd.Series:
     local = plan.output / "zero_shot" / f"{name}.parquet"
     if local.is_file():
         frames.append(pd.read_parquet(local))
+    columns = ["val_accuracy", "test_accuracy"]
     for frame in frames:
         column = frame[(frame["target"] == name) & (frame["num_test"] == _num_test(plan, target))]
-        column = column.drop_duplicates("source").set_index("source")["test_accuracy"]
-        if set(sources) <= set(column.index):
-            return column
+        column = column.drop_duplicates("source").set_index("source")
+        if set(sources) <= set(column.index) and set(columns) <= set(column.columns):
+            return column[columns]
     logger.info("zero-shot column of %s missing: computing it (%d sources)", name, len(sources))
     config = dataclasses.replace(plan.transfer, task=target)
     rows = ray.get(remote(_zero_shot_task, plan).remote(str(plan.library.root), sources, config))
@@ -59,7 +71,7 @@ def zero_shot_column(plan: EvaluationPlan, target: str) -> pd.Series:
     frame = pd.DataFrame(rows)
     with atomic_path(local) as tmp:
         frame.to_parquet(tmp, index=False)
-    return frame.set_index("source")["test_accuracy"]
+    return frame.set_index("source")[columns]
 
 
 def _zero_shot_task(library: str, sources: list[str], config: Any) -> list[dict[str, Any]]:
@@ -118,18 +130,64 @@ def spot_prompts(plan: EvaluationPlan, target: str, seeds: list[int]) -> dict[in
     return {s: load_file(str(folder / f"seed{s}.safetensors"))["prompt"] for s in seeds}
 
 
-def target_weights(plan: EvaluationPlan, target: str) -> dict[str, Any]:
-    """Every weight-based method's alpha for one target (and the scaling subsets); cached as JSON."""
+def weights_task(inputs: WeightingInputs, names: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Ray task body: each named method's weights (a list; per seed for per-seed methods)."""
+    from hgprompt_ray.transfer.methods import get_method
+
+    found: dict[str, Any] = {}
+    for name in names:
+        method = get_method(name)
+        if method.per_seed:
+            found[name] = {str(s): np.asarray(method.weights(inputs, s)).tolist() for s in seeds}  # type: ignore[misc]
+        else:
+            found[name] = np.asarray(method.weights(inputs, 0)).tolist()  # type: ignore[misc]
+    return found
+
+
+def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[str], seeds: list[int],
+            zero_shot: pd.DataFrame) -> tuple[WeightingInputs, Any]:  # fmt: skip
+    """The weightings' inputs for ``target`` (train800 / val200 only) and the search, if run."""
     import ray
 
-    from hgprompt_ray.core.simplex import h_score_weights, uniform_weights
-    from hgprompt_ray.transfer.weights import (
-        alignment_only_weights,
-        h_only_weights,
-        single_best_weights,
-        spot_similarities,
-        spot_weights,
+    name = plan.target_name(target)
+    found = statistics = probe = None
+    positions: tuple[int, ...] = ()
+    if needs & {"search", "probe"}:
+        found = search(plan, target, sources, plan.output / "searches" / name)
+        statistics = ray.get(found.statistics)
+    if "probe" in needs and found is not None:
+        from hgprompt_ray.tuning.probe_metric import probe_data_task
+
+        extraction = found.plan.extraction
+        probe = remote(probe_data_task, plan).remote(extraction, plan.tasks[target])
+        order = list(extraction.prompts) or plan.library.names
+        positions = tuple(order.index(s) for s in sources)
+    similarities: dict[int, np.ndarray] = {}
+    if "spot" in needs:
+        from hgprompt_ray.transfer.weights import spot_similarities
+
+        prompts = plan.library.load_many(sources, backbone=plan.backbone)
+        similarities = {s: spot_similarities(p, prompts) for s, p in spot_prompts(plan, target, seeds).items()}
+    inputs = WeightingInputs(
+        sources=tuple(sources),
+        prompts=plan.library.load_many(sources, backbone=plan.backbone),
+        zero_shot_val=zero_shot_val(zero_shot, sources),
+        statistics=statistics,
+        search_weights=None if found is None else found.weights.aligned(sources),
+        spot_similarities=similarities,
+        probe=probe,
+        probe_positions=positions,
+        evaluations=plan.settings.search_trials,
     )
+    return inputs, found
+
+
+def target_weights(plan: EvaluationPlan, target: str) -> dict[str, Any]:
+    """Every method's weights for one target (and the scaling subsets), from the registry; cached
+    as ``weights/<target>.json``."""
+    import ray
+
+    from hgprompt_ray.transfer.methods import get_method
 
     name = plan.target_name(target)
     path = plan.output / "weights" / f"{name}.json"
@@ -139,62 +197,41 @@ def target_weights(plan: EvaluationPlan, target: str) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     settings = plan.settings
     sources = list(plan.sources[target])
-    zero_shot = zero_shot_column(plan, target)
-    found = search(plan, target, sources, plan.output / "searches" / name)
-    statistics = ray.get(found.statistics)
+    methods = [get_method(m) for m in settings.all_methods if get_method(m).weights is not None]
+    scaling = [m for m in methods if m.scaling] if target in plan.scaling_targets else []
+    needs = {n for m in methods for n in m.needs}
     seeds = sorted(set(range(settings.seeds)) | set(range(settings.scaling_seeds)))
-    spot = spot_prompts(plan, target, seeds)
-    prompts = plan.library.load_many(sources, backbone=plan.backbone)
-    similarities = {s: spot_similarities(p, prompts) for s, p in spot.items()}
-    methods = {
-        "average": uniform_weights(len(sources)).tolist(),
-        "single-best": single_best_weights(sources, zero_shot.to_dict()).tolist(),
-        "h-ensemble": h_score_weights(statistics.source_h_scores).tolist(),
-        "hgprompt": found.weights.aligned(sources).tolist(),
-        "h-only": h_only_weights(statistics).tolist(),
-        "align-only": alignment_only_weights(statistics).tolist(),
-        "spot-best": spot_weights(similarities[0], best=True).tolist(),
-        "spot-weighted": spot_weights(similarities[0], best=False).tolist(),
-    }
+    zero_shot = zero_shot_column(plan, target)
+    inputs, found = _inputs(plan, target, sources, needs, seeds, zero_shot)
+    task = remote(weights_task, plan)
+    computed = ray.get(task.remote(inputs, [m.name for m in methods], seeds))
     entry: dict[str, Any] = {
         "target": name,
         "sources": sources,
-        "methods": methods,
-        "per_seed": {
-            "spot-best": {str(s): spot_weights(v, best=True).tolist() for s, v in similarities.items()},
-            "spot-weighted": {str(s): spot_weights(v, best=False).tolist() for s, v in similarities.items()},
-        },
-        "spot_similarities": {str(s): v.tolist() for s, v in similarities.items()},
-        "source_h_scores": statistics.source_h_scores.tolist(),
-        "zero_shot": {s: float(zero_shot[s]) for s in sources},
-        "search": {
-            k: found.best.get(k)
-            for k in (
-                "lambda",
-                "num_prompts",
-                "subset",
-                "metric",
-                "val_h_score",
-                "val_probe_accuracy",
-                "trials",
-            )
-        },  # fmt: skip
+        "methods": {m.name: computed[m.name] for m in methods if not m.per_seed},
+        "per_seed": {m.name: computed[m.name] for m in methods if m.per_seed},
+        "spot_similarities": {str(s): v.tolist() for s, v in inputs.spot_similarities.items()},
+        "zero_shot": {s: float(zero_shot.loc[s, "test_accuracy"]) for s in sources},
+        "zero_shot_val": dict(inputs.zero_shot_val),
+        "search": {} if found is None else {k: found.best.get(k) for k in (
+            "lambda", "num_prompts", "subset", "metric", "val_h_score", "val_probe_accuracy", "trials")},
         "scaling": {},
-    }
-    if target in plan.scaling_targets:
+    }  # fmt: skip
+    if inputs.statistics is not None:
+        entry["source_h_scores"] = np.asarray(inputs.statistics.source_h_scores).tolist()
+    # seed 0's weights stand for a per-seed method in the Spearman table and the weight plot
+    entry["methods"].update({n: v["0"] for n, v in entry["per_seed"].items() if "0" in v})
+    if scaling:
         order = [sources[i] for i in np.random.default_rng(0).permutation(len(sources))]
         for size in sorted(set(settings.scaling_sizes) - {len(sources)}):
             subset = sorted(order[:size], key=sources.index)
             index = [sources.index(s) for s in subset]
-            scaled = search(plan, target, subset, plan.output / "searches" / f"{name}@{size}")
-            entry["scaling"][str(size)] = {
-                "sources": subset,
-                "hgprompt": scaled.weights.aligned(subset).tolist(),
-                "average": uniform_weights(size).tolist(),
-                "spot-best": {
-                    str(s): spot_weights(v[index], best=True).tolist() for s, v in similarities.items()
-                },
-            }
+            scaled = None
+            if any("search" in m.needs for m in scaling):
+                scaled = search(plan, target, subset, plan.output / "searches" / f"{name}@{size}").weights.aligned(subset)
+            point = ray.get(task.remote(inputs.subset(index, scaled), [m.name for m in scaling],
+                                        list(range(settings.scaling_seeds))))  # fmt: skip
+            entry["scaling"][str(size)] = {"sources": subset, "methods": point}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, entry)
     return entry

@@ -19,7 +19,7 @@ from hgprompt_ray.data import related_tasks
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, require_positive_flag
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, open_library
-from hgprompt_ray.transfer.evaluation import ABLATION_METHODS, METHODS
+from hgprompt_ray.transfer.methods import get_method, method_names
 from hgprompt_ray.tuning.plan import resolve_available
 from search_spaces.hgprompt import METRICS
 
@@ -34,7 +34,8 @@ __all__ = [
 
 STATE_FILE = "evaluate.json"
 TRANSFER_BUDGET = (
-    "steps", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "eval_points", "max_test", "split_seed",
+    "epochs", "lr_scales", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "max_steps", "max_test",
+    "split_seed", "precision",
 )  # fmt: skip
 SETTINGS_BUDGET = (
     "search_metric", "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes", "scaling_seeds",
@@ -53,9 +54,10 @@ class EvaluationSettings:
     output: str = field(default="reports/evaluation", metadata={"help": "report folder (reruns resume)"})
     seeds: int = field(default=3, metadata={"help": "seeds per (method, target)"})
     methods: tuple[str, ...] = field(
-        default=METHODS, metadata={"help": "methods to run", "nargs": "+", "choices": list(METHODS)}
+        default=method_names(),
+        metadata={"help": "methods to run (default: every registered one)", "nargs": "+", "choices": list(method_names())},
     )
-    no_ablation: bool = field(default=False, metadata={"help": "skip the H-only / alignment-only runs"})
+    no_ablation: bool = field(default=False, metadata={"help": "skip the ablation-only runs (alignment only)"})
     search_metric: str = field(
         default="val-probe",
         metadata={"help": "trial metric of each HGPrompt search (see launch/search.py --metric)"},
@@ -98,9 +100,9 @@ class EvaluationSettings:
                 f"--search-metric must be one of {list(METRICS)}, but got {self.search_metric!r}. "
                 "Fix: pass --search-metric val-probe."
             )
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in method_names()]
         if unknown:
-            raise InvalidValueError(f"--methods {unknown} are unknown. Fix: choose from {list(METHODS)}.")
+            raise InvalidValueError(f"--methods {unknown} are unknown. Fix: choose from {list(method_names())}.")
         if self.scaling_seeds > self.seeds:
             raise InvalidValueError(
                 f"--scaling-seeds {self.scaling_seeds} exceeds --seeds {self.seeds} (the full-size point reuses "
@@ -109,8 +111,10 @@ class EvaluationSettings:
 
     @property
     def all_methods(self) -> tuple[str, ...]:
-        """The methods plus the ablation (unless ``no_ablation``)."""
-        return self.methods + (() if self.no_ablation else ABLATION_METHODS)
+        """The methods to run, in the registry's order (without the ablation-only ones with
+        ``no_ablation``)."""
+        chosen = set(self.methods)
+        return tuple(m for m in method_names() if m in chosen and not (self.no_ablation and get_method(m).table == "ablation"))
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class EvaluationPlan:
         scaling_targets: the targets that get a scaling curve.
         output: the report folder.
         zero_shot: the zero-shot matrix file.
+        method_settings: each method's settings (its config dataclass; methods without settings
+            are absent).
     """
 
     settings: EvaluationSettings
@@ -139,12 +145,15 @@ class EvaluationPlan:
     scaling_targets: tuple[str, ...]
     output: Path
     zero_shot: Path
+    method_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def budget(self) -> dict[str, Any]:
-        """The settings a resumed run must share (JSON-ready)."""
+        """The settings a resumed run must share (JSON-ready), the methods' own included."""
         values = {**asdict(self.transfer), **asdict(self.settings)}
-        return {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in BUDGET_FIELDS}
+        budget = {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in BUDGET_FIELDS}
+        budget["method_settings"] = {name: asdict(s) for name, s in sorted(self.method_settings.items())}
+        return budget
 
     def target_name(self, target: str) -> str:
         """The registry name of ``target``."""
@@ -167,6 +176,7 @@ def plan_evaluation(
     targets: list[str] | None,
     leave_one_out: bool = False,
     data_root: str | None = None,
+    method_settings: dict[str, Any] | None = None,
 ) -> EvaluationPlan:
     """Check an evaluation (module docstring); raises InvalidValueError naming the flag and the fix.
 
@@ -176,14 +186,14 @@ def plan_evaluation(
         targets: task names, folders or CSVs; or None with ``leave_one_out``.
         leave_one_out: every source task of the library is a target.
         data_root: the VTAB data folder.
+        method_settings: method name -> its settings (default: every method's defaults).
     """
-    if transfer.get("eval_points", 1) > transfer.get("steps", 1):
-        raise InvalidValueError(
-            f"--eval-points {transfer['eval_points']} exceeds --steps {transfer['steps']}. Fix: lower --eval-points."
-        )
-    for name in ("steps", "batch_size", "eval_points", "max_test"):
-        if name in transfer:
+    for name in ("epochs", "batch_size", "max_test", "max_steps"):
+        if transfer.get(name) is not None:
             require_positive_flag(name.replace("_", "-"), transfer[name])
+    chosen_settings = {m: get_method(m).default_settings() for m in settings.all_methods}
+    chosen_settings.update({m: s for m, s in (method_settings or {}).items() if m in chosen_settings})
+    chosen_settings = {m: s for m, s in chosen_settings.items() if s is not None}
     library = open_library(settings.library)
     records = library.records()
     configurations = {(r.backbone, r.img_size, r.num_tokens) for r in records}
@@ -193,6 +203,13 @@ def plan_evaluation(
             "Fix: evaluate with a library of one backbone, image size and prompt length."
         )
     backbone, img_size, _ = configurations.pop()
+    depth_checked = [m for m in chosen_settings if callable(get_method(m).trains)]
+    if depth_checked:  # e.g. PARTIAL-k's k against the backbone's depth, before anything runs
+        from hgprompt_ray.models import load_backbone
+
+        depth = len(load_backbone(backbone, img_size).blocks)
+        for name in depth_checked:
+            get_method(name).trainable_patterns(chosen_settings[name], depth)
     if leave_one_out:
         targets = sorted({r.source_task for r in records})
     elif targets:
@@ -254,6 +271,7 @@ def plan_evaluation(
         zero_shot=Path(settings.zero_shot)
         if settings.zero_shot
         else library.root / "zero_shot" / "zero_shot.parquet",
+        method_settings=chosen_settings,
     )
     _check_output(plan)
     return plan

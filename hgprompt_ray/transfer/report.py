@@ -1,7 +1,9 @@
 """The evaluation report: tables (Markdown + CSV), Spearman correlations and PNG plots.
 
 Everything here reads finished results (``runs/**/*.json``, weights, the zero-shot matrix) and
-computes nothing that needs a model, so a report can be rebuilt at any time from the folder.
+computes nothing that needs a model, so a report can be rebuilt at any time from the folder. The
+methods, their labels, their order, the ablation rows and the scaling curve's lines come from the
+registry (``hgprompt_ray.transfer.methods``).
 """
 
 from __future__ import annotations
@@ -16,53 +18,79 @@ import numpy as np
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path
-from hgprompt_ray.transfer.evaluation import ABLATION_METHODS, METHOD_LABELS, METHODS, SCALING_METHODS
+from hgprompt_ray.transfer.methods import get_method, method_names, registered
+from hgprompt_ray.transfer.plots import (
+    write_learning_curve_plot,
+    write_scaling_plot,
+    write_tsne_plot,
+    write_weights_plot,
+)
 
 __all__ = [
+    "RESULT_COLUMNS",
     "ablation_table",
     "baselines_beating",
+    "learning_curves",
     "load_results",
     "main_table",
+    "results_table",
     "spearman_table",
+    "write_report",
     "write_scaling_plot",
     "write_tsne_plot",
-    "write_report",
     "write_weights_plot",
 ]
 
 logger = logging.getLogger(__name__)
-ABLATION_ROWS = (
-    ("neither (uniform)", "average"),
-    ("H only", "h-only"),
-    ("alignment only", "align-only"),
-    ("both (HGPrompt)", "hgprompt"),
-)
+RESULT_COLUMNS = ("target", "method", "protocol", "seed", "test_accuracy", "val_accuracy", "wall_seconds")
+"""The columns of ``results.csv`` (one row per main run)."""
+TEMPLATE = Path(__file__).with_name("templates") / "report.md"
+_LEGACY = {"h-only": "h-ensemble"}
+"""Runs of schema 1 (before the registry): "h-only" was argmax_alpha H, which is H-ensemble."""
+_LEGACY_DROPPED = ("h-ensemble",)
+"""Schema-1 "h-ensemble" runs normalised per-source H-scores, which is not H-ensemble: left out."""
 
 
 def load_results(root: Path) -> pd.DataFrame:
-    """One row per finished run under ``root/runs``."""
+    """One row per finished run under ``root/runs`` (every field of the run records)."""
     rows = []
     for path in sorted((root / "runs").glob("**/*.json")):
         record = json.loads(path.read_text())
         job = record["job"]
+        method = job["method"]
+        if record.get("schema_version", 1) < 2:  # before the registry (see _LEGACY)
+            if method in _LEGACY_DROPPED:
+                continue
+            method = _LEGACY.get(method, method)
         rows.append(
             {
                 "target": job["target_name"],
-                "method": job["method"],
+                "method": method,
+                "protocol": job.get("protocol", "tuned"),
                 "seed": job["seed"],
                 "scale": job["scale"] if job["scale"] is not None else len(job["sources"]),
                 "main": job["scale"] is None,
                 "num_sources": len(job["sources"]),
                 "test_accuracy": record["test_accuracy"],
                 "val_accuracy": record["val_accuracy"],
-                "selected_steps": record["selected_steps"],
-                "seconds": record["seconds"],
+                "lr_scale": record.get("lr_scale"),
+                "epochs": record.get("epochs", np.nan),
+                "trainable_parameters": record.get("trainable_parameters", np.nan),
+                "closed_form": bool(record.get("closed_form", False)),
+                "wall_seconds": record["seconds"],
+                "precision": record.get("precision", "fp32"),
                 "key": record["key"],
             }
         )
-    columns = ["target", "method", "seed", "scale", "main", "num_sources", "test_accuracy",
-               "val_accuracy", "selected_steps", "seconds", "key"]  # fmt: skip
+    columns = ["target", "method", "protocol", "seed", "scale", "main", "num_sources", "test_accuracy", "val_accuracy",
+               "lr_scale", "epochs", "trainable_parameters", "closed_form", "wall_seconds", "precision", "key"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def results_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``results.csv``: the main runs with :data:`RESULT_COLUMNS`."""
+    main = frame[frame["main"]] if "main" in frame else frame
+    return main.loc[:, list(RESULT_COLUMNS)].sort_values(["target", "method", "protocol", "seed"]).reset_index(drop=True)
 
 
 def _cell(values: pd.Series) -> str:
@@ -74,40 +102,60 @@ def _cell(values: pd.Series) -> str:
     return f"{mean:.1f} ± {100 * values.std(ddof=1):.1f}"
 
 
-def main_table(frame: pd.DataFrame, methods: Sequence[str] = METHODS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display table of "mean ± std" in %, numeric means) with targets as rows plus "Average".
+def _count(value: float) -> str:
+    if not np.isfinite(value):
+        return "-"
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:.2f}{suffix}"
+    return f"{value:.0f}"
 
-    The Average row is the mean over targets of each method's per-target mean (as in the paper's
-    tables); a method missing on some target gets no average.
+
+def _label(method: str, labels: Mapping[str, str] | None) -> str:
+    return (labels or {}).get(method) or get_method(method).label
+
+
+def main_table(frame: pd.DataFrame, labels: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display table, numeric means): one row per method in the registry's order (VPT's layout).
+
+    Columns: kind, what trains, trainable parameters (mean over runs), how it is fitted, each
+    target's test top-1 "mean ± std" in %, the average over targets (the mean of per-target
+    means; "-" when the method is missing on a target) and the wall time per run. The numeric
+    means have targets as rows and method names as columns.
     """
     main = frame[frame["main"]]
     targets = sorted(main["target"].unique())
-    present = [m for m in methods if m in set(main["method"])]
-    display = pd.DataFrame(
-        index=[*targets, "Average"], columns=[METHOD_LABELS[m] for m in present], dtype=object
-    )
+    present = [m for m in method_names() if m in set(main["method"])]
+    rows = {}
     means = pd.DataFrame(index=targets, columns=present, dtype=float)
-    for target in targets:
-        for method in present:
-            values = main[(main["target"] == target) & (main["method"] == method)]["test_accuracy"]
-            display.loc[target, METHOD_LABELS[method]] = _cell(values)
-            means.loc[target, method] = values.mean() if not values.empty else np.nan
-    for method in present:
-        column = means[method]
-        display.loc["Average", METHOD_LABELS[method]] = (
-            "-" if column.isna().any() else f"{100 * column.mean():.1f}"
-        )
+    for name in present:
+        method, runs = get_method(name), main[main["method"] == name]
+        row = {
+            "Kind": method.kind.value,
+            "Trains": method.trains_text,
+            "Params": _count(float(runs["trainable_parameters"].mean())),
+            "Fit": "closed form" if method.closed_form else "epoch budget",
+        }
+        for target in targets:
+            values = runs[runs["target"] == target]["test_accuracy"]
+            row[target] = _cell(values)
+            means.loc[target, name] = values.mean() if not values.empty else np.nan
+        column = means[name]
+        row["Average"] = "-" if column.isna().any() else f"{100 * column.mean():.1f}"
+        row["Wall s/run"] = f"{runs['wall_seconds'].mean():.0f}"
+        rows[_label(name, labels)] = row
+    display = pd.DataFrame.from_dict(rows, orient="index", dtype=object)
+    display.index.name = "method"
     return display, means
 
 
 def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows: the four ablation settings; columns: targets and their average (mean ± std in %)."""
+    """Rows: the registry's ablation rows; columns: targets and their average (mean ± std in %)."""
     main = frame[frame["main"]]
     targets = sorted(main["target"].unique())
-    table = pd.DataFrame(
-        index=[label for label, _ in ABLATION_ROWS], columns=[*targets, "Average"], dtype=object
-    )
-    for label, method in ABLATION_ROWS:
+    rows = [(m.ablation_row, m.name) for m in registered() if m.ablation_row]
+    table = pd.DataFrame(index=[label for label, _ in rows], columns=[*targets, "Average"], dtype=object)
+    for label, method in rows:
         means = []
         for target in targets:
             values = main[(main["target"] == target) & (main["method"] == method)]["test_accuracy"]
@@ -118,13 +166,16 @@ def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def spearman_table(
-    weights: Mapping[str, Mapping[str, Any]], zero_shot: pd.DataFrame, methods: Sequence[str]
+    weights: Mapping[str, Mapping[str, Any]],
+    zero_shot: pd.DataFrame,
+    methods: Sequence[str],
+    labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Spearman's rho between each method's source weights and the sources' zero-shot accuracy.
 
     Args:
         weights: target -> {"sources": [...], "methods": {method: [alpha...]}}.
-        zero_shot: rows (source, target, test_accuracy).
+        zero_shot: rows (source, target, test_accuracy): the ground truth, read by no method.
         methods: which methods to correlate (constant weights, e.g. Average, give NaN).
     """
     from scipy.stats import spearmanr
@@ -141,9 +192,9 @@ def spearman_table(
         for method in methods:
             alpha = entry["methods"].get(method)
             if alpha is None or np.ptp(alpha) == 0 or np.ptp(truth) == 0:
-                row[METHOD_LABELS[method]] = np.nan
+                row[_label(method, labels)] = np.nan
             else:
-                row[METHOD_LABELS[method]] = float(spearmanr(alpha, truth).statistic)
+                row[_label(method, labels)] = float(spearmanr(alpha, truth).statistic)
         rows.append(row)
     table = pd.DataFrame(rows).set_index("target") if rows else pd.DataFrame()
     if not table.empty:
@@ -153,7 +204,7 @@ def spearman_table(
 
 def baselines_beating(means: pd.DataFrame, method: str = "hgprompt") -> list[tuple[str, str, float, float]]:
     """(target, baseline, baseline mean, method mean) wherever a baseline is at least as accurate."""
-    found = []
+    found: list[tuple[str, str, float, float]] = []
     if method not in means.columns:
         return found
     for target in means.index:
@@ -166,89 +217,19 @@ def baselines_beating(means: pd.DataFrame, method: str = "hgprompt") -> list[tup
     return found
 
 
-def _save(figure: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def write_scaling_plot(frame: pd.DataFrame, methods: Sequence[str], path: Path) -> pd.DataFrame:
-    """Test accuracy against the number of sources (mean and std over seeds), one line per method."""
-    plt = _pyplot()
-    data = frame[frame["method"].isin(methods)]
-    summary = (
-        data.groupby(["target", "method", "scale"])["test_accuracy"]
-        .agg(["mean", "std", "count"])
-        .reset_index()
-    )
-    targets = sorted(summary["target"].unique())
-    figure, axes = plt.subplots(
-        1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False
-    )
-    for axis, target in zip(axes[0], targets):
-        for method in methods:
-            part = summary[(summary["target"] == target) & (summary["method"] == method)].sort_values("scale")
-            if part.empty:
+def learning_curves(root: Path, target: str, method: str = "vpt") -> pd.DataFrame:
+    """Rows (seed, lr_scale, epoch, val_accuracy, loss) of a method's selection fits on a target."""
+    rows = []
+    for path in sorted((root / "runs" / target / method).glob("seed*.json")):
+        record = json.loads(path.read_text())
+        losses = {(s, e): loss for s, e, loss in record.get("loss_curve", [])}
+        for point in record.get("val_curve", []):
+            if len(point) != 3:  # a run of the earlier step-based protocol: no epochs to plot
                 continue
-            axis.errorbar(
-                part["scale"], 100 * part["mean"], yerr=100 * part["std"].fillna(0), marker="o",
-                capsize=3, label=METHOD_LABELS[method],
-            )  # fmt: skip
-        axis.set_title(target)
-        axis.set_xlabel("number of source prompts")
-        axis.set_ylabel("test top-1 (%)")
-        axis.legend(fontsize=8)
-    _save(figure, path)
-    return summary
-
-
-def write_tsne_plot(features: Mapping[str, Any], labels: np.ndarray, path: Path, seed: int = 0) -> None:
-    """One t-SNE panel per prompt of the same test images, coloured by class."""
-    from sklearn.manifold import TSNE
-
-    plt = _pyplot()
-    names = list(features)
-    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.0), squeeze=False)
-    for axis, name in zip(axes[0], names):
-        values = np.asarray(features[name], dtype=np.float64)
-        perplexity = float(min(30, max(2, (len(values) - 1) // 3)))
-        embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-            values
-        )
-        axis.scatter(embedded[:, 0], embedded[:, 1], c=labels, s=6, cmap="tab10")
-        axis.set_title(name, fontsize=9)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    _save(figure, path)
-
-
-def write_weights_plot(entry: Mapping[str, Any], methods: Sequence[str], path: Path, title: str) -> None:
-    """Grouped bars: each method's weight on each source (and the zero-shot accuracy if given)."""
-    plt = _pyplot()
-    sources = list(entry["sources"])
-    shown = [m for m in methods if m in entry["methods"]]
-    width = 0.8 / max(1, len(shown))
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(sources) + 2), 3.8))
-    positions = np.arange(len(sources))
-    for index, method in enumerate(shown):
-        axis.bar(positions + index * width, entry["methods"][method], width, label=METHOD_LABELS[method])
-    axis.set_xticks(positions + 0.4 - width / 2, sources, rotation=45, ha="right", fontsize=8)
-    axis.set_ylabel("weight alpha_i")
-    axis.set_title(title)
-    axis.legend(fontsize=7, ncol=2)
-    _save(figure, path)
+            scale, epoch, accuracy = point
+            rows.append({"seed": record["job"]["seed"], "lr_scale": scale, "epoch": epoch,
+                         "val_accuracy": accuracy, "loss": losses.get((scale, epoch), np.nan)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["seed", "lr_scale", "epoch", "val_accuracy", "loss"])
 
 
 def markdown(table: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -267,25 +248,31 @@ def markdown(table: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines)
 
 
-ALL_METHODS = METHODS + ABLATION_METHODS
-
-
-SPEARMAN_METHODS = ("hgprompt", "h-ensemble", "spot-weighted", "h-only", "align-only", "single-best", "spot-best")
-WEIGHT_PLOT_METHODS = ("hgprompt", "h-ensemble", "h-only", "align-only", "spot-weighted", "single-best")
-TEMPLATE = Path(__file__).with_name("templates") / "report.md"
-
-
 def _write_csv(table: pd.DataFrame, path: Path, index: bool = True) -> None:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=index)
 
 
-def _verdict(means: pd.DataFrame) -> str:
+def _verdict(means: pd.DataFrame, labels: Mapping[str, str]) -> str:
     losses = baselines_beating(means)
     if not losses:
         return "HGPrompt has the best mean on every target of this report."
-    lines = [f"- {t}: {METHOD_LABELS[m]} {100 * o:.1f} vs HGPrompt {100 * h:.1f}" for t, m, o, h in losses]
+    lines = [f"- {t}: {_label(m, labels)} {100 * o:.1f} vs HGPrompt {100 * h:.1f}" for t, m, o, h in losses]
     return "HGPrompt does **not** beat these baselines (mean over seeds, test top-1 %):\n\n" + "\n".join(lines)
+
+
+def _learning_section(output: Path, target: str, labels: Mapping[str, str]) -> str:
+    curves = learning_curves(output, target, "vpt")
+    if curves.empty:
+        return ""
+    write_learning_curve_plot(curves, output / "learning_curve.png", f"{_label('vpt', labels)} on {target}")
+    _write_csv(curves, output / "learning_curve.csv", index=False)
+    table = curves.pivot_table(index="epoch", columns=["lr_scale"], values="val_accuracy", aggfunc="mean")
+    table.columns = [f"val200, lr x{c:g}" for c in table.columns]
+    return ("## Learning curve of VPT from scratch\n\n![learning curve](learning_curve.png)\n\n"
+            f"val200 top-1 (fraction, mean over seeds) after each epoch of the train800 fits on {target}, per "
+            "learning-rate scale: a curve still rising at the last epoch means the budget is too small for "
+            "VPT to converge.\n\n" + markdown(table))  # fmt: skip
 
 
 def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataFrame]:
@@ -300,38 +287,46 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
     """
     from string import Template
 
+    budget = state["budget"]
+    settings = budget.get("method_settings", {})
+    labels = {m.name: m.display_label(settings.get(m.name)) for m in registered()}
     frame = load_results(output)
     weights = {p.stem: json.loads(p.read_text()) for p in sorted((output / "weights").glob("*.json"))}
-    _write_csv(frame, output / "results.csv", index=False)
-    display, means = main_table(frame)
+    _write_csv(results_table(frame), output / "results.csv", index=False)
+    _write_csv(frame, output / "runs.csv", index=False)
+    display, means = main_table(frame, labels)
     _write_csv(display, output / "main_table.csv")
     ablation = ablation_table(frame)
     _write_csv(ablation, output / "ablation.csv")
     zero_shot = pd.DataFrame(
         [{"source": s, "target": t, "test_accuracy": a} for t, e in weights.items() for s, a in e["zero_shot"].items()]
     )
-    spearman = spearman_table(weights, zero_shot, SPEARMAN_METHODS)
+    weightings = [m.name for m in registered() if m.weights is not None]
+    spearman = spearman_table(weights, zero_shot, weightings, labels)
     _write_csv(spearman, output / "spearman.csv")
     sections = []
+    names = state.get("target_names", [])
+    if names:
+        sections.append(_learning_section(output, names[0], labels))
     scaling_frame = frame[frame["target"].isin(state.get("scaling_target_names", []))]
+    scaling_methods = [m.name for m in registered() if m.scaling]
     if not scaling_frame.empty and scaling_frame["scale"].nunique() > 1:
-        summary = write_scaling_plot(
-            scaling_frame[scaling_frame["seed"] < state["scaling_seeds"]], SCALING_METHODS, output / "scaling.png"
-        )
+        summary = write_scaling_plot(scaling_frame[scaling_frame["seed"] < state["scaling_seeds"]], scaling_methods,
+                                     output / "scaling.png", lambda m: labels[m])  # fmt: skip
         _write_csv(summary, output / "scaling.csv", index=False)
         table = summary.pivot_table(index="scale", columns="method", values="mean")
-        table.columns = [METHOD_LABELS[m] for m in table.columns]
+        table.columns = [labels[m] for m in table.columns]
         sections.append("## Scaling with the number of sources\n\n![scaling](scaling.png)\n\n"
                         "Test top-1 (fraction) per number of sources (subsets: a seeded random order of the "
-                        "sources, first n; SPoT-best and Average over the same subset):\n\n"
-                        + markdown(table))  # fmt: skip
+                        "sources, first n; every method over the same subset):\n\n" + markdown(table))  # fmt: skip
     for name, entry in weights.items():
-        write_weights_plot(entry, WEIGHT_PLOT_METHODS, output / f"weights_{name}.png", f"source weights, target {name}")
+        write_weights_plot(entry, weightings, output / f"weights_{name}.png", f"source weights, target {name}",
+                           lambda m: labels[m])  # fmt: skip
     if (output / "tsne.png").is_file():
+        shown = " and ".join(labels[m.name] for m in registered() if m.tsne)
         sections.append("## t-SNE of target test features\n\n![t-SNE](tsne.png)\n\n"
-                        "Test features of the first target under the tuned prompts (seed 0) of HGPrompt and "
-                        "Average, coloured by class.")  # fmt: skip
-    budget = state["budget"]
+                        f"Test features of the first target under the tuned prompts (seed 0) of {shown}, "
+                        "coloured by class.")  # fmt: skip
     text = Template(TEMPLATE.read_text()).substitute(
         command=state["command"],
         library=state["library"],
@@ -340,15 +335,19 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
         targets=", ".join(state["target_names"]),
         seeds=state["seeds"],
         minutes=f"{state.get('seconds', float('nan')) / 60:.1f}",
-        eval_every=budget["steps"] // budget["eval_points"],
+        lr_scales=", ".join(f"{s:g}" for s in budget.get("lr_scales", [1.0])),
+        max_steps="" if budget.get("max_steps") is None else f" (capped at {budget['max_steps']} steps per fit)",
+        methods="\n".join(f"- **{labels[m.name]}** ({m.kind.value}; trains {m.trains_text}): {m.paper}."
+                          for m in registered() if m.name in set(frame["method"])),  # fmt: skip
         main_table=markdown(display),
-        verdict=_verdict(means),
+        verdict=_verdict(means, labels),
         ablation_table=markdown(ablation),
         spearman_table=markdown(spearman, ".2f") if not spearman.empty else "(no zero-shot column)",
-        sections="\n".join("\n" + s + "\n" for s in sections),
-        **{k: budget[k] for k in ("steps", "batch_size", "base_lr", "warmup_fraction", "max_test",
-                                  "search_trials", "samples", "gradient_samples", "spot_steps")},  # fmt: skip
-    )
+        sections="\n".join("\n" + s + "\n" for s in sections if s),
+        **{k: budget.get(k, "?") for k in ("epochs", "batch_size", "base_lr", "warmup_fraction", "max_test",
+                                           "precision", "search_trials", "samples", "gradient_samples", "spot_steps")},
+    )  # fmt: skip
+    text = text.replace("\n\n\n", "\n\n")  # an empty section leaves no gap
     with atomic_path(output / "report.md") as tmp:
         Path(tmp).write_text(text)
     return output / "report.md", display

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hgprompt_ray.transfer.evaluation import SCALING_METHODS, WEIGHT_METHODS, EvaluationJob
+from hgprompt_ray.transfer.evaluation import EvaluationJob
+from hgprompt_ray.transfer.methods import get_method, registered
 
 __all__ = ["build_jobs", "remote", "run_jobs", "write_tsne"]
 
@@ -34,28 +35,30 @@ def remote(function: Callable[..., Any], plan: Any, **options: Any) -> Any:
     return ray.remote(num_cpus=cpus, num_gpus=gpus, **options)(function)
 
 
+def _alpha(entry: Mapping[str, Any], method: str, seed: int) -> Any:
+    if method in entry.get("per_seed", {}):
+        return entry["per_seed"][method][str(seed)]
+    return entry["methods"].get(method)
+
+
 def build_jobs(plan: Any, weights: Mapping[str, Mapping[str, Any]]) -> list[EvaluationJob]:
-    """Every job of the evaluation, main runs first, then the scaling curve's."""
+    """Every job of the evaluation (the registry's methods), main runs first, then the scaling
+    curve's."""
     jobs = []
     settings = plan.settings
     for target in plan.targets:
         entry = weights[target]
-        name, sources = entry["target"], entry["sources"]
+        name, sources = entry["target"], tuple(entry["sources"])
         for seed in range(settings.seeds):
             for method in settings.all_methods:
-                alpha = None
-                if method in entry["per_seed"]:
-                    alpha = entry["per_seed"][method][str(seed)]
-                elif method in WEIGHT_METHODS:
-                    alpha = entry["methods"][method]
-                jobs.append(EvaluationJob(target, name, method, seed, tuple(sources), alpha))
+                jobs.append(EvaluationJob(target, name, method, seed, sources, _alpha(entry, method, seed),
+                                          settings=plan.method_settings.get(method)))  # fmt: skip
         for size, point in entry["scaling"].items():
             for seed in range(settings.scaling_seeds):
-                for method in SCALING_METHODS:
-                    alpha = point[method][str(seed)] if method == "spot-best" else point[method]
-                    jobs.append(
-                        EvaluationJob(target, name, method, seed, tuple(point["sources"]), alpha, int(size))
-                    )
+                for method, values in point["methods"].items():
+                    alpha = values[str(seed)] if get_method(method).per_seed else values
+                    jobs.append(EvaluationJob(target, name, method, seed, tuple(point["sources"]), alpha, int(size),
+                                              settings=plan.method_settings.get(method)))  # fmt: skip
     return jobs
 
 
@@ -98,20 +101,21 @@ def run_jobs(plan: Any, jobs: list[EvaluationJob]) -> int:
 
 
 def write_tsne(plan: Any, weights: Mapping[str, Mapping[str, Any]]) -> None:
-    """t-SNE of the first target's test features under HGPrompt's and Average's tuned prompts."""
+    """t-SNE of the first target's test features under the tuned prompts of the methods marked ``tsne``
+    in the registry (HGPrompt and Average)."""
     import ray
     from safetensors.torch import load_file
 
     from hgprompt_ray.transfer import report
-    from hgprompt_ray.transfer.evaluation import METHOD_LABELS, features_task
+    from hgprompt_ray.transfer.evaluation import features_task
 
     first = plan.targets[0]
     name = weights[first]["target"]
     prompts = {}
-    for method in ("hgprompt", "average"):
+    for method in [m.name for m in registered() if m.tsne]:
         path = Path(plan.output) / "runs" / name / method / "seed0.safetensors"
         if path.is_file():
-            prompts[METHOD_LABELS[method]] = load_file(str(path))["prompt"]
+            prompts[get_method(method).label] = load_file(str(path))["prompt"]
     if len(prompts) < 2:
         return
     found = ray.get(

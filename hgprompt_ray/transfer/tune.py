@@ -1,245 +1,285 @@
-"""Tune a target prompt (+ head) from an initial prompt under the VTAB-1k protocol.
+"""Run one registered method on one target under the VTAB-1k protocol, one budget for all.
 
-See :class:`hgprompt_ray.config.TransferConfig` for the protocol and the recipe. Three kinds of
-run share it: ``prompt`` (VPT-shallow from a given or a fresh prompt: HGPrompt, Average,
-Single-Best, SPoT, the ablations, VPT from scratch), ``attempt`` (ATTEMPT's attentional
-mixture of the frozen sources) and ``probe`` (a linear probe on the frozen backbone: C chosen
-on val200, refit on train800val200).
+See :class:`hgprompt_ray.config.TransferConfig` for the protocol. The selection phase
+(:func:`select_setting`) gets train800 and val200 only — the learning rate and the number of
+epochs are chosen there, on val200 — and only then does :func:`tune_transfer` refit on
+train800val200 and score test. The linear probe (``closed_form``) is fitted by L-BFGS to
+convergence instead (C chosen on val200). Every network pass runs under
+``models.precision.autocast(config.precision)``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from hgprompt_ray.config import TransferConfig
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models.features import extract_cls_features
-from hgprompt_ray.transfer.attempt import AttemptClassifier
+from hgprompt_ray.models.precision import autocast, resolve_precision
 from hgprompt_ray.transfer.linear_probe import linear_probe
+from hgprompt_ray.transfer.methods import TransferMethod, get_method
+from hgprompt_ray.transfer.methods.common import BuildContext, prompt_classifier
 from hgprompt_ray.transfer.splits import config_splits
 from hgprompt_ray.workers.train_prompt import evaluate_accuracy, warmup_cosine
 
-__all__ = ["RUN_KINDS", "TransferResult", "brief_tune", "tune_transfer"]
+__all__ = ["Selection", "TransferResult", "brief_tune", "count_trainable", "select_setting", "tune_transfer"]
 
 logger = logging.getLogger(__name__)
-RUN_KINDS = ("prompt", "attempt", "probe")
+_FAST_GROUP = ("head.*", "*prompt", "*.head.*")
+"""Parameters that learn at the config's ``base_lr`` (the head, the prompts) in every method."""
 
 
 class TransferResult(NamedTuple):
-    """One tuned run.
+    """One run of one method.
 
     Attributes:
-        test_accuracy: top-1 on test after the final (train800val200) fit.
-        val_accuracy: the best val200 accuracy of the train800 fit.
-        selected_steps: s*, the step count chosen on val200 (0 for a probe).
-        val_curve: (step, val200 accuracy) pairs of the train800 fit.
-        train_loss: mean loss of the final fit's last quarter of steps (nan for a probe).
+        test_accuracy: top-1 on test after the train800val200 refit.
+        val_accuracy: the best val200 accuracy of the selection phase.
+        lr_scale: the chosen learning-rate scale (nan for a closed-form fit).
+        epochs: the chosen number of epochs (0 for a closed-form fit).
+        val_curve: (lr scale, epoch, val200 accuracy) of every selection fit, per epoch.
+        loss_curve: (lr scale, epoch, mean training loss over the epoch) of the same fits.
+        trainable_parameters: parameters that train (the probe: its weights and biases).
         num_test: test images scored.
         seconds: wall time.
-        prompt: the final prompt (m, d) (None for a probe or ATTEMPT).
+        precision: the resolved precision (``fp32`` or ``bf16``).
+        prompt: the final prompt (m, d) of prompt-tuned runs, else None.
     """
 
     test_accuracy: float
     val_accuracy: float
-    selected_steps: int
-    val_curve: list[tuple[int, float]]
-    train_loss: float
+    lr_scale: float
+    epochs: float
+    val_curve: list[tuple[float, float, float]]
+    loss_curve: list[tuple[float, float, float]]
+    trainable_parameters: int
     num_test: int
     seconds: float
+    precision: str
     prompt: torch.Tensor | None
 
 
-def _batches(dataset: Any, batch_size: int, generator: torch.Generator) -> Any:
-    """An endless stream of shuffled batches (a fresh permutation per pass)."""
-    drop_last = len(dataset) > batch_size  # a one-image batch would break the head's BatchNorm
-    while True:
-        yield from DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last
-        )
+class Selection(NamedTuple):
+    """The choice made on val200: (scale, epochs, val accuracy) and the curves behind it."""
+
+    lr_scale: float
+    epochs: float
+    val_accuracy: float
+    val_curve: list[tuple[float, float, float]]
+    loss_curve: list[tuple[float, float, float]]
 
 
-def _classifier(
-    kind: str,
-    backbone: Any,
-    config: TransferConfig,
-    num_classes: int,
-    num_prompt_tokens: int,
-    initial: torch.Tensor | None,
-    sources: torch.Tensor | None,
-) -> nn.Module:
-    torch.manual_seed(config.seed)
-    model = PromptedViT(backbone, num_prompt_tokens, num_classes=num_classes)
-    linear = nn.Linear(model.embed_dim, num_classes)
-    nn.init.zeros_(linear.weight)
-    nn.init.zeros_(linear.bias)
-    # MAE's linear-probe head: a BatchNorm without affine parameters standardises the features
-    # (cumulative statistics, momentum=None), so a few AdamW steps suffice; the raw CLS features
-    # of a ViT have large shared offsets that a zero-initialised head needs many steps to undo.
-    model.head = nn.Sequential(nn.BatchNorm1d(model.embed_dim, affine=False, momentum=None), linear)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.reset_prompt(generator)
-    if initial is not None:
-        model.set_prompt(initial)
-    if kind == "attempt":
-        if sources is None:
-            raise InvalidValueError(invalid_value("sources", None, "are required for ATTEMPT", ""))
-        return AttemptClassifier(model, sources)
-    return model
+class _Indexed(Dataset):  # type: ignore[type-arg]
+    """(image, label, index): the index lets a method keep per-image state (PANDA's teacher)."""
 
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
 
-def _fit(
-    classifier: nn.Module,
-    dataset: Any,
-    steps: int,
-    config: TransferConfig,
-    device: torch.device,
-    evaluate_at: tuple[int, ...] = (),
-    val_dataset: Any = None,
-) -> tuple[list[float], list[tuple[int, float]]]:
-    parameters = [p for p in classifier.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    warmup = round(config.warmup_fraction * steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
-    generator = torch.Generator().manual_seed(config.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    losses: list[float] = []
-    curve: list[tuple[int, float]] = []
-    stream = _batches(dataset, config.batch_size, generator)
-    classifier.train()
-    for step in range(1, steps + 1):
-        images, labels = next(stream)
-        loss = loss_fn(classifier(images.to(device)), labels.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if step in evaluate_at:
-            curve.append((step, evaluate_accuracy(classifier, val_dataset, config.eval_batch_size, device)))
-            classifier.train()
-    return losses, curve
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        image, label = self.dataset[index]
+        return image, label, index
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def count_trainable(module: nn.Module) -> int:
+    """Parameters with ``requires_grad`` (the VPT paper's 'tuned parameters')."""
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def _optimizer(classifier: nn.Module, method: TransferMethod, config: TransferConfig, scale: float) -> Any:
+    fast, other = [], []
+    for name, parameter in classifier.named_parameters():
+        if parameter.requires_grad:
+            quick = method.base_lr is None or any(fnmatch.fnmatchcase(name, p) for p in _FAST_GROUP)
+            (fast if quick else other).append(parameter)
+    groups = [{"params": fast, "lr": config.learning_rate * scale}]
+    if other:
+        groups.append({"params": other, "lr": float(method.base_lr or 0) * config.batch_size / 256.0 * scale})
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def _loss(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    custom = getattr(classifier, "training_loss", None)
+    if custom is not None:
+        return custom(images, labels, indices)  # type: ignore[no-any-return]
+    return nn.functional.cross_entropy(classifier(images), labels)
+
+
+def _fit(
+    classifier: nn.Module,
+    dataset: Any,
+    epochs: float,
+    method: TransferMethod,
+    config: TransferConfig,
+    scale: float,
+    device: torch.device,
+    on_epoch: Callable[[float, float], None] | None = None,
+) -> None:
+    """AdamW with warmup and cosine decay for ``epochs`` epochs (capped at ``config.max_steps``);
+    ``on_epoch(epoch, mean loss)`` after every epoch and after the last step."""
+    generator = torch.Generator().manual_seed(config.seed)
+    drop_last = len(dataset) > config.batch_size  # a one-image batch would break the head's BatchNorm
+    loader = DataLoader(_Indexed(dataset), batch_size=config.batch_size, shuffle=True, generator=generator,
+                        drop_last=drop_last)  # fmt: skip
+    per_epoch = len(loader)
+    total = max(1, round(epochs * per_epoch))
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    optimizer = _optimizer(classifier, method, config, scale)
+    warmup = round(config.warmup_fraction * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+    classifier.train()
+    step, losses = 0, []
+    while step < total:
+        for images, labels, indices in loader:
+            with autocast(config.precision, device):
+                loss = _loss(classifier, images.to(device), labels.to(device), indices)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.item()))
+            step += 1
+            if on_epoch is not None and (step % per_epoch == 0 or step == total):
+                on_epoch(step / per_epoch, float(np.mean(losses[-(((step - 1) % per_epoch) + 1) :])))
+                classifier.train()
+            if step >= total:
+                break
+
+
+def _accuracy(classifier: nn.Module, dataset: Any, config: TransferConfig, device: torch.device) -> float:
+    with autocast(config.precision, device):
+        return float(evaluate_accuracy(classifier, dataset, config.eval_batch_size, device))  # type: ignore[arg-type]
+
+
+def select_setting(
+    build: Callable[[], nn.Module],
+    method: TransferMethod,
+    config: TransferConfig,
+    train800: Any,
+    val200: Any,
+    device: torch.device,
+) -> Selection:
+    """Fit on train800 at every scale of ``config.lr_scales``, score val200 after every epoch and
+    keep the best (scale, epoch): ties go to fewer epochs, then to the earlier scale of the grid.
+    Reads train800 and val200 only (it is never given test)."""
+    val_curve: list[tuple[float, float, float]] = []
+    loss_curve: list[tuple[float, float, float]] = []
+    for scale in config.lr_scales:
+        classifier = build()
+
+        def score(epoch: float, loss: float, scale: float = scale, classifier: nn.Module = classifier) -> None:
+            val_curve.append((scale, epoch, _accuracy(classifier, val200, config, device)))
+            loss_curve.append((scale, epoch, loss))
+
+        _fit(classifier, train800, config.epochs, method, config, scale, device, on_epoch=score)
+    order = {s: i for i, s in enumerate(config.lr_scales)}
+    scale, epochs, accuracy = max(val_curve, key=lambda item: (item[2], -item[1], -order[item[0]]))
+    return Selection(scale, epochs, accuracy, val_curve, loss_curve)
+
+
 def tune_transfer(
     config: TransferConfig,
-    kind: str = "prompt",
+    method: str | TransferMethod,
     *,
+    settings: Any = None,
     initial: torch.Tensor | None = None,
     sources: torch.Tensor | None = None,
+    weights: Any = None,
     num_prompt_tokens: int | None = None,
     backbone: Any = None,
 ) -> TransferResult:
-    """Run the VTAB-1k protocol for one method on one target.
+    """Run the protocol (module docstring) for one method on one target.
 
     Args:
-        config: target, budget and seeds.
-        kind: ``"prompt"``, ``"attempt"`` or ``"probe"``.
-        initial: the initial prompt (m, d); None draws VPT's uniform init with ``config.seed``.
-        sources: (K, m, d) frozen source prompts (``"attempt"`` only).
-        num_prompt_tokens: m when ``initial`` is None (default: the sources' m).
-        backbone: a loaded backbone to reuse (default: ``load_backbone(config.backbone, ...)``).
+        config: target, budget, seeds and precision.
+        method: a registered method or its name.
+        settings: the method's settings (default: its defaults).
+        initial: a weighting's initial prompt P0 (m, d).
+        sources: the frozen source prompts (K, m, d) (ATTEMPT, PANDA).
+        weights: the method's weights over the sources (PANDA's transferability).
+        num_prompt_tokens: m when neither ``initial`` nor ``sources`` gives it.
+        backbone: a loaded backbone to reuse (never modified).
     """
-    if kind not in RUN_KINDS:
-        raise InvalidValueError(invalid_value("kind", kind, f"must be one of {list(RUN_KINDS)}", ""))
+    method = get_method(method) if isinstance(method, str) else method
+    settings = method.default_settings() if settings is None else settings
     start = time.perf_counter()
     device = _device()
-    backbone = backbone if backbone is not None else load_backbone(config.backbone, config.img_size)
-    backbone = backbone.to(device)
+    precision = resolve_precision(config.precision, device)
+    backbone = (backbone if backbone is not None else load_backbone(config.backbone, config.img_size)).to(device)
     task, datasets, labels = config_splits(config, backbone)
     num_test = int(len(labels["test"]))
-    if kind == "probe":
-        return _probe(backbone, datasets, labels, config, num_test, start)
-    if initial is not None:
-        tokens = int(initial.shape[0])
-    elif sources is not None:
-        tokens = int(sources.shape[1])
-    elif num_prompt_tokens is not None:
-        tokens = num_prompt_tokens
-    else:
-        raise InvalidValueError(
-            invalid_value("num_prompt_tokens", None, "is required without initial or sources", "Pass m.")
-        )
-    num_classes = task.info.num_classes
+    if method.closed_form:
+        accuracy, val, parameters = _probe(backbone, datasets, labels, config, device)
+        return TransferResult(accuracy, val, math.nan, 0, [], [], parameters, num_test,
+                              time.perf_counter() - start, precision, None)  # fmt: skip
+    tokens = _tokens(initial, sources, num_prompt_tokens)
+    context = BuildContext(backbone, int(task.info.num_classes), tokens, config.seed, settings, initial, sources,
+                           None if weights is None else np.asarray(weights, dtype=np.float64))  # fmt: skip
 
     def build() -> nn.Module:
-        return _classifier(kind, backbone, config, num_classes, tokens, initial, sources).to(device)
+        model = prompt_classifier(context) if method.is_weighting else method.build(context)  # type: ignore[misc]
+        return model.to(device)
 
+    chosen = select_setting(build, method, config, datasets["train800"], datasets["val200"], device)
     classifier = build()
-    _, curve = _fit(
-        classifier,
-        datasets["train800"],
-        config.steps,
-        config,
-        device,
-        evaluate_at=config.eval_steps,
-        val_dataset=datasets["val200"],
-    )
-    best_step, best_val = max(curve, key=lambda item: (item[1], -item[0]))
-    classifier = build()
-    losses, _ = _fit(classifier, datasets["train800val200"], best_step, config, device)
-    test_accuracy = evaluate_accuracy(classifier, datasets["test"], config.eval_batch_size, device)
-    prompt = None
-    if kind == "prompt":
-        prompt = classifier.prompt.detach().cpu().clone()  # type: ignore[union-attr]
-    tail = losses[-max(1, len(losses) // 4) :]
+    _fit(classifier, datasets["train800val200"], chosen.epochs, method, config, chosen.lr_scale, device)
+    test_accuracy = _accuracy(classifier, datasets["test"], config, device)
+    prompt = classifier.prompt if isinstance(classifier, PromptedViT) else None  # VPT and the weightings
     return TransferResult(
-        float(test_accuracy),
-        float(best_val),
-        int(best_step),
-        [(int(s), float(a)) for s, a in curve],
-        float(np.mean(tail)),
-        num_test,
-        time.perf_counter() - start,
-        prompt,
+        test_accuracy, chosen.val_accuracy, chosen.lr_scale, chosen.epochs, chosen.val_curve, chosen.loss_curve,
+        count_trainable(classifier), num_test, time.perf_counter() - start, precision,
+        None if prompt is None else prompt.detach().cpu().clone(),
+    )  # fmt: skip
+
+
+def _tokens(initial: torch.Tensor | None, sources: torch.Tensor | None, num_prompt_tokens: int | None) -> int:
+    if initial is not None:
+        return int(initial.shape[0])
+    if sources is not None:
+        return int(sources.shape[1])
+    if num_prompt_tokens is not None:
+        return int(num_prompt_tokens)
+    raise InvalidValueError(
+        invalid_value("num_prompt_tokens", None, "is required without initial or sources", "Pass m.")
     )
 
 
 def _probe(
-    backbone: Any,
-    datasets: dict[str, Any],
-    labels: dict[str, np.ndarray],
-    config: TransferConfig,
-    num_test: int,
-    start: float,
-) -> TransferResult:
+    backbone: Any, datasets: dict[str, Any], labels: dict[str, np.ndarray], config: TransferConfig, device: Any
+) -> tuple[float, float, int]:
+    """The closed-form linear probe: (test accuracy, val accuracy, parameters)."""
     bare = PromptedViT(backbone, num_prompt_tokens=0).eval()
-    features = {
-        s: extract_cls_features(bare, datasets[s], batch_size=config.eval_batch_size)
-        for s in ("train800", "val200", "test")
-    }
+    with autocast(config.precision, device):
+        features = {s: extract_cls_features(bare, datasets[s], batch_size=config.eval_batch_size)
+                    for s in ("train800", "val200", "test")}  # fmt: skip
     chosen = linear_probe(*[(features[s], labels[s]) for s in ("train800", "val200", "test")])
     final_train = (
         np.concatenate([features["train800"], features["val200"]]),
         np.concatenate([labels["train800"], labels["val200"]]),
     )
-    final = linear_probe(
-        final_train,
-        (features["val200"], labels["val200"]),
-        (features["test"], labels["test"]),
-        grid=(chosen.c,),
-    )
-    return TransferResult(
-        final.test_accuracy,
-        chosen.val_accuracy,
-        0,
-        [],
-        float("nan"),
-        num_test,
-        time.perf_counter() - start,
-        None,
-    )
+    final = linear_probe(final_train, (features["val200"], labels["val200"]), (features["test"], labels["test"]),
+                         grid=(chosen.c,))  # fmt: skip
+    classes = len(np.unique(final_train[1]))
+    parameters = (features["train800"].shape[1] + 1) * (classes if classes > 2 else 1)
+    return final.test_accuracy, chosen.val_accuracy, int(parameters)
 
 
 def brief_tune(
@@ -250,13 +290,15 @@ def brief_tune(
     Shape:
         returns: (m, d).
     """
+    import dataclasses
+
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InvalidValueError(invalid_value("steps", steps, "must be a positive integer", "e.g. 8."))
     device = _device()
-    backbone = backbone if backbone is not None else load_backbone(config.backbone, config.img_size)
-    backbone = backbone.to(device)
+    backbone = (backbone if backbone is not None else load_backbone(config.backbone, config.img_size)).to(device)
     task, datasets, _ = config_splits(config, backbone, ("train800",))
-    classifier = _classifier("prompt", backbone, config, task.info.num_classes, num_prompt_tokens, None, None)
-    classifier = classifier.to(device)
-    _fit(classifier, datasets["train800"], steps, config, device)
+    context = BuildContext(backbone, int(task.info.num_classes), num_prompt_tokens, config.seed)
+    classifier = prompt_classifier(context).to(device)
+    capped = dataclasses.replace(config, max_steps=steps, epochs=steps)  # every epoch has >= 1 step
+    _fit(classifier, datasets["train800"], capped.epochs, get_method("vpt"), capped, 1.0, device)
     return classifier.prompt.detach().cpu().clone()  # type: ignore[union-attr]

@@ -1,20 +1,17 @@
-"""Source weights of the baselines and the ablation, and the ensemble prompt they give.
+"""The maths behind several weightings, and the ensemble prompt they give.
 
-Every weight-based method initialises the target prompt at P_T = sum_i alpha_i P_i:
+Every weighting initialises the target prompt at P_T = sum_i alpha_i P_i (:func:`ensemble_prompt`).
+The methods themselves are declared in ``hgprompt_ray.transfer.methods`` (one module each); here:
 
-* Average: alpha_i = 1/K.
-* Single-Best: all weight on the source with the best zero-shot transfer accuracy.
 * SPoT (Vu et al., ACL 2022): task embeddings are mean-pooled prompt tokens; a target prompt is
   tuned briefly, and sources are ranked by cosine similarity with it. SPoT-best takes the most
   similar source; SPoT-weighted weights sources by their positive similarities.
-* H-ensemble-style: each source's own H-score on the target, normalised to the simplex (to be
-  replaced by the real H-ensemble, argmax_alpha H(sum alpha_i f_i), in the baseline-registry issue).
-* Ablation: H only (lambda = 0), alignment only (L_align alone), both (HGPrompt), neither (Average).
+* H only = H-ensemble (lambda = 0: argmax_alpha H(sum_i alpha_i f_i) on the simplex) and
+  alignment only (L_align alone): HGPrompt's ablation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +25,6 @@ __all__ = [
     "alignment_only_weights",
     "ensemble_prompt",
     "h_only_weights",
-    "single_best_weights",
     "spot_similarities",
     "spot_weights",
     "uniform_weights",
@@ -66,24 +62,6 @@ def ensemble_prompt(prompts: torch.Tensor, alpha: EnsembleWeights | Any) -> torc
     return torch.einsum("k,kmd->md", weights, prompts)
 
 
-def single_best_weights(sources: Sequence[str], zero_shot: Mapping[str, float]) -> np.ndarray:
-    """One-hot on the source with the best zero-shot accuracy (ties: the first in ``sources``)."""
-    missing = [s for s in sources if s not in zero_shot]
-    if missing:
-        raise InvalidValueError(
-            invalid_value(
-                "zero_shot",
-                sorted(zero_shot),
-                f"has no accuracy for sources {missing}",
-                "Compute the zero-shot matrix for this target (launch/zero_shot.py).",
-            )
-        )
-    scores = np.array([zero_shot[s] for s in sources], dtype=np.float64)
-    weights = np.zeros(len(sources))
-    weights[int(np.argmax(scores))] = 1.0
-    return weights
-
-
 def spot_similarities(target_prompt: torch.Tensor, sources: torch.Tensor) -> np.ndarray:
     """Cosine similarity of mean-pooled tokens: SPoT's task-embedding similarity.
 
@@ -119,7 +97,8 @@ def spot_weights(similarities: Any, best: bool) -> np.ndarray:
 
 
 def h_only_weights(statistics: Any, settings: SolverSettings | None = None) -> np.ndarray:
-    """argmax_alpha H(alpha): the ablation without the alignment term (lambda = 0)."""
+    """argmax_alpha H(sum_i alpha_i f_i) on the simplex: H-ensemble, i.e. HGPrompt's ablation
+    without the alignment term (lambda = 0), on the search's train800 statistics."""
     return solve_weights(statistics.train, None, 0.0, settings).alpha
 
 

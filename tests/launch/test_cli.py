@@ -43,9 +43,12 @@ def test_flags_come_from_the_config_fields():
 
 def test_transfer_flags_keep_their_types():
     parser = argparse.ArgumentParser()
-    add_config_flags(parser, TransferConfig, skip=["task"], defaults={"steps": 9})
-    args = parser.parse_args(["--base-lr", "0.5", "--max-test", "10"])
-    assert (args.steps, args.base_lr, args.max_test, args.data_root) == (9, 0.5, 10, None)
+    add_config_flags(parser, TransferConfig, skip=["task"], defaults={"epochs": 9})
+    args = parser.parse_args(["--base-lr", "0.5", "--max-test", "10", "--lr-scales", "0.5", "2"])
+    assert (args.epochs, args.base_lr, args.max_test, args.data_root) == (9, 0.5, 10, None)
+    assert args.lr_scales == [0.5, 2.0] and args.precision == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "fp16"])
 
 
 def test_cli_main_turns_user_errors_into_one_line_and_exit_2(capsys):

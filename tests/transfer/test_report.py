@@ -17,20 +17,27 @@ def _frame():
                 ("b", "hgprompt"): [0.50, 0.60], ("b", "average"): [0.55, 0.55], ("b", "vpt"): [0.4, 0.5]}  # fmt: skip
     for (target, method), values in accuracy.items():
         for seed, value in enumerate(values):
-            rows.append({"target": target, "method": method, "seed": seed, "scale": 4, "main": True,
-                         "test_accuracy": value})  # fmt: skip
+            rows.append({"target": target, "method": method, "protocol": "tuned", "seed": seed, "scale": 4,
+                         "main": True, "test_accuracy": value, "val_accuracy": value, "wall_seconds": 10.0 + seed,
+                         "trainable_parameters": 1154.0})  # fmt: skip
     rows.append(
-        {"target": "a", "method": "hgprompt", "seed": 0, "scale": 2, "main": False, "test_accuracy": 0.1}
-    )
+        {"target": "a", "method": "hgprompt", "protocol": "tuned", "seed": 0, "scale": 2, "main": False,
+         "test_accuracy": 0.1, "val_accuracy": 0.1, "wall_seconds": 1.0, "trainable_parameters": 1154.0}
+    )  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def test_main_table_means_stds_and_average_row():
+def test_main_table_means_stds_and_average_column():
     display, means = report.main_table(_frame())
-    assert list(display.index) == ["a", "b", "Average"]
-    assert display.loc["a", "HGPrompt"] == f"82.0 ± {100 * np.std([0.80, 0.84], ddof=1):.1f}"
+    assert list(display.index) == ["VPT (scratch)", "Average", "HGPrompt"]  # the registry's order and labels
+    assert list(display.columns) == ["Kind", "Trains", "Params", "Fit", "a", "b", "Average", "Wall s/run"]
+    assert display.loc["HGPrompt", "a"] == f"82.0 ± {100 * np.std([0.80, 0.84], ddof=1):.1f}"
     assert means.loc["b", "hgprompt"] == pytest.approx(0.55)  # the scaling row (main=False) is left out
     assert display.loc["Average", "Average"] == f"{100 * np.mean([0.72, 0.55]):.1f}"
+    assert display.loc["HGPrompt", "Params"] == "1.15k" and display.loc["VPT (scratch)", "Wall s/run"] == "10"
+    assert display.loc["VPT (scratch)", "Kind"] == "tuning" and display.loc["Average", "Kind"] == "weighting"
+    results = report.results_table(_frame())
+    assert tuple(results.columns) == report.RESULT_COLUMNS and len(results) == 12
     losses = report.baselines_beating(means)
     assert ("a", "vpt", pytest.approx(0.9), pytest.approx(0.82)) in losses
     assert ("b", "average", pytest.approx(0.55), pytest.approx(0.55)) in losses  # a tie is not a win

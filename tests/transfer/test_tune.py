@@ -1,15 +1,18 @@
-"""Transfer tuning under the VTAB-1k protocol on a tiny real ViT and a tiny folder task."""
+"""The protocol on a tiny real ViT and a tiny folder task: lr grid and epochs chosen on val200,
+refit on train800val200, test scored last; the probe in closed form; ATTEMPT's mixture."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
-from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.config import PRECISIONS, TransferConfig
 from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.models import PromptedViT, load_backbone
+from hgprompt_ray.models import precision as precision_module
 from hgprompt_ray.transfer.attempt import AttemptClassifier
 from hgprompt_ray.transfer.tune import brief_tune, tune_transfer
 
@@ -21,8 +24,8 @@ def transfer_config(tiny_setup):
         task=training.task,
         backbone=training.backbone,
         img_size=32,
-        steps=12,
-        eval_points=3,
+        epochs=3,
+        lr_scales=(0.5, 1.0),
         batch_size=32,
         base_lr=0.4,
         max_test=80,
@@ -36,33 +39,45 @@ def backbone(transfer_config):
 
 
 def test_prompt_run_learns_and_follows_the_protocol(transfer_config, backbone):
-    result = tune_transfer(transfer_config, "prompt", num_prompt_tokens=4, backbone=backbone)
+    result = tune_transfer(transfer_config, "vpt", num_prompt_tokens=4, backbone=backbone)
     assert result.test_accuracy > 0.75  # two colour classes: chance is 0.5
-    assert [s for s, _ in result.val_curve] == [4, 8, 12]
-    assert result.selected_steps in (4, 8, 12)
-    best = max(a for _, a in result.val_curve)
+    assert [(s, e) for s, e, _ in result.val_curve] == [(s, e) for s in (0.5, 1.0) for e in (1.0, 2.0, 3.0)]
+    assert len(result.loss_curve) == 6 and all(np.isfinite(loss) for _, _, loss in result.loss_curve)
+    best = max(a for _, _, a in result.val_curve)
     assert result.val_accuracy == best
+    first = min(((e, i) for i, (s, e, a) in enumerate(result.val_curve) if a == best))  # ties: fewer epochs first
+    assert (result.lr_scale, result.epochs) == result.val_curve[first[1]][:2]
     assert result.num_test == 80  # the seeded test subset
     assert result.prompt is not None and result.prompt.shape == (4, 192)
+    assert result.trainable_parameters == 4 * 192 + 2 * 192 + 2  # prompt + linear head
+    assert result.precision == precision_module.resolve_precision("auto")
 
 
 def test_the_run_starts_from_the_initial_prompt(transfer_config, backbone):
     initial = torch.randn(4, 192, generator=torch.Generator().manual_seed(3))
-    frozen = dataclasses.replace(transfer_config, base_lr=1e-12, weight_decay=0.0, steps=2, eval_points=1)
-    result = tune_transfer(frozen, "prompt", initial=initial, backbone=backbone)
+    frozen = dataclasses.replace(transfer_config, base_lr=1e-12, weight_decay=0.0, epochs=1, lr_scales=(1.0,))
+    result = tune_transfer(frozen, "average", initial=initial, backbone=backbone)
     assert torch.allclose(result.prompt, initial, atol=1e-6)
-    moved = tune_transfer(
-        dataclasses.replace(frozen, base_lr=0.4), "prompt", initial=initial, backbone=backbone
-    )
+    moved = tune_transfer(dataclasses.replace(frozen, base_lr=0.4), "average", initial=initial, backbone=backbone)
     assert not torch.allclose(moved.prompt, initial, atol=1e-3)
 
 
-def test_linear_probe_and_attempt_runs(transfer_config, backbone):
-    probe = tune_transfer(transfer_config, "probe", backbone=backbone)
-    assert probe.test_accuracy > 0.75 and probe.selected_steps == 0 and probe.prompt is None
+def test_linear_probe_is_closed_form_and_attempt_runs(transfer_config, backbone):
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    probe = tune_transfer(transfer_config, "linear-probe", backbone=backbone)
+    assert probe.test_accuracy > 0.75 and probe.epochs == 0 and np.isnan(probe.lr_scale) and probe.prompt is None
+    assert probe.val_curve == [] and probe.trainable_parameters == 192 + 1  # binary logistic regression
     sources = torch.randn(3, 4, 192, generator=torch.Generator().manual_seed(0)) * 0.5
-    attempt = tune_transfer(transfer_config, "attempt", sources=sources, backbone=backbone)
+    attempt = tune_transfer(dataclasses.replace(transfer_config, lr_scales=(1.0,)), "attempt", sources=sources,
+                            backbone=backbone)  # fmt: skip
     assert attempt.test_accuracy > 0.75 and attempt.prompt is None
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # the backbone is never trained
+
+
+def test_max_steps_caps_every_fit(transfer_config, backbone):
+    capped = dataclasses.replace(transfer_config, max_steps=2, lr_scales=(1.0,))
+    result = tune_transfer(capped, "vpt", num_prompt_tokens=4, backbone=backbone)
+    assert [e for _, e, _ in result.val_curve] == [pytest.approx(2 / 7)]  # 240 images, batch 32: 7 steps an epoch
 
 
 def test_brief_tune_moves_the_prompt(transfer_config, backbone):
@@ -98,12 +113,18 @@ def test_attempt_mixture(backbone):
 
 def test_config_errors(tiny_setup):
     _, training = tiny_setup
-    with pytest.raises(InvalidValueError, match="eval_points"):
-        TransferConfig(task=training.task, steps=2, eval_points=3)
-    with pytest.raises(InvalidValueError, match="steps"):
-        TransferConfig(task=training.task, steps=0)
-    with pytest.raises(InvalidValueError, match="warmup_fraction"):
-        TransferConfig(task=training.task, warmup_fraction=1.0)
-    with pytest.raises(InvalidValueError, match="kind"):
+    cases = {
+        "epochs": dict(epochs=0),
+        "lr_scales": dict(lr_scales=()),
+        "lr_scales must be positive": dict(lr_scales=(1.0, -0.1)),
+        "warmup_fraction": dict(warmup_fraction=1.0),
+        "precision must be one of": dict(precision="fp16"),
+        "max_steps": dict(max_steps=0),
+    }
+    for message, change in cases.items():
+        with pytest.raises(InvalidValueError, match=message):
+            TransferConfig(task=training.task, **change)
+    with pytest.raises(InvalidValueError, match="method"):
         tune_transfer(TransferConfig(task=training.task), "lora")
-    assert TransferConfig(task="x", steps=25, eval_points=2).eval_steps == (12, 25)
+    assert TransferConfig(task="x", lr_scales=[1, 3]).lr_scales == (1.0, 3.0)
+    assert PRECISIONS == precision_module.PRECISIONS  # the config's copy of the accepted values

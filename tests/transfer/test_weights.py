@@ -9,11 +9,13 @@ import torch
 from hgprompt_ray.core.alignment import alignment_loss
 from hgprompt_ray.core.ensemble_hscore import ensemble_h_score, ensemble_statistics
 from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.transfer.methods.h_ensemble import h_ensemble_weights
+from hgprompt_ray.transfer.methods.inputs import WeightingInputs
+from hgprompt_ray.transfer.methods.single_best import best_source_weights
 from hgprompt_ray.transfer.weights import (
     alignment_only_weights,
     ensemble_prompt,
     h_only_weights,
-    single_best_weights,
     spot_similarities,
     spot_weights,
 )
@@ -32,9 +34,9 @@ def test_ensemble_prompt_is_the_weighted_sum():
 
 
 def test_single_best_and_spot():
-    assert single_best_weights(["a", "b", "c"], {"a": 0.4, "b": 0.9, "c": 0.1}).tolist() == [0, 1, 0]
+    assert best_source_weights(["a", "b", "c"], {"a": 0.4, "b": 0.9, "c": 0.1}).tolist() == [0, 1, 0]
     with pytest.raises(InvalidValueError, match="zero-shot"):
-        single_best_weights(["a", "z"], {"a": 0.4})
+        best_source_weights(["a", "z"], {"a": 0.4})
     generator = torch.Generator().manual_seed(0)
     sources = torch.randn(4, 5, 16, generator=generator)
     target = sources[2] + 0.05 * torch.randn(5, 16, generator=generator)
@@ -73,3 +75,16 @@ def test_ablation_weights_optimise_their_own_term():
     assert h_only[1] > 0.5  # the discriminative prompt dominates the H-only weights
     assert alignment_loss(statistics.covariance, align_only) < alignment_loss(statistics.covariance, uniform)
     assert alignment_loss(statistics.covariance, align_only) < alignment_loss(statistics.covariance, h_only)
+
+
+def test_h_ensemble_maximises_h_of_the_weighted_feature_sum():
+    """H-ensemble = argmax_alpha H(sum_i alpha_i f_i) on the simplex: no point of a fine simplex
+    grid has a higher H, and it is not the normalised per-source H-scores."""
+    statistics = _statistics(seed=3)
+    inputs = WeightingInputs(statistics.prompts, torch.zeros(3, 1, 6), {}, statistics)
+    alpha = h_ensemble_weights(inputs)
+    best = ensemble_h_score(statistics.train, alpha)
+    grid = [np.array([i, j, 40 - i - j]) / 40 for i in range(41) for j in range(41 - i)]
+    assert max(ensemble_h_score(statistics.train, g) for g in grid) <= best + 1e-9
+    assert np.isclose(alpha.sum(), 1) and (alpha >= 0).all()
+    assert np.allclose(alpha, h_only_weights(statistics))  # one method: "H-ensemble (= H only)"

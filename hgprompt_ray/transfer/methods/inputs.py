@@ -1,0 +1,68 @@
+"""What a method's ``weights`` function may read: :class:`WeightingInputs`, built from train800 and
+val200 only.
+
+The zero-shot column here is the matrix's *val200* accuracy (a probe fitted on train800 under each
+source prompt, scored on val200); the HGPrompt search and its statistics come from train800 and
+val200 samples; SPoT's target prompt is tuned on train800; the black-box search scores val200.
+Nothing here holds a test label or a test accuracy, which is what lets a test walk every method
+and check that its choices never read test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = ["WeightingInputs"]
+
+
+class WeightingInputs(NamedTuple):
+    """Everything the weightings (and PANDA's transferability weights) read, for one target.
+
+    Attributes:
+        sources: the K source prompt names.
+        prompts: the source prompts (K, m, d).
+        zero_shot_val: val200 zero-shot accuracy per source.
+        statistics: the search's ``SearchStatistics`` (train800 features and gradients, val200
+            features) or None.
+        search_weights: the HGPrompt search's best alpha over ``sources`` (K,) or None.
+        spot_similarities: seed -> SPoT's cosine similarities (K,).
+        probe: the search's ``ProbeData`` (train800 / val200 images) or an ObjectRef of it, or None.
+        probe_positions: positions of ``sources`` in ``probe.prompts``.
+        evaluations: the black-box weighting's budget: the HGPrompt search's number of trials.
+    """
+
+    sources: tuple[str, ...]
+    prompts: torch.Tensor
+    zero_shot_val: dict[str, float]
+    statistics: Any = None
+    search_weights: np.ndarray | None = None
+    spot_similarities: dict[int, np.ndarray] = {}  # a NamedTuple default, never mutated
+    probe: Any = None
+    probe_positions: tuple[int, ...] = ()
+    evaluations: int = 32
+
+    def subset(self, index: Sequence[int], search_weights: np.ndarray | None) -> WeightingInputs:
+        """The inputs restricted to the sources at ``index`` (the scaling curve's subsets)."""
+        index = list(index)
+        statistics = self.statistics
+        if statistics is not None:
+            statistics = statistics._replace(
+                prompts=tuple(statistics.prompts[i] for i in index),
+                train=statistics.train.subset(index),
+                val=statistics.val.subset(index),
+                covariance=np.ascontiguousarray(statistics.covariance[:, index][:, :, index]),
+                source_h_scores=np.asarray(statistics.source_h_scores)[index],
+            )
+        return self._replace(
+            sources=tuple(self.sources[i] for i in index),
+            prompts=self.prompts[index],
+            zero_shot_val={self.sources[i]: self.zero_shot_val[self.sources[i]] for i in index},
+            statistics=statistics,
+            search_weights=search_weights,
+            spot_similarities={s: np.asarray(v)[index] for s, v in self.spot_similarities.items()},
+            probe_positions=tuple(self.probe_positions[i] for i in index) if self.probe_positions else (),
+        )
