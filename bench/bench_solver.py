@@ -1,34 +1,46 @@
-"""Exact precomputed alpha solver vs a naive autograd solver on the raw features and gradients.
+"""The exact alpha solver against its goals (issue #19) and against a naive autograd solver.
 
 Problem (defaults = the issue's): M = 11 prompts, N = 2000 samples, d = 768, 10 classes,
-class-structured random features, per-sample gradients with p = 50 x 768 coordinates.
+class-structured random features, per-sample gradients with p = 50 x 768 coordinates, lambda 1.
 
-Both solvers run the *same* algorithm (``hgprompt_ray.core.simplex.minimize_on_simplex``: the
-same starts, step rule and iteration budget); only the objective's evaluation differs:
+Exact solver: ``ensemble_statistics`` + streamed ``GradientMoments`` computed once (the gradient
+stack is generated batch by batch and never held whole; generating it is timed apart from the
+precompute), then ``EnsembleObjective`` (``hgprompt_ray.core.ensemble_objective``: packed pair
+blocks, one Cholesky per start, the gradient by hand) inside ``minimize_on_simplex``.
 
-* exact: ``ensemble_statistics`` + streamed ``GradientMoments`` computed once (the gradient
-  stack is generated batch by batch and never held whole), then each step costs
-  O(M^2 d^2 + d^3 + p M^2), independent of N.
-* naive: each step forms sum_k alpha_k f_k (N x d) and sum_k alpha_k g_k (N x p) from the raw
-  arrays, computes the Ledoit-Wolf H-score and the paper's uncentred L_align
-  (v_i = 1/(N-1) sum_j (g^i_j - g^alpha_j)^2) from them, and differentiates with autograd
-  (gradient checkpointing over coordinate chunks keeps its memory bounded). Its alignment
-  normaliser is computed from the raw gradients too (sum_c (mean_i 1/(N-1) sum_j g^i_jc^2)^2).
+Rows and goals:
 
-The naive solver is too slow to run to convergence from every start on 2 cores, so both run a
-fixed budget of ``--iterations`` steps (tolerance 0) from the uniform start, which makes the
-per-step speed and the alpha agreement directly comparable; the exact solver's converged
-multi-start solve is reported too. Each solver runs in its own subprocess so its peak RSS is its
-own. Prints one table.
+* precompute of the statistics [<= 10 s];
+* one solver step from the uniform start [<= 30 ms]: the median over ``--repeats`` runs of
+  ``--iterations`` steps on the prepared objective; printed with its FLOP count
+  (``EnsembleObjective.cost``), the achieved GFLOP/s and GB/s, and a float64 GEMM rate and a
+  memory read rate measured in the same process (before and after the timed runs), and the
+  roofline time they give (the pair blocks' bytes at the read rate + the other FLOPs at the
+  GEMM rate): a single start's step is bound by reading the blocks, not by arithmetic;
+* one batched evaluation of all 12 standard starts (what each multi-start iteration costs);
+* the converged multi-start solve, ``solve_weights`` with default settings (uniform + every
+  vertex = 12 starts), setup included [<= 10 s];
+* exact vs naive [max |alpha difference| <= 1e-4]: both run the *same* algorithm
+  (``minimize_on_simplex``, same start, step rule and budget of ``--compare-iterations``
+  evaluations, tolerance 0), the naive one evaluating each step from the raw features and
+  gradients: it forms sum_k alpha_k f_k (N x d) and sum_k alpha_k g_k (N x p), computes the
+  Ledoit-Wolf H-score and the paper's uncentred L_align (v_i = 1/(N-1) sum_j (g^i_j - g^alpha_j)^2)
+  from them and differentiates with autograd (gradient checkpointing over coordinate chunks
+  keeps its memory bounded); its alignment normaliser comes from the raw gradients too. About a
+  minute a step at the default sizes, hence the small budget; the speed ratio per step is
+  reported [>= 10].
+
+Each solver runs in its own subprocess so its peak RSS is its own. Prints one table.
 
 Usage:
-  python bench/bench_solver.py                   # the issue's sizes (several minutes)
+  python bench/bench_solver.py --json bench/results/solver.json > bench/results/solver.txt
   python bench/bench_solver.py --smoke-test      # small sizes, seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import resource
 import subprocess
@@ -38,6 +50,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+GOALS = {"precompute_s": 10.0, "step_ms": 30.0, "full_s": 10.0, "alpha_diff": 1e-4, "speedup": 10.0}
 
 
 def _features(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
@@ -51,24 +65,59 @@ def _features(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 
 def _gradient_batches(args: argparse.Namespace):
     """Per-sample gradients (B, M, p) float32, batch by batch, identical in both processes."""
-    scale = np.random.default_rng([args.seed, 1]).uniform(0.5, 2.0, size=(1, args.prompts, 1))
+    rng = np.random.default_rng([args.seed, 1])
+    scale = rng.uniform(0.5, 2.0, size=(1, args.prompts, 1)).astype(np.float32)
     p = args.tokens * args.dim
     for index, start in enumerate(range(0, args.samples, args.batch)):
         rng = np.random.default_rng([args.seed, 2, index])
         size = min(args.batch, args.samples - start)
         shared = rng.standard_normal((size, 1, p), dtype=np.float32)
         own = rng.standard_normal((size, args.prompts, p), dtype=np.float32)
-        yield (1e-3 * (shared + own * scale)).astype(np.float32)
+        own *= scale
+        own += shared
+        own *= np.float32(1e-3)
+        yield own
 
 
-def _settings(args: argparse.Namespace, fixed: bool):
+def _settings(iterations: int | None):
+    """A fixed budget with no early stop and the uniform start only, or the defaults."""
     from hgprompt_ray.core import SolverSettings
 
-    if fixed:
-        return SolverSettings(
-            max_iterations=args.iterations, tolerance=1e-300, vertex_starts=False
-        )  # no early stop
-    return SolverSettings()
+    if iterations is None:
+        return SolverSettings()
+    return SolverSettings(max_iterations=iterations, tolerance=1e-300, vertex_starts=False)
+
+
+def _gemm_rate() -> float:
+    """float64 GEMM GFLOP/s (2048^3, torch/MKL, best of 3)."""
+    a = torch.randn(2048, 2048, dtype=torch.float64)
+    best = float("inf")
+    for _ in range(4):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best / 1e9
+
+
+def _read_rate() -> float:
+    """Memory read GB/s: a float64 row vector times a (64, 2^19) matrix (256 MB), best of 3."""
+    matrix = torch.ones(64, 1 << 19, dtype=torch.float64)
+    row = torch.ones(1, 64, dtype=torch.float64)
+    best = float("inf")
+    for _ in range(4):
+        start = time.perf_counter()
+        row @ matrix
+        best = min(best, time.perf_counter() - start)
+    return matrix.numel() * 8 / best / 1e9
+
+
+def _median_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def run_exact(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,42 +125,88 @@ def run_exact(args: argparse.Namespace) -> dict[str, Any]:
 
     from hgprompt_ray.core import (
         SimplexConvergenceWarning,
+        alignment_scale,
         empty_gradient_moments,
         ensemble_statistics,
         gradient_second_moment,
+        minimize_on_simplex,
         solve_weights,
+        solver_starts,
         update_gradient_moments,
     )
+    from hgprompt_ray.core.ensemble_objective import EnsembleObjective
 
+    rates_before = (_gemm_rate(), _read_rate())
     features, labels = _features(args)
     start = time.perf_counter()
     stats = ensemble_statistics(features, labels)
+    features_s = time.perf_counter() - start
     moments = empty_gradient_moments(args.prompts, args.tokens * args.dim)
-    for batch in _gradient_batches(args):
+    generation_s = update_s = 0.0
+    batches = _gradient_batches(args)
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, None)
+        generation_s += time.perf_counter() - start
+        if batch is None:
+            break
+        start = time.perf_counter()
         moments = update_gradient_moments(moments, batch)
+        update_s += time.perf_counter() - start
+    start = time.perf_counter()
     second_moment = gradient_second_moment(moments)
+    update_s += time.perf_counter() - start
     del moments
-    precompute = time.perf_counter() - start
+
+    start = time.perf_counter()
+    objective = EnsembleObjective(stats, second_moment, args.lam, alignment_scale(second_moment))
+    setup_s = time.perf_counter() - start
+    fixed = _settings(args.iterations)
+    starts = solver_starts(args.prompts, fixed)
+    step_runs = []
+    for _ in range(args.repeats):
+        begin = time.perf_counter()
+        stepped = minimize_on_simplex(objective, starts, fixed)
+        step_runs.append((time.perf_counter() - begin) / stepped.iterations)
+    all_starts = torch.from_numpy(solver_starts(args.prompts, _settings(None)))
+    all_starts = 0.9 * all_starts + 0.1 / args.prompts  # inside the simplex, as the solver moves them
+    batched_s = _median_time(lambda: objective.value_and_grad(all_starts), args.repeats)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SimplexConvergenceWarning)
-        start = time.perf_counter()
-        fixed = solve_weights(stats, second_moment, args.lam, _settings(args, fixed=True))
-        fixed_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    full = solve_weights(stats, second_moment, args.lam, _settings(args, fixed=False))
-    full_seconds = time.perf_counter() - start
+        compared = solve_weights(stats, second_moment, args.lam, _settings(args.compare_iterations))
+    full_runs, full_iterations = [], []
+    for _ in range(args.repeats):
+        begin = time.perf_counter()
+        full = solve_weights(stats, second_moment, args.lam, _settings(None))
+        full_runs.append(time.perf_counter() - begin)
+        full_iterations.append(full.iterations)
+    rates_after = (_gemm_rate(), _read_rate())
     return {
-        "precompute_s": precompute,
-        "fixed_s": fixed_seconds,
-        "fixed_iterations": fixed.iterations,
-        "alpha": fixed.alpha.tolist(),
-        "objective": fixed.objective,
-        "full_s": full_seconds,
-        "full_iterations": full.iterations,
+        "features_s": features_s,
+        "gradient_moments_s": update_s,
+        "precompute_s": features_s + update_s,
+        "generation_s": generation_s,
+        "setup_s": setup_s,
+        "step_s": float(np.median(step_runs)),
+        "step_runs_s": step_runs,
+        "step_cost": objective.cost(1),
+        "batched_starts": int(all_starts.shape[0]),
+        "batched_s": batched_s,
+        "batched_cost": objective.cost(int(all_starts.shape[0])),
+        "gemm_gflops": [rates_before[0], rates_after[0]],
+        "read_gbs": [rates_before[1], rates_after[1]],
+        "alpha": compared.alpha.tolist(),
+        "objective": compared.objective,
+        "compare_iterations": compared.iterations,
+        "full_s": float(np.median(full_runs)),
+        "full_runs_s": full_runs,
+        "full_iterations": full_iterations,
         "full_converged": full.converged,
         "full_kkt_gap": full.kkt_gap,
         "full_objective": full.objective,
         "full_alpha": full.alpha.tolist(),
+        "fallbacks": objective.fallbacks,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -162,17 +257,92 @@ def run_naive(args: argparse.Namespace) -> dict[str, Any]:
             values.append(value)
         return torch.stack(values)
 
-    settings = _settings(args, fixed=True)
+    settings = _settings(args.compare_iterations)
     start = time.perf_counter()
     result = minimize_on_simplex(objective, solver_starts(args.prompts, settings), settings)
     seconds = time.perf_counter() - start
     return {
-        "fixed_s": seconds,
-        "fixed_iterations": result.iterations,
+        "compare_s": seconds,
+        "step_s": seconds / result.iterations,
+        "compare_iterations": result.iterations,
         "alpha": result.alpha.tolist(),
         "objective": result.objective,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
+
+
+def _table(args: argparse.Namespace, exact: dict[str, Any], naive: dict[str, Any]) -> list[tuple[str, str]]:
+    gemm, read = min(exact["gemm_gflops"]), min(exact["read_gbs"])
+    step, cost = exact["step_s"], exact["step_cost"]
+    pairs, entries = args.prompts * (args.prompts + 1) // 2, args.dim * (args.dim + 1) // 2
+    block_flops = 4.0 * pairs * entries  # the two passes over the blocks, counted in the bytes
+    roofline = cost["bytes"] / (read * 1e9) + (cost["flops"] - block_flops) / (gemm * 1e9)
+    batched, batched_cost = exact["batched_s"], exact["batched_cost"]
+    alpha_exact, alpha_naive = np.array(exact["alpha"]), np.array(naive["alpha"])
+    alpha_diff = float(np.max(np.abs(alpha_exact - alpha_naive)))
+    moved = float(np.max(np.abs(alpha_exact - 1.0 / args.prompts)))
+    speedup = naive["step_s"] / step
+    return [
+        (
+            f"precompute: features + {exact['gradient_batches']} streamed gradient batches  [<= 10 s]",
+            f"{exact['precompute_s']:.1f} s ({exact['features_s']:.1f} + {exact['gradient_moments_s']:.1f}) "
+            f"{_verdict(exact['precompute_s'] <= GOALS['precompute_s'])}",
+        ),
+        ("  generating the bench's gradients (not part of it)", f"{exact['generation_s']:.1f} s"),
+        ("solver setup (packed pair blocks, QR of R, scale)", f"{exact['setup_s']:.2f} s"),
+        (
+            "one step, uniform start  [<= 30 ms]",
+            f"{step * 1e3:.1f} ms {_verdict(step * 1e3 <= GOALS['step_ms'])} "
+            f"(median of {args.repeats} x {args.iterations} steps)",
+        ),
+        (
+            "  FLOPs of one step: Cholesky d^3/3 + 2 passes over the blocks + solves",
+            f"{cost['flops'] / 1e6:.0f} MFLOP, reads {cost['bytes'] / 1e6:.0f} MB",
+        ),
+        (
+            "  achieved",
+            f"{cost['flops'] / step / 1e9:.1f} GFLOP/s, {cost['bytes'] / step / 1e9:.1f} GB/s",
+        ),
+        (
+            "  float64 GEMM / memory read, same run (min of before, after)",
+            f"{gemm:.0f} GFLOP/s / {read:.1f} GB/s",
+        ),
+        (
+            "  roofline: blocks at the read rate + the rest at the GEMM rate",
+            f"{roofline * 1e3:.1f} ms (step = {step / roofline:.2f}x it)",
+        ),
+        (
+            f"one batched evaluation, {exact['batched_starts']} starts",
+            f"{batched * 1e3:.0f} ms, {batched_cost['flops'] / 1e9:.2f} GFLOP, "
+            f"{batched_cost['flops'] / batched / 1e9:.0f} GFLOP/s ({batched_cost['flops'] / batched / 1e9 / gemm:.0%} of GEMM)",
+        ),
+        (
+            f"converged solve, {args.prompts + 1} starts, setup included  [<= 10 s]",
+            f"{exact['full_s']:.2f} s {_verdict(exact['full_s'] <= GOALS['full_s'])} (median of "
+            f"{args.repeats}), iterations {'/'.join(map(str, exact['full_iterations']))}, "
+            f"converged={exact['full_converged']}, KKT gap {exact['full_kkt_gap']:.1e}",
+        ),
+        (
+            f"  per iteration ({args.prompts + 1} starts while all run, then fewer)",
+            f"{exact['full_s'] / float(np.median(exact['full_iterations'])) * 1e3:.0f} ms",
+        ),
+        (f"naive: one step (of {naive['compare_iterations']})", f"{naive['step_s']:.1f} s"),
+        (
+            "speed ratio naive/exact per step  [>= 10]",
+            f"{speedup:.0f}x {_verdict(speedup >= GOALS['speedup'])}",
+        ),
+        (
+            f"max |alpha_exact - alpha_naive|, {args.compare_iterations} steps  [<= 1e-4]",
+            f"{alpha_diff:.2e} {_verdict(alpha_diff <= GOALS['alpha_diff'])} "
+            f"(alpha moved {moved:.3f} from uniform)",
+        ),
+        ("  |objective_exact - objective_naive|", f"{abs(exact['objective'] - naive['objective']):.1e}"),
+        ("peak RSS exact / naive", f"{exact['peak_rss_mb']:.0f} MB / {naive['peak_rss_mb']:.0f} MB"),
+    ]
 
 
 def main() -> None:
@@ -185,7 +355,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50, help="prompt tokens; p = tokens * dim")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--lam", type=float, default=1.0)
-    parser.add_argument("--iterations", type=int, default=25, help="fixed step budget of the comparison")
+    parser.add_argument("--iterations", type=int, default=25, help="steps of each timed exact run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed exact runs; the median is reported")
+    parser.add_argument(
+        "--compare-iterations", type=int, default=3, help="step budget of the exact-vs-naive comparison"
+    )
     parser.add_argument("--batch", type=int, default=100, help="gradient batch size when streaming")
     parser.add_argument("--chunk", type=int, default=2048, help="naive: coordinates per checkpointed chunk")
     parser.add_argument("--seed", type=int, default=0)
@@ -224,54 +398,22 @@ def main() -> None:
         )
         results[worker] = json.loads(out.stdout.strip().splitlines()[-1])
     exact, naive = results["exact"], results["naive"]
-    per_step_exact = exact["fixed_s"] / exact["fixed_iterations"]
-    per_step_naive = naive["fixed_s"] / naive["fixed_iterations"]
-    alpha_diff = float(np.max(np.abs(np.array(exact["alpha"]) - np.array(naive["alpha"]))))
-    speedup = naive["fixed_s"] / exact["fixed_s"]
-    end_to_end = naive["fixed_s"] / (exact["fixed_s"] + exact["precompute_s"])
-    naive_converged_estimate = per_step_naive * exact["full_iterations"] * (args.prompts + 1)
+    exact["gradient_batches"] = -(-args.samples // args.batch)
     p = args.tokens * args.dim
+    print(f"# python bench/bench_solver.py {' '.join(sys.argv[1:])}   ({datetime.date.today()})")
     print(
-        f"\nAlpha solver | M={args.prompts} N={args.samples} d={args.dim} p={p} C={args.classes} "
-        f"lambda={args.lam} | {torch.get_num_threads()} threads | same algorithm, "
-        f"{args.iterations} steps from the uniform start"
+        f"Alpha solver | M={args.prompts} N={args.samples} d={args.dim} p={p} C={args.classes} "
+        f"lambda={args.lam} | {torch.get_num_threads()} threads | float64 throughout"
     )
-    rows = [
-        ("exact: precompute (features + streamed gradient moments)", f"{exact['precompute_s']:.1f} s"),
-        (
-            f"exact: {exact['fixed_iterations']} steps",
-            f"{exact['fixed_s']:.2f} s ({per_step_exact * 1e3:.0f} ms/step)",
-        ),
-        (
-            f"naive: {naive['fixed_iterations']} steps",
-            f"{naive['fixed_s']:.1f} s ({per_step_naive * 1e3:.0f} ms/step)",
-        ),
-        (
-            "speed ratio naive/exact, solve only  [>= 10]",
-            f"{speedup:.1f}x {'PASS' if speedup >= 10 else 'BELOW'}",
-        ),
-        ("speed ratio naive/exact incl. precompute", f"{end_to_end:.1f}x"),
-        (
-            "max |alpha_exact - alpha_naive|  [<= 1e-4]",
-            f"{alpha_diff:.2e} {'PASS' if alpha_diff <= 1e-4 else 'ABOVE'}",
-        ),
-        ("peak RSS exact", f"{exact['peak_rss_mb']:.0f} MB"),
-        ("peak RSS naive", f"{naive['peak_rss_mb']:.0f} MB"),
-        (
-            f"exact converged solve ({args.prompts + 1} starts)",
-            f"{exact['full_s']:.1f} s, {exact['full_iterations']} steps, converged={exact['full_converged']}, "
-            f"KKT gap {exact['full_kkt_gap']:.1e}",
-        ),
-        ("naive same solve, estimated from ms/step", f"~{naive_converged_estimate:.0f} s"),
-    ]
+    rows = _table(args, exact, naive)
     width = max(len(r[0]) for r in rows)
-    print("-" * (width + 45))
+    print("-" * (width + 60))
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
-    print("-" * (width + 45))
+    print("-" * (width + 60))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"args": vars(args), "exact": exact, "naive": naive}, handle, indent=2)
+            json.dump({"args": vars(args), "goals": GOALS, "exact": exact, "naive": naive}, handle, indent=2)
 
 
 if __name__ == "__main__":

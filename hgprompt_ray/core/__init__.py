@@ -22,6 +22,7 @@ from hgprompt_ray.core.ensemble_hscore import (
     ensemble_statistics,
     per_source_h_scores,
 )
+from hgprompt_ray.core.ensemble_objective import EnsembleObjective
 from hgprompt_ray.core.hscore import (
     h_score,
     ledoit_wolf_shrinkage,
@@ -44,6 +45,7 @@ from hgprompt_ray.core.simplex import (
 
 __all__ = [
     "EnsembleHStatistics",
+    "EnsembleObjective",
     "GradientMoments",
     "ProbeHead",
     "SimplexConvergenceWarning",

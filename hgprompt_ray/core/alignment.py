@@ -42,6 +42,7 @@ raw formula.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -129,11 +130,10 @@ def merge_gradient_moments(first: GradientMoments, second: GradientMoments) -> G
     total = first.num_samples + second.num_samples
     delta = second.mean - first.mean  # (p, M)
     mean = first.mean + delta * (second.num_samples / total)
-    m2 = (
-        first.m2
-        + second.m2
-        + np.einsum("pi,pj->pij", delta, delta) * (first.num_samples * second.num_samples / total)
-    )
+    m2 = np.add(first.m2, second.m2)
+    outer = delta[:, :, None] * delta[:, None, :]  # exactly symmetric
+    outer *= first.num_samples * second.num_samples / total
+    m2 += outer
     return GradientMoments(num_samples=total, mean=mean, m2=m2)
 
 
@@ -147,7 +147,7 @@ def update_gradient_moments(moments: GradientMoments, gradients: Any) -> Gradien
     Shape:
         gradients: (B, M, p) (numpy or torch; converted to float64).
     """
-    batch = to_numpy(gradients, "gradients").astype(np.float64, copy=False)
+    batch = to_numpy(gradients, "gradients")
     if batch.ndim != 3 or batch.shape[1:] != (moments.num_prompts, moments.num_coordinates):
         raise InvalidValueError(
             invalid_value(
@@ -161,11 +161,64 @@ def update_gradient_moments(moments: GradientMoments, gradients: Any) -> Gradien
         return moments
     if not np.all(np.isfinite(batch)):
         raise InvalidValueError(invalid_value("gradients", "NaN/inf entries", "must be finite", ""))
-    per_coordinate = batch.transpose(0, 2, 1)  # (B, p, M)
-    mean = per_coordinate.mean(axis=0)
-    centred = per_coordinate - mean
-    m2 = np.einsum("bpi,bpj->pij", centred, centred)
-    return merge_gradient_moments(moments, GradientMoments(num_samples=batch.shape[0], mean=mean, m2=m2))
+    centred = np.array(batch, dtype=np.float64)  # a copy: centred in place
+    mean = centred.mean(axis=0)  # (M, p)
+    centred -= mean
+    return merge_gradient_moments(
+        moments,
+        GradientMoments(
+            num_samples=batch.shape[0], mean=np.ascontiguousarray(mean.T), m2=_outer_sums(centred)
+        ),
+    )
+
+
+_CHUNK = 4096
+"""Coordinates per block of :func:`_outer_sums`: the block's accumulator stays in cache."""
+
+
+def _outer_sums(centred: np.ndarray) -> np.ndarray:
+    """sum_b x_bc x_bc^T for every coordinate c: Welford's M2 of one centred batch.
+
+    B M (M + 1) / 2 multiply-adds per coordinate, as in-place multiply-adds of each sample's rows
+    into the upper triangle of an (M, M, block) accumulator, block by block of coordinates; the
+    coordinate range is split between ``torch.get_num_threads()`` Python threads (numpy releases
+    the GIL). About ten times faster here than a batched product of p tiny (M x B) matrices, and
+    it needs no barrier per operation, so it keeps its speed when other processes share the cores
+    (fine-grained OpenMP loops do not). Few coordinates: one ``einsum``.
+
+    Shape:
+        centred: (B, M, p) float64; returns (p, M, M) float64, symmetric.
+    """
+    _, num_prompts, num_coordinates = centred.shape
+    if num_coordinates < _CHUNK:
+        return np.einsum("bip,bjp->pij", centred, centred)
+    sums = np.zeros((num_prompts, num_prompts, num_coordinates))
+    workers = max(1, min(torch.get_num_threads(), num_coordinates // _CHUNK))
+    bounds = np.linspace(0, num_coordinates, workers + 1).round().astype(int)
+    ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    if workers == 1:
+        _accumulate_outer(centred, sums, 0, num_coordinates)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            for done in [pool.submit(_accumulate_outer, centred, sums, lo, hi) for lo, hi in ranges]:
+                done.result()
+    for k in range(1, num_prompts):
+        sums[k, :k] = sums[:k, k]
+    return np.ascontiguousarray(sums.transpose(2, 0, 1))
+
+
+def _accumulate_outer(centred: np.ndarray, sums: np.ndarray, low: int, high: int) -> None:
+    """The upper triangle of :func:`_outer_sums` for coordinates [low, high), in place."""
+    num_prompts = centred.shape[1]
+    scratch = np.empty((num_prompts, _CHUNK))
+    for begin in range(low, high, _CHUNK):
+        end = min(begin + _CHUNK, high)
+        block, target = centred[:, :, begin:end], sums[:, :, begin:end]
+        for sample in block:  # (M, block)
+            for k in range(num_prompts):
+                product = scratch[: num_prompts - k, : end - begin]
+                np.multiply(sample[k], sample[k:], out=product)
+                target[k, k:] += product
 
 
 def gradient_second_moment(moments: GradientMoments, centred: bool = False) -> np.ndarray:

@@ -113,22 +113,46 @@ def ensemble_statistics(features: Any, labels: Any) -> EnsembleHStatistics:
     ]
     codes, counts = checked[0][1], checked[0][2]
     x = np.stack([c[0] for c in checked])  # (M, N, d) float64
-    x = x - x.mean(axis=1, keepdims=True)
-    flat = x.transpose(1, 0, 2).reshape(num_samples, num_prompts * dim)  # (N, M d)
-    second = (flat.T @ flat / num_samples).reshape(num_prompts, dim, num_prompts, dim).transpose(0, 2, 1, 3)
-    sums = np.zeros((num_prompts, counts.size, dim))
-    for k in range(num_prompts):
-        np.add.at(sums[k], codes, x[k])
-    deviations = sums / counts[None, :, None]  # the overall mean is zero after centring
-    gram = np.einsum("kni,lni->nkl", x, x)  # (N, M, M)
-    fourth = np.einsum("nkl,nmp->klmp", gram, gram)
+    x -= x.mean(axis=1, keepdims=True)
+    tensor = torch.from_numpy(x)
+    second = _second_moment(tensor)
+    one_hot = torch.zeros(counts.size, num_samples, dtype=torch.float64)
+    one_hot[torch.from_numpy(codes), torch.arange(num_samples)] = 1.0
+    # class sums by one product per prompt; the overall mean is zero after centring
+    deviations = (
+        torch.matmul(one_hot, tensor) / torch.from_numpy(counts.astype(np.float64))[:, None]
+    ).numpy()
+    gram = torch.bmm(tensor.transpose(0, 1), tensor.permute(1, 2, 0)).reshape(num_samples, -1)  # (N, M M)
+    fourth = (gram.T @ gram).reshape((num_prompts,) * 4).numpy()
     return EnsembleHStatistics(
-        second_moment=np.ascontiguousarray(second),
+        second_moment=second,
         deviations=deviations,
         class_counts=counts,
         fourth_moment=fourth,
         num_samples=int(num_samples),
     )
+
+
+def _second_moment(centred: torch.Tensor) -> np.ndarray:
+    """S_kl = X_k^T X_l / N for k <= l by one product per prompt row; S_lk = S_kl^T is copied.
+
+    Half the arithmetic of the full (M d) x (M d) product. S_lk is exactly S_kl^T, and S_kk is
+    made exactly symmetric ((A + A^T) / 2, a change in the last bit at most).
+
+    Shape:
+        centred: (M, N, d) float64; returns (M, M, d, d) float64.
+    """
+    num_prompts, num_samples, dim = centred.shape
+    flat = centred.transpose(0, 1).reshape(num_samples, num_prompts * dim)  # (N, M d)
+    second = torch.empty(num_prompts, num_prompts, dim, dim, dtype=torch.float64)
+    for k in range(num_prompts):
+        row = flat[:, k * dim : (k + 1) * dim].T @ flat[:, k * dim :]  # (d, (M - k) d)
+        row /= num_samples
+        blocks = row.view(dim, num_prompts - k, dim).transpose(0, 1)  # S_kl, l >= k
+        second[k, k:] = blocks
+        second[k, k] = (blocks[0] + blocks[0].T) / 2
+        second[k + 1 :, k] = blocks[1:].transpose(1, 2)
+    return second.numpy()
 
 
 class TorchEnsembleH(NamedTuple):

@@ -12,6 +12,10 @@ varies by orders of magnitude between backbones, so lambda's search range is sta
 L_align and the divisor are reported next to the normalised value (:class:`SimplexResult`).
 With ``normalize_alignment=False`` the divisor is 1 and lambda multiplies the raw L_align.
 
+Evaluation. The objective and its gradient come from ``ensemble_objective.EnsembleObjective``:
+the same numbers as ``ensemble_h_score_torch`` and ``alignment_loss_torch`` (the tests compare
+them), computed for all starts at once with the gradient written out, near their FLOP count.
+
 Method (deterministic; all starts run in lockstep as one batched evaluation):
 
 * Starts: the uniform point and every vertex e_i (always, unless ``vertex_starts=False``, which
@@ -51,13 +55,9 @@ import numpy as np
 import torch
 
 from hgprompt_ray.core._checks import to_numpy
-from hgprompt_ray.core.alignment import (
-    GradientMoments,
-    alignment_loss_torch,
-    alignment_scale,
-    gradient_second_moment,
-)
-from hgprompt_ray.core.ensemble_hscore import EnsembleHStatistics, TorchEnsembleH, ensemble_h_score_torch
+from hgprompt_ray.core.alignment import GradientMoments, alignment_scale, gradient_second_moment
+from hgprompt_ray.core.ensemble_hscore import EnsembleHStatistics
+from hgprompt_ray.core.ensemble_objective import EnsembleObjective
 from hgprompt_ray.core.simplex_minimize import (
     SimplexConvergenceWarning,
     SimplexMinimum,
@@ -207,31 +207,17 @@ def solve_weights(
             invalid_value("lam", lam, "must be positive when h_weight is 0 (the objective would be 0)", "")
         )
     num_prompts = stats.num_prompts
-    tensors = TorchEnsembleH.from_statistics(stats)
-    second_moment = None
+    matrix = None
     scale = 1.0
     if covariance is not None and lam > 0:
         if isinstance(covariance, GradientMoments):
             matrix = gradient_second_moment(covariance)
         else:  # a copy: Ray's zero-copy arrays are read-only
             matrix = np.array(to_numpy(covariance, "covariance"), dtype=np.float64)
-        second_moment = torch.from_numpy(matrix)
         if settings.normalize_alignment:
             fixed = settings.alignment_scale
             scale = float(fixed) if fixed is not None else (alignment_scale(matrix) or 1.0)
-
-    def terms(alpha: torch.Tensor, with_h: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(objective, H, raw L_align) for a batch (S, M)."""
-        if with_h:
-            h = ensemble_h_score_torch(tensors, alpha, regularized=settings.regularized)
-        else:
-            h = torch.zeros(alpha.shape[0], dtype=torch.float64)
-        if second_moment is None:
-            raw = torch.zeros_like(h)
-        else:
-            raw = alignment_loss_torch(second_moment, alpha)
-        return -h_weight * h + (lam / scale) * raw, h, raw
-
+    objective = EnsembleObjective(stats, matrix, lam, scale, h_weight, settings.regularized)
     if initial is None:
         starts = solver_starts(num_prompts, settings)
     else:
@@ -252,9 +238,9 @@ def solve_weights(
                 )
             )
         starts = start / start.sum(axis=1, keepdims=True)
-    minimum = minimize_on_simplex(lambda a: terms(a, h_weight != 0)[0], starts, settings)
+    minimum = minimize_on_simplex(objective, starts, settings)
     with torch.no_grad():
-        objective, h, raw = terms(torch.from_numpy(minimum.alpha[None, :].copy()), True)
+        value, h, raw = objective.terms(torch.from_numpy(minimum.alpha[None, :].copy()))
     if not minimum.converged:
         warnings.warn(
             f"solve_weights: the best start stopped with KKT gap {minimum.kkt_gap:.3g} above "
@@ -266,7 +252,7 @@ def solve_weights(
         )
     return SimplexResult(
         alpha=minimum.alpha,
-        objective=float(objective[0]),
+        objective=float(value[0]),
         h_score=float(h[0]),
         alignment=float(raw[0]) / scale,
         iterations=minimum.iterations,

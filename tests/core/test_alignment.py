@@ -18,6 +18,7 @@ from hgprompt_ray.core import (
     merge_gradient_moments,
     update_gradient_moments,
 )
+from hgprompt_ray.core.alignment import _CHUNK, _outer_sums
 from hgprompt_ray.errors import InvalidValueError
 from tests.core.references import direct_alignment
 
@@ -150,6 +151,18 @@ def test_batched_torch_loss_gradient_and_scale_invariance():
     expected_scale = float(sum((np.trace(r[c]) / 4) ** 2 for c in range(6)))
     assert alignment_scale(moments) == pytest.approx(expected_scale, rel=1e-12)
     assert alignment_scale(r) == pytest.approx(expected_scale, rel=1e-12)
+
+
+def test_many_coordinates_stream_in_threaded_blocks_equal_to_the_direct_formula():
+    """p spanning several coordinate blocks, split unevenly between threads."""
+    gradients = _gradients(5, n=9, m=3, p=2 * _CHUNK + 123)
+    moments = _stream(gradients, batch=4)
+    centred = gradients - gradients.mean(axis=0)
+    direct = np.einsum("bip,bjp->pij", centred, centred)
+    np.testing.assert_allclose(moments.m2, direct, rtol=1e-10, atol=1e-12)
+    assert np.array_equal(moments.m2, moments.m2.transpose(0, 2, 1))
+    batch = centred[:4] - centred[:4].mean(axis=0)
+    np.testing.assert_array_equal(_outer_sums(batch), np.einsum("bip,bjp->pij", batch, batch))
 
 
 def test_accepts_torch_float32_batches():

@@ -84,6 +84,21 @@ def test_gradient_matches_finite_differences(regularized):
     )
 
 
+def test_second_moments_are_exact_transposes_and_equal_the_direct_products():
+    features, labels = _stack(8, m=3, n=70, d=5)
+    stats = ensemble_statistics(features, labels)
+    centred = features - features.mean(axis=1, keepdims=True)
+    for k in range(3):
+        for j in range(3):
+            expected = centred[k].T @ centred[j] / 70
+            np.testing.assert_allclose(stats.second_moment[k, j], expected, rtol=1e-12, atol=1e-14)
+            np.testing.assert_array_equal(stats.second_moment[j, k], stats.second_moment[k, j].T)
+    grams = np.einsum("kni,lni->nkl", centred, centred)
+    np.testing.assert_allclose(stats.fourth_moment, np.einsum("nkl,nmp->klmp", grams, grams), rtol=1e-12)
+    sums = np.stack([[centred[k][labels == c].mean(axis=0) for c in range(5)] for k in range(3)])
+    np.testing.assert_allclose(stats.deviations, sums, rtol=1e-10, atol=1e-12)
+
+
 def test_subset_equals_statistics_of_the_subset():
     features, labels = _stack(5, m=5)
     stats = ensemble_statistics(features, labels)
