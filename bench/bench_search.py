@@ -111,7 +111,12 @@ def run_optuna(statistics: SearchStatistics, probe: Any, args: argparse.Namespac
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = OptunaSearch.convert_search_space(space.hgprompt_space(list(statistics.prompts)))
     inputs = TrialInputs(
-        statistics=statistics, solver=space.SOLVER, stages=space.STAGES, seed=args.seed, probe=probe
+        statistics=statistics,
+        solver=space.SOLVER,
+        stages=space.STAGES,
+        seed=args.seed,
+        probe=probe,
+        report_stages=False,  # as the Tuner without a scheduler: the metric once, at the end
     )
     metric = space.METRICS[args.metric]
     study = optuna.create_study(direction="maximize", sampler=space.tpe_sampler(args.seed))
