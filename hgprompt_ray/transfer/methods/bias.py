@@ -10,14 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hgprompt_ray.transfer.methods.common import (
-    HEAD_PATTERNS,
-    BackboneClassifier,
-    BuildContext,
-    fresh_backbone,
-    linear_head,
-    set_trainable,
-)
+from hgprompt_ray.transfer.methods.common import HEAD_PATTERNS, BuildContext, tuned_backbone_classifier
 from hgprompt_ray.transfer.methods.registry import MethodKind, TransferMethod, register_method
 
 TRAINS = ("backbone.*bias", *HEAD_PATTERNS)
@@ -25,9 +18,7 @@ TRAINS = ("backbone.*bias", *HEAD_PATTERNS)
 
 def build_bias(context: BuildContext) -> nn.Module:
     """A copy of the backbone whose bias terms train, and the head."""
-    backbone = fresh_backbone(context)
-    model = BackboneClassifier(backbone, linear_head(backbone.embed_dim, context.num_classes))
-    return set_trainable(model, TRAINS)
+    return tuned_backbone_classifier(context, TRAINS)
 
 
 METHOD = register_method(

@@ -144,6 +144,14 @@ def set_trainable(module: nn.Module, patterns: Iterable[str]) -> nn.Module:
     return module
 
 
+def tuned_backbone_classifier(context: BuildContext, patterns: Iterable[str]) -> nn.Module:
+    """A fresh copy of the backbone with a linear head, exactly ``patterns`` trainable (the
+    model of every method that tunes backbone parameters: full, PARTIAL-k, BIAS)."""
+    backbone = fresh_backbone(context)
+    model = BackboneClassifier(backbone, linear_head(backbone.embed_dim, context.num_classes))
+    return set_trainable(model, patterns)
+
+
 def check_count(field: str, value: Any, low: int, high: int | None, flag: str, what: str) -> int:
     """An integer setting in [low, high]: an error naming the field, the value and the fix otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):

@@ -14,12 +14,9 @@ from torch import nn
 
 from hgprompt_ray.transfer.methods.common import (
     HEAD_PATTERNS,
-    BackboneClassifier,
     BuildContext,
     check_count,
-    fresh_backbone,
-    linear_head,
-    set_trainable,
+    tuned_backbone_classifier,
 )
 from hgprompt_ray.transfer.methods.registry import MethodKind, TransferMethod, register_method
 
@@ -43,9 +40,8 @@ def trainable(settings: Any, depth: int) -> tuple[str, ...]:
 
 def build_partial(context: BuildContext) -> nn.Module:
     """A copy of the backbone whose last k blocks and final norm train, and the head."""
-    backbone = fresh_backbone(context)
-    model = BackboneClassifier(backbone, linear_head(backbone.embed_dim, context.num_classes))
-    return set_trainable(model, trainable(context.settings, len(backbone.blocks)))
+    depth = len(context.backbone.blocks)
+    return tuned_backbone_classifier(context, trainable(context.settings, depth))
 
 
 METHOD = register_method(
