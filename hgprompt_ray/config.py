@@ -282,7 +282,8 @@ class ExtractionConfig:
         default=None, metadata={"help": "Parquet cache folder (None: <cache root>/extraction)."}
     )
     heartbeat_dir: str | None = field(
-        default=None, metadata={"help": "If set, workers write '<rank>.json' (pid, phase, step) as they go."}
+        default=None,
+        metadata={"help": "If set, workers write '<rank>.json' (pid, node_id, phase, step) as they go."},
     )
 
     def __post_init__(self) -> None:

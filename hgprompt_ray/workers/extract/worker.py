@@ -58,12 +58,20 @@ STATS_FILE = "stats.json"
 
 
 def _heartbeat(config: ExtractionConfig, rank: int, phase: str, step: int) -> None:
-    """Write this rank's liveness record (pid, phase, step, time) when ``heartbeat_dir`` is set."""
+    """Write this rank's liveness record (pid, Ray node id, phase, step, time) when
+    ``heartbeat_dir`` is set: the node id tells which node's worker a record belongs to."""
     if config.heartbeat_dir:
-        atomic_write_json(
-            Path(config.heartbeat_dir) / f"{rank}.json",
-            {"pid": os.getpid(), "rank": rank, "phase": phase, "step": step, "time": time.time()},
-        )
+        import ray
+
+        record = {
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "rank": rank,
+            "phase": phase,
+            "step": step,
+            "time": time.time(),
+        }
+        atomic_write_json(Path(config.heartbeat_dir) / f"{rank}.json", record)
 
 
 def _node_info(rank: int) -> dict[str, Any]:
