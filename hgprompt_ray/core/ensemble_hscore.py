@@ -158,15 +158,21 @@ class OnDemandHStatistics:
         if stack.ndim != 3 or stack.shape[0] < 1:
             raise InvalidValueError(
                 invalid_value(
-                    "features.shape", stack.shape, "must be (K, N, d) with K >= 1", "Stack one (N, d) block per prompt."
+                    "features.shape",
+                    stack.shape,
+                    "must be (K, N, d) with K >= 1",
+                    "Stack one (N, d) block per prompt.",
                 )
             )
         if not (isinstance(cache_bytes, (int, np.integer)) and cache_bytes >= 0):
             raise InvalidValueError(
-                invalid_value("cache_bytes", cache_bytes, "must be a non-negative integer", "Use 0 to cache nothing.")
+                invalid_value(
+                    "cache_bytes", cache_bytes, "must be a non-negative integer", "Use 0 to cache nothing."
+                )
             )
         checked = [
-            check_features_labels(stack[k], labels, features_name=f"features[{k}]") for k in range(stack.shape[0])
+            check_features_labels(stack[k], labels, features_name=f"features[{k}]")
+            for k in range(stack.shape[0])
         ]
         codes, counts = checked[0][1], checked[0][2]
         centred = np.stack([c[0] for c in checked])  # (K, N, d) float64
@@ -175,7 +181,8 @@ class OnDemandHStatistics:
         one_hot[torch.from_numpy(codes), torch.arange(centred.shape[1])] = 1.0
         self.centred = centred
         self.deviations = (
-            torch.matmul(one_hot, torch.from_numpy(centred)) / torch.from_numpy(counts.astype(np.float64))[:, None]
+            torch.matmul(one_hot, torch.from_numpy(centred))
+            / torch.from_numpy(counts.astype(np.float64))[:, None]
         ).numpy()
         self.class_counts = counts
         self.num_samples = int(centred.shape[1])
@@ -194,7 +201,9 @@ class OnDemandHStatistics:
     @property
     def nbytes(self) -> int:
         """Bytes held: the features, the deviations and the cached blocks."""
-        return int(self.centred.nbytes + self.deviations.nbytes + sum(b.nbytes for b in self._blocks.values()))
+        return int(
+            self.centred.nbytes + self.deviations.nbytes + sum(b.nbytes for b in self._blocks.values())
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -214,18 +223,18 @@ class OnDemandHStatistics:
         self.hits += len(found)
         self.misses += len(missing)
         rows: dict[int, list[int]] = {}
-        for k, l in missing:
-            rows.setdefault(k, []).append(l)
+        for k, col in missing:
+            rows.setdefault(k, []).append(col)
         tensor = torch.from_numpy(self.centred)
         dim = self.feature_dim
         for k, cols in rows.items():
             row = tensor[k].T @ tensor[cols].permute(1, 0, 2).reshape(self.num_samples, -1)  # (d, |cols| d)
             row /= self.num_samples
             blocks = row.view(dim, len(cols), dim).transpose(0, 1)
-            for position, l in enumerate(cols):
+            for position, col in enumerate(cols):
                 block = blocks[position]
-                block = ((block + block.T) / 2) if k == l else block.contiguous()
-                found[(k, l)] = block.numpy()
+                block = ((block + block.T) / 2) if k == col else block.contiguous()
+                found[(k, col)] = block.numpy()
         block_bytes = dim * dim * 8
         for key in missing:  # cache the new blocks, evicting the least recently used
             if block_bytes > self.cache_bytes:
@@ -243,8 +252,11 @@ class OnDemandHStatistics:
         second = np.empty((m, m, dim, dim), dtype=np.float64)
         for a in range(m):
             for b in range(m):
-                k, l = int(idx[a]), int(idx[b])
-                second[a, b] = blocks[(k, l)] if k <= l else blocks[(l, k)].T
+                row_prompt, col_prompt = int(idx[a]), int(idx[b])
+                if row_prompt <= col_prompt:
+                    second[a, b] = blocks[(row_prompt, col_prompt)]
+                else:
+                    second[a, b] = blocks[(col_prompt, row_prompt)].T
         chosen = torch.from_numpy(self.centred[idx])  # (m, N, d)
         gram = torch.bmm(chosen.transpose(0, 1), chosen.permute(1, 2, 0)).reshape(self.num_samples, -1)
         fourth = (gram.T @ gram).reshape((m,) * 4).numpy()

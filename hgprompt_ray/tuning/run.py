@@ -115,6 +115,15 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     )
     # With --screen-top, the gradients wait for the screening: only the kept prompts' are computed
     # (K' x K' moments instead of K x K); the kept prompts' features then come from the cache.
+    timings: dict[str, float] = {}
+    lap = time.perf_counter()
+
+    def stage(name: str) -> None:  # wall seconds of each step, kept in best.json
+        nonlocal lap
+        now = time.perf_counter()
+        timings[name] = round(now - lap, 3)
+        lap = now
+
     deferred = plan.screens and spec.screen_top is not None and spec.screen_top < len(prompts)
     extraction = extract(
         dataclasses.replace(plan.extraction, gradients=False) if deferred else plan.extraction,
@@ -131,6 +140,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         "; gradients after the screening" if deferred else "",
     )
     logger.info("extraction: %s", extraction.stats)
+    stage("extraction")
     screening = None
     screening_stats = screening_extraction = None
     if plan.screens:  # rank the sources (keep the best --screen-top; order the ranked slots)
@@ -145,6 +155,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
             plan.subset_space,
             ", ".join(prompts[:3]),
         )
+        stage("screening")
     if deferred:
         screening_stats, screening_extraction = extraction.stats, extraction
         extraction = extract(
@@ -159,6 +170,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
             len(prompts),
             extraction.stats.get("gradient_sample_prompts", "?"),
         )
+        stage("gradients")
     statistics_ref = prepare_statistics(
         extraction,
         prompts=prompts,
@@ -170,6 +182,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     choice = statistics_choice(statistics_ref)
     if choice is not None:
         say.info("search statistics: %s (%s)", choice["mode"], choice["reason"])
+    stage("statistics")
     metric = space.METRICS[spec.metric]
     if spec.resume and (output / "best.json").is_file():  # finished: nothing to run, load it
         best = read_state(output / "best.json")
@@ -227,6 +240,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         metric,
     )
     frame = trials_frame(tuner.fit(), prompts)
+    stage("trials")
     if frame.empty or metric not in frame or frame[metric].isna().all():
         raise SearchFailedError(f"no trial reported {metric}; see the Tune logs in {storage}")
     best = best_trial(frame, list(plan.prompts), metric, plan.target_name)  # every source; 0 if screened out
@@ -235,6 +249,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     if screening is not None:
         best["screening"] = screening.to_json()
     best["statistics"] = choice
+    best["seconds"] = timings
     best["extraction"] = {
         "stats": extraction.stats,
         "screening_stats": screening_stats,

@@ -29,9 +29,9 @@ from hgprompt_ray.tuning.progress import TrialProgress
 from hgprompt_ray.tuning.screening import Screening, rank_prompts
 from hgprompt_ray.tuning.trainable import (
     DEFAULT_STATISTICS_BUDGET_GB,
-    choose_statistics,
     SearchStatistics,
     TrialInputs,
+    choose_statistics,
     hgprompt_trial,
     search_statistics,
 )

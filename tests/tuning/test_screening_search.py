@@ -70,6 +70,7 @@ def test_screened_ranked_slot_search(ray_cluster, extraction_setup, tmp_path):
     assert best["extraction"]["stats"]["gradient_sample_prompts"] == 2 * config.gradient_samples
     # a small library keeps the exact all-pairs statistics, and the choice is recorded
     assert best["statistics"]["mode"] == "all-pairs" and statistics.choice == best["statistics"]
+    assert set(best["seconds"]) == {"extraction", "screening", "gradients", "statistics", "trials"}
 
 
 def test_screened_search_scores_the_probe_on_the_right_prompts(ray_cluster, extraction_setup, tmp_path):

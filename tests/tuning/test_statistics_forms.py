@@ -32,9 +32,9 @@ K, N, N_VAL, D, P = 7, 48, 30, 6, 12
 def _library(seed: int = 0):
     rng = np.random.default_rng(seed)
     shared = rng.normal(size=(N + N_VAL, D))
-    features = (shared[None] + rng.normal(size=(K, N + N_VAL, D)) * rng.uniform(0.3, 2.0, size=(K, 1, 1))).astype(
-        np.float32
-    )
+    features = (
+        shared[None] + rng.normal(size=(K, N + N_VAL, D)) * rng.uniform(0.3, 2.0, size=(K, 1, 1))
+    ).astype(np.float32)
     labels = rng.integers(0, 3, size=N + N_VAL)
     moments = empty_gradient_moments(K, P)
     for _ in range(3):
@@ -125,7 +125,9 @@ def test_trials_and_baselines_see_the_same_statistics_in_both_forms():
         assert b[space.VAL_H] == pytest.approx(a[space.VAL_H], rel=1e-8)
         assert b["objective"] == pytest.approx(a["objective"], rel=1e-8)
     np.testing.assert_allclose(h_only_weights(on_demand), h_only_weights(all_pairs), atol=1e-7)
-    np.testing.assert_allclose(alignment_only_weights(on_demand), alignment_only_weights(all_pairs), atol=1e-7)
+    np.testing.assert_allclose(
+        alignment_only_weights(on_demand), alignment_only_weights(all_pairs), atol=1e-7
+    )
 
 
 def test_auto_keeps_a_small_library_on_all_pairs_and_a_large_one_linear():
