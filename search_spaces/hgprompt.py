@@ -90,6 +90,10 @@ METRICS: dict[str, str] = {"val-probe": VAL_PROBE, "val-h": VAL_H}
 DEFAULT_METRIC = "val-probe"
 METRIC = METRICS[DEFAULT_METRIC]
 OBJECTIVES: tuple[str, ...] = ("both", "h-only", "align-only")
+STATISTICS_MODES: tuple[str, ...] = ("auto", "all-pairs", "on-demand")
+"""How the feature statistics are held (``tuning.trainable.choose_statistics``)."""
+STATISTICS_BUDGET_GB = 2.0
+"""Largest all-pairs statistics (both splits) that ``auto`` precomputes."""
 """``--objective``: the terms of the solve (the ablation runs the same search with each)."""
 MODE = "max"
 TRIAL_COLUMNS: tuple[str, ...] = (

@@ -16,6 +16,7 @@ from hgprompt_ray.core.alignment import (
 )
 from hgprompt_ray.core.ensemble_hscore import (
     EnsembleHStatistics,
+    OnDemandHStatistics,
     TorchEnsembleH,
     ensemble_h_score,
     ensemble_h_score_torch,
@@ -47,6 +48,7 @@ __all__ = [
     "EnsembleHStatistics",
     "EnsembleObjective",
     "GradientMoments",
+    "OnDemandHStatistics",
     "ProbeHead",
     "SimplexConvergenceWarning",
     "SimplexMinimum",

@@ -12,6 +12,14 @@ needs is a polynomial in alpha whose coefficients are computed once:
 
 One evaluation costs O(M^2 d^2 + d^3 + M^4) and does not depend on N.
 
+**Two ways to hold them for a library of K prompts.** :func:`ensemble_statistics` computes every
+pair block at once: K^2 d^2 + K^4 float64 (47 GB at K = 200, d = 384), the right form for a small
+library. :class:`OnDemandHStatistics` keeps only the K prompts' centred features (K N d, linear in
+K) and builds the statistics of the M prompts a trial asks for when it asks, from pair blocks it
+computes on first use and keeps in a bounded least-recently-used cache (shared by every trial
+that runs in the same process). Both give the same :class:`EnsembleHStatistics` for a subset, up
+to the rounding of the matrix products (a test checks 1e-12).
+
 **How shrinkage applies to the combined covariance.** The regularised score is the Ledoit-Wolf
 H-score of the combined features f(alpha) = sum_i alpha_i f_i, exactly: the shrinkage a(alpha)
 is re-estimated for every alpha from the statistics above (scikit-learn's formula), not fixed
@@ -22,6 +30,7 @@ Shape conventions: M prompts, N samples, d feature width, C classes.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +42,7 @@ from hgprompt_ray.errors import InvalidValueError, invalid_value
 
 __all__ = [
     "EnsembleHStatistics",
+    "OnDemandHStatistics",
     "ensemble_h_score",
     "ensemble_h_score_torch",
     "ensemble_statistics",
@@ -65,20 +75,13 @@ class EnsembleHStatistics(NamedTuple):
     def feature_dim(self) -> int:
         return int(self.second_moment.shape[-1])
 
+    def full(self) -> EnsembleHStatistics:
+        """Every prompt's statistics (itself; :class:`OnDemandHStatistics` builds them)."""
+        return self
+
     def subset(self, indices: Any) -> EnsembleHStatistics:
         """Statistics of the prompts at ``indices`` (in that order)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_prompts:
-            raise InvalidValueError(
-                invalid_value(
-                    "indices",
-                    idx.tolist(),
-                    f"must be a non-empty list of prompt positions in [0, {self.num_prompts})",
-                    "",
-                )
-            )
-        if np.unique(idx).size != idx.size:
-            raise InvalidValueError(invalid_value("indices", idx.tolist(), "must not repeat a prompt", ""))
+        idx = _check_indices(indices, self.num_prompts)
         return EnsembleHStatistics(
             second_moment=self.second_moment[np.ix_(idx, idx)],
             deviations=self.deviations[idx],
@@ -131,6 +134,159 @@ def ensemble_statistics(features: Any, labels: Any) -> EnsembleHStatistics:
         fourth_moment=fourth,
         num_samples=int(num_samples),
     )
+
+
+class OnDemandHStatistics:
+    """The ensemble statistics of any subset of K prompts, computed when asked (memory linear in K).
+
+    Holds the K prompts' centred features, float64, and their class-mean deviations (computed
+    once, K C d); :meth:`subset` returns the same :class:`EnsembleHStatistics` as
+    ``ensemble_statistics(features).subset(indices)``: its pair blocks S_kl = X_k^T X_l / N come
+    from a least-recently-used cache bounded by ``cache_bytes`` (computed on a miss, one product
+    per row of missing blocks), and its fourth moment from the subset's own per-sample Gram
+    matrices (O(N M^2 d + N M^4)). The cache is per process and not pickled: a Ray worker that
+    runs several trials reuses the blocks of the earlier ones.
+
+    Args:
+        features: the K prompts' features on the same N samples, (K, N, d).
+        labels: the N labels.
+        cache_bytes: bound of the pair-block cache (blocks of d^2 float64 each).
+    """
+
+    def __init__(self, features: Any, labels: Any, cache_bytes: int = 1 << 30) -> None:
+        stack = to_numpy(features, "features")
+        if stack.ndim != 3 or stack.shape[0] < 1:
+            raise InvalidValueError(
+                invalid_value(
+                    "features.shape",
+                    stack.shape,
+                    "must be (K, N, d) with K >= 1",
+                    "Stack one (N, d) block per prompt.",
+                )
+            )
+        if not (isinstance(cache_bytes, (int, np.integer)) and cache_bytes >= 0):
+            raise InvalidValueError(
+                invalid_value(
+                    "cache_bytes", cache_bytes, "must be a non-negative integer", "Use 0 to cache nothing."
+                )
+            )
+        checked = [
+            check_features_labels(stack[k], labels, features_name=f"features[{k}]")
+            for k in range(stack.shape[0])
+        ]
+        codes, counts = checked[0][1], checked[0][2]
+        centred = np.stack([c[0] for c in checked])  # (K, N, d) float64
+        centred -= centred.mean(axis=1, keepdims=True)
+        one_hot = torch.zeros(counts.size, centred.shape[1], dtype=torch.float64)
+        one_hot[torch.from_numpy(codes), torch.arange(centred.shape[1])] = 1.0
+        self.centred = centred
+        self.deviations = (
+            torch.matmul(one_hot, torch.from_numpy(centred))
+            / torch.from_numpy(counts.astype(np.float64))[:, None]
+        ).numpy()
+        self.class_counts = counts
+        self.num_samples = int(centred.shape[1])
+        self.cache_bytes = int(cache_bytes)
+        self._blocks: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @property
+    def num_prompts(self) -> int:
+        return int(self.centred.shape[0])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.centred.shape[-1])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the features, the deviations and the cached blocks."""
+        return int(
+            self.centred.nbytes + self.deviations.nbytes + sum(b.nbytes for b in self._blocks.values())
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_blocks"], state["hits"], state["misses"] = OrderedDict(), 0, 0  # the cache stays local
+        return state
+
+    def _pair_blocks(self, idx: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+        """S_kl for every k <= l of ``idx`` (prompt positions), from the cache or computed."""
+        wanted = {(int(min(a, b)), int(max(a, b))) for a in idx for b in idx}
+        found = {}
+        for key in wanted:
+            block = self._blocks.get(key)
+            if block is not None:
+                self._blocks.move_to_end(key)
+                found[key] = block
+        missing = sorted(wanted - found.keys())
+        self.hits += len(found)
+        self.misses += len(missing)
+        rows: dict[int, list[int]] = {}
+        for k, col in missing:
+            rows.setdefault(k, []).append(col)
+        tensor = torch.from_numpy(self.centred)
+        dim = self.feature_dim
+        for k, cols in rows.items():
+            row = tensor[k].T @ tensor[cols].permute(1, 0, 2).reshape(self.num_samples, -1)  # (d, |cols| d)
+            row /= self.num_samples
+            blocks = row.view(dim, len(cols), dim).transpose(0, 1)
+            for position, col in enumerate(cols):
+                block = blocks[position]
+                block = ((block + block.T) / 2) if k == col else block.contiguous()
+                found[(k, col)] = block.numpy()
+        block_bytes = dim * dim * 8
+        for key in missing:  # cache the new blocks, evicting the least recently used
+            if block_bytes > self.cache_bytes:
+                break
+            while self._blocks and (len(self._blocks) + 1) * block_bytes > self.cache_bytes:
+                self._blocks.popitem(last=False)
+            self._blocks[key] = found[key]
+        return found
+
+    def subset(self, indices: Any) -> EnsembleHStatistics:
+        """Statistics of the prompts at ``indices`` (in that order), as ``EnsembleHStatistics``."""
+        idx = _check_indices(indices, self.num_prompts)
+        blocks = self._pair_blocks(idx)
+        m, dim = idx.size, self.feature_dim
+        second = np.empty((m, m, dim, dim), dtype=np.float64)
+        for a in range(m):
+            for b in range(m):
+                row_prompt, col_prompt = int(idx[a]), int(idx[b])
+                if row_prompt <= col_prompt:
+                    second[a, b] = blocks[(row_prompt, col_prompt)]
+                else:
+                    second[a, b] = blocks[(col_prompt, row_prompt)].T
+        chosen = torch.from_numpy(self.centred[idx])  # (m, N, d)
+        gram = torch.bmm(chosen.transpose(0, 1), chosen.permute(1, 2, 0)).reshape(self.num_samples, -1)
+        fourth = (gram.T @ gram).reshape((m,) * 4).numpy()
+        return EnsembleHStatistics(
+            second_moment=second,
+            deviations=self.deviations[idx],
+            class_counts=self.class_counts,
+            fourth_moment=fourth,
+            num_samples=self.num_samples,
+        )
+
+    def full(self) -> EnsembleHStatistics:
+        """Every prompt's statistics (the all-pairs form: K^2 d^2 memory)."""
+        return self.subset(np.arange(self.num_prompts))
+
+
+def _check_indices(indices: Any, num_prompts: int) -> np.ndarray:
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= num_prompts:
+        raise InvalidValueError(
+            invalid_value(
+                "indices",
+                idx.tolist(),
+                f"must be a non-empty list of prompt positions in [0, {num_prompts})",
+                "",
+            )
+        )
+    if np.unique(idx).size != idx.size:
+        raise InvalidValueError(invalid_value("indices", idx.tolist(), "must not repeat a prompt", ""))
+    return idx
 
 
 def _second_moment(centred: torch.Tensor) -> np.ndarray:

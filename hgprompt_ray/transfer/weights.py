@@ -99,9 +99,9 @@ def spot_weights(similarities: Any, best: bool) -> np.ndarray:
 def h_only_weights(statistics: Any, settings: SolverSettings | None = None) -> np.ndarray:
     """argmax_alpha H(sum_i alpha_i f_i) on the simplex: H-ensemble, i.e. HGPrompt's ablation
     without the alignment term (lambda = 0), on the search's train800 statistics."""
-    return solve_weights(statistics.train, None, 0.0, settings).alpha
+    return solve_weights(statistics.train.full(), None, 0.0, settings).alpha
 
 
 def alignment_only_weights(statistics: Any, settings: SolverSettings | None = None) -> np.ndarray:
     """argmin_alpha L_align(alpha): the ablation without the H-score term."""
-    return solve_weights(statistics.train, statistics.covariance, 1.0, settings, h_weight=0.0).alpha
+    return solve_weights(statistics.train.full(), statistics.covariance, 1.0, settings, h_weight=0.0).alpha

@@ -11,8 +11,10 @@
 Steps: :func:`~hgprompt_ray.tuning.plan.plan_search` (checks, nothing written); extraction of
 the target's features and gradient statistics under every source prompt (Ray Train, cached on
 disk: a rerun computes nothing); with ``screen_top`` (or ranked slots) the screening of every
-source (:func:`~hgprompt_ray.tuning.search.screen_sources`, ``screening.json``); the search
-statistics of the searched prompts, once (one Ray task, an ObjectRef);
+source (:func:`~hgprompt_ray.tuning.search.screen_sources`, ``screening.json``), and with
+``screen_top`` the gradients of the kept prompts only, after it; the search statistics of the
+searched prompts, once, all pairs or on demand as
+:func:`~hgprompt_ray.tuning.trainable.choose_statistics` decides (one Ray task, an ObjectRef);
 the trials (Tune + OptunaSearch, seeded TPE or random sampler, resumable); then ``best.json``, the trial table and
 the plots in the output folder (see :mod:`hgprompt_ray.tuning.outputs`). Ray must be running
 (``ray.init`` or ``launch/_ray.start_ray``): the package never starts it.
@@ -59,9 +61,12 @@ class SearchResult:
         best: the ``best.json`` record (the best trial's settings, metric and weights).
         trials: one row per trial, in creation order.
         statistics: ObjectRef of the :class:`~hgprompt_ray.tuning.trainable.SearchStatistics`.
-        extraction: the extraction handle (feature and gradient tables in the object store).
+        extraction: the extraction handle of the searched prompts (feature and gradient tables
+            in the object store).
         output: the results folder.
         seconds: wall time of the search.
+        screening_extraction: with ``screen_top``, the handle of every source's features (the
+            screening's input; no gradients); None otherwise.
     """
 
     plan: SearchPlan
@@ -72,6 +77,7 @@ class SearchResult:
     extraction: Any
     output: Path
     seconds: float
+    screening_extraction: Any = None
 
 
 def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> SearchResult:
@@ -89,6 +95,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         prepare_statistics,
         restore_tuner,
         screen_sources,
+        statistics_choice,
         trials_frame,
     )
     from hgprompt_ray.workers.extract import extract
@@ -106,21 +113,36 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     say.info(
         "extracting %s under %d prompts (cached: a rerun computes nothing)", plan.target_name, len(prompts)
     )
+    # With --screen-top, the gradients wait for the screening: only the kept prompts' are computed
+    # (K' x K' moments instead of K x K); the kept prompts' features then come from the cache.
+    timings: dict[str, float] = {}
+    lap = time.perf_counter()
+
+    def stage(name: str) -> None:  # wall seconds of each step, kept in best.json
+        nonlocal lap
+        now = time.perf_counter()
+        timings[name] = round(now - lap, 3)
+        lap = now
+
+    deferred = plan.screens and spec.screen_top is not None and spec.screen_top < len(prompts)
     extraction = extract(
-        plan.extraction,
+        dataclasses.replace(plan.extraction, gradients=False) if deferred else plan.extraction,
         num_workers=spec.workers,
         storage_path=output / "ray",
         progress=progress,
         task=plan.task,
     )
     say.info(
-        "extraction done in %.0f s (%s forwards computed, %s tables from the cache)",
+        "extraction done in %.0f s (%s forwards computed, %s tables from the cache%s)",
         time.perf_counter() - start,
         extraction.stats.get("image_prompt_forwards", "?"),
         extraction.stats.get("cached_tables", "?"),
+        "; gradients after the screening" if deferred else "",
     )
     logger.info("extraction: %s", extraction.stats)
+    stage("extraction")
     screening = None
+    screening_stats = screening_extraction = None
     if plan.screens:  # rank the sources (keep the best --screen-top; order the ranked slots)
         screening = ray.get(screen_sources(extraction, prompts, spec.screen_metric, spec.screen_top))
         prompts = list(screening.kept)
@@ -133,7 +155,34 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
             plan.subset_space,
             ", ".join(prompts[:3]),
         )
-    statistics_ref = prepare_statistics(extraction, prompts=prompts)
+        stage("screening")
+    if deferred:
+        screening_stats, screening_extraction = extraction.stats, extraction
+        extraction = extract(
+            dataclasses.replace(plan.extraction, prompts=tuple(prompts)),
+            num_workers=spec.workers,
+            storage_path=output / "ray",
+            progress=progress,
+            task=plan.task,
+        )
+        say.info(
+            "gradients of the %d screened prompts done (%s gradient sample x prompts computed)",
+            len(prompts),
+            extraction.stats.get("gradient_sample_prompts", "?"),
+        )
+        stage("gradients")
+    statistics_ref = prepare_statistics(
+        extraction,
+        prompts=prompts,
+        mode=spec.statistics,
+        trials=spec.num_samples,
+        max_prompts=plan.max_prompts,
+        budget_gb=spec.statistics_budget_gb,
+    )
+    choice = statistics_choice(statistics_ref)
+    if choice is not None:
+        say.info("search statistics: %s (%s)", choice["mode"], choice["reason"])
+    stage("statistics")
     metric = space.METRICS[spec.metric]
     if spec.resume and (output / "best.json").is_file():  # finished: nothing to run, load it
         best = read_state(output / "best.json")
@@ -148,6 +197,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
             extraction=extraction,
             output=output,
             seconds=time.perf_counter() - start,
+            screening_extraction=screening_extraction,
         )
     probe_ref = None
     if metric == space.VAL_PROBE or spec.report_test:  # the combined prompt's probe: images, once
@@ -190,6 +240,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         metric,
     )
     frame = trials_frame(tuner.fit(), prompts)
+    stage("trials")
     if frame.empty or metric not in frame or frame[metric].isna().all():
         raise SearchFailedError(f"no trial reported {metric}; see the Tune logs in {storage}")
     best = best_trial(frame, list(plan.prompts), metric, plan.target_name)  # every source; 0 if screened out
@@ -197,8 +248,11 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
     best["subset_space"] = plan.subset_space
     if screening is not None:
         best["screening"] = screening.to_json()
+    best["statistics"] = choice
+    best["seconds"] = timings
     best["extraction"] = {
         "stats": extraction.stats,
+        "screening_stats": screening_stats,
         "feature_keys": extraction.feature_keys,
         "gradient_key": extraction.gradient_key,
         "samples": spec.samples,
@@ -218,6 +272,7 @@ def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> Searc
         extraction=extraction,
         output=output,
         seconds=time.perf_counter() - start,
+        screening_extraction=screening_extraction,
     )
 
 

@@ -28,8 +28,10 @@ from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.tuning.progress import TrialProgress
 from hgprompt_ray.tuning.screening import Screening, rank_prompts
 from hgprompt_ray.tuning.trainable import (
+    DEFAULT_STATISTICS_BUDGET_GB,
     SearchStatistics,
     TrialInputs,
+    choose_statistics,
     hgprompt_trial,
     search_statistics,
 )
@@ -41,6 +43,7 @@ __all__ = [
     "StateBackup",
     "build_tuner",
     "prepare_statistics",
+    "statistics_choice",
     "repair_experiment_state",
     "restore_tuner",
     "screen_sources",
@@ -127,15 +130,32 @@ def repair_experiment_state(experiment_dir: str | Path, backup_dir: str | Path) 
 
 
 def _statistics_from_tables(
-    prompts: list[str], train_tables: list[Any], val_tables: list[Any], gradient_table: Any
+    prompts: list[str],
+    train_tables: list[Any],
+    val_tables: list[Any],
+    gradient_table: Any,
+    mode: str = "all-pairs",
+    trials: int = 1,
+    max_prompts: int | None = None,
+    budget_gb: float = DEFAULT_STATISTICS_BUDGET_GB,
 ) -> SearchStatistics:
     train = [features_from_table(t) for t in train_tables]
     val = [features_from_table(t) for t in val_tables]
     names, moments = moments_from_table(gradient_table)
     order = [names.index(p) for p in prompts]
     moments = moments.subset(order) if order != list(range(len(names))) else moments
+    choice = choose_statistics(
+        len(prompts),
+        max_prompts or len(prompts),
+        [len(train[0][1]), len(val[0][1])],
+        train[0][0].shape[1],
+        trials,
+        requested=mode,
+        budget_gb=budget_gb,
+    )
+    logger.info("search statistics: %s (%s)", choice.mode, choice.reason)
     return search_statistics(
-        prompts, [f for f, _, _ in train], train[0][1], [f for f, _, _ in val], val[0][1], moments
+        prompts, [f for f, _, _ in train], train[0][1], [f for f, _, _ in val], val[0][1], moments, choice
     )
 
 
@@ -163,9 +183,19 @@ def prepare_statistics(
     val_split: str = "val200",
     num_cpus: int = 1,
     prompts: Sequence[str] | None = None,
+    *,
+    mode: str = "auto",
+    trials: int = 1,
+    max_prompts: int | None = None,
+    budget_gb: float = DEFAULT_STATISTICS_BUDGET_GB,
 ) -> Any:
     """ObjectRef of the :class:`SearchStatistics` of ``prompts`` (default: every extracted
-    prompt; e.g. the screened ones, in their order) (one Ray task)."""
+    prompt; e.g. the screened ones, in their order) (one Ray task).
+
+    ``mode``, ``trials``, ``max_prompts`` and ``budget_gb`` choose the form of the feature
+    statistics (:func:`~hgprompt_ray.tuning.trainable.choose_statistics`; the statistics keep
+    the choice as ``.choice``, see :func:`statistics_choice`).
+    """
     import ray
 
     train_split = next(iter(extraction.feature_keys))
@@ -177,21 +207,37 @@ def prepare_statistics(
     prompts = list(extraction.prompts if prompts is None else prompts)
     train_refs = extraction.feature_refs(train_split)
     val_refs = extraction.feature_refs(val_split)
+    choose_statistics(1, 1, [2], 1, 1, requested=mode, budget_gb=budget_gb)  # bad settings fail here
     task = ray.remote(num_cpus=num_cpus)(_statistics_task)
     return task.remote(
         prompts,
+        (mode, trials, max_prompts, budget_gb),
         *[train_refs[p] for p in prompts],
         *[val_refs[p] for p in prompts],
         extraction.gradient_ref(),
     )
 
 
-def _statistics_task(prompts: list[str], *tables: Any) -> SearchStatistics:
+def _statistics_task(prompts: list[str], form: tuple[Any, ...], *tables: Any) -> SearchStatistics:
     from hgprompt_ray.threads import use_allocated_threads
 
     use_allocated_threads()
     count = len(prompts)
-    return _statistics_from_tables(prompts, list(tables[:count]), list(tables[count : 2 * count]), tables[-1])
+    return _statistics_from_tables(
+        prompts, list(tables[:count]), list(tables[count : 2 * count]), tables[-1], *form
+    )
+
+
+def statistics_choice(statistics_ref: Any) -> dict[str, Any] | None:
+    """The :class:`~hgprompt_ray.tuning.trainable.StatisticsChoice` (as a dict) of the statistics
+    behind ``statistics_ref``, read by a small task (the driver maps none of the arrays)."""
+    import ray
+
+    return ray.get(ray.remote(num_cpus=0)(_choice_task).remote(statistics_ref))  # type: ignore[no-any-return]
+
+
+def _choice_task(statistics: SearchStatistics) -> dict[str, Any] | None:
+    return statistics.choice
 
 
 def build_tuner(

@@ -73,6 +73,18 @@ class SearchSpec:
             f"{space.SCORES_MAX_PROMPTS} searched prompts)"
         },
     )
+    statistics: str = field(
+        default="auto",
+        metadata={
+            "help": "form of the feature statistics: all-pairs (every pair block precomputed, K^2 d^2 "
+            "memory), on-demand (each trial builds its own prompts' blocks, memory linear in K), "
+            "auto (all pairs when they fit --statistics-budget-gb and cost no more; logged)"
+        },
+    )
+    statistics_budget_gb: float = field(
+        default=space.STATISTICS_BUDGET_GB,
+        metadata={"help": "memory budget of all-pairs statistics for --statistics auto, GB"},
+    )
     scheduler: str = field(
         default="fifo", metadata={"help": "Tune scheduler (asha: early stopping)", "choices": SCHEDULERS}
     )
@@ -135,6 +147,12 @@ class SearchSpec:
             require_positive_flag("max-concurrent", self.max_concurrent, example=4)
         if self.screen_top is not None:
             require_positive_flag("screen-top", self.screen_top, example=32)
+        budget = self.statistics_budget_gb
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not (0 < budget < math.inf):
+            raise InvalidValueError(
+                f"--statistics-budget-gb must be a positive number of GB, but got {budget!r}. "
+                f"Fix: e.g. --statistics-budget-gb {space.STATISTICS_BUDGET_GB:g}."
+            )
         low, high = self.lambda_range if len(self.lambda_range) == 2 else (math.nan, math.nan)
         if not (0 < low < high):
             raise InvalidValueError(
@@ -159,6 +177,7 @@ class SearchSpec:
             ("sampler", space.SAMPLERS),
             ("screen_metric", SCREENING_SCORES),
             ("subset_space", space.SUBSET_SPACES),
+            ("statistics", space.STATISTICS_MODES),
         ):
             if getattr(self, name) not in choices:
                 flag = name.replace("_", "-")

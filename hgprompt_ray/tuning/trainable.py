@@ -18,6 +18,15 @@ solves for alpha in stages (the objective's terms per ``--objective``) and repor
   :mod:`hgprompt_ray.threads`).
 
 The metric names and prefixes are defined once, in ``search_spaces/hgprompt.py``.
+
+**Statistics linear in K.** The feature statistics come in two forms (:func:`choose_statistics`
+picks one per run from K, the largest M, N, d and the number of trials, and the run logs it):
+``all-pairs`` precomputes every pair block once (K^2 d^2 float64 per split: the exact form of a
+small library), ``on-demand`` ships only the K prompts' features (K N d) and every trial builds
+the pair blocks of its own M prompts, cached per worker process
+(:class:`~hgprompt_ray.core.OnDemandHStatistics`). A trial sees the same statistics either way.
+The gradient second moments R_c are (p, K, K) for the K prompts searched, i.e. after screening
+(the search extracts the gradients of the screened prompts only).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from torch import get_num_threads as torch_threads
 from hgprompt_ray.core import (
     EnsembleHStatistics,
     GradientMoments,
+    OnDemandHStatistics,
     SimplexConvergenceWarning,
     SolverSettings,
     ensemble_h_score,
@@ -46,10 +56,22 @@ from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.tuning.probe_metric import ProbeData, probe_accuracy
 from hgprompt_ray.tuning.subsets import select_subset
-from search_spaces.hgprompt import ALPHA_PREFIX, OBJECTIVES, TEST_PROBE, VAL_H, VAL_PROBE
+from search_spaces.hgprompt import (
+    ALPHA_PREFIX,
+    OBJECTIVES,
+    STATISTICS_BUDGET_GB,
+    STATISTICS_MODES,
+    TEST_PROBE,
+    VAL_H,
+    VAL_PROBE,
+)
 
 __all__ = [
+    "DEFAULT_STATISTICS_BUDGET_GB",
+    "STATISTICS_MODES",
     "SearchStatistics",
+    "StatisticsChoice",
+    "choose_statistics",
     "TrialInputs",
     "hgprompt_trial",
     "run_trial",
@@ -58,23 +80,107 @@ __all__ = [
 ]
 
 
+DEFAULT_STATISTICS_BUDGET_GB = STATISTICS_BUDGET_GB
+
+
+class StatisticsChoice(NamedTuple):
+    """What :func:`choose_statistics` decided, and the numbers it decided on (logged, and kept
+    in ``best.json``).
+
+    Attributes:
+        mode: ``all-pairs`` or ``on-demand``.
+        reason: one sentence.
+        all_pairs_bytes: memory of the all-pairs statistics of both splits.
+        on_demand_bytes: memory of the on-demand features of both splits (without the cache).
+        all_pairs_gflop: arithmetic of the all-pairs precompute.
+        on_demand_gflop: arithmetic of every trial building its own blocks (an upper bound: no
+            cache hit, every trial at the largest M).
+    """
+
+    mode: str
+    reason: str
+    all_pairs_bytes: int
+    on_demand_bytes: int
+    all_pairs_gflop: float
+    on_demand_gflop: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self._asdict())
+
+
+def choose_statistics(
+    num_prompts: int,
+    max_prompts: int,
+    sample_counts: Sequence[int],
+    dim: int,
+    trials: int,
+    requested: str = "auto",
+    budget_gb: float = DEFAULT_STATISTICS_BUDGET_GB,
+) -> StatisticsChoice:
+    """All-pairs or on-demand feature statistics for K prompts, trials of at most M of them, the
+    splits' sample counts N and feature width d.
+
+    ``auto`` precomputes all pairs when they fit ``budget_gb`` and cost no more arithmetic than
+    the trials building their own blocks would (small libraries: the results are then exactly
+    the all-pairs ones); otherwise on demand, whose memory is linear in K.
+    """
+    if requested not in STATISTICS_MODES:
+        raise InvalidValueError(
+            invalid_value("--statistics", requested, f"must be one of {list(STATISTICS_MODES)}", "Pass auto.")
+        )
+    if not (np.isfinite(budget_gb) and budget_gb > 0):
+        raise InvalidValueError(
+            invalid_value("--statistics-budget-gb", budget_gb, "must be a positive number", "e.g. 2.")
+        )
+    k, m, d, n = int(num_prompts), min(int(max_prompts), int(num_prompts)), int(dim), int(sum(sample_counts))
+    splits = len(sample_counts)
+    all_pairs_bytes = splits * 8 * (k * k * d * d + k**4)
+    on_demand_bytes = 8 * k * n * d
+    all_pairs_gflop = k * (k + 1) / 2 * n * d * d * 2 / 1e9
+    on_demand_gflop = trials * m * (m + 1) / 2 * n * d * d * 2 / 1e9
+    fits = all_pairs_bytes <= budget_gb * 2**30
+    cheaper = all_pairs_gflop <= on_demand_gflop
+    if requested != "auto":
+        mode, reason = requested, f"--statistics {requested} was asked for"
+    elif fits and cheaper:
+        mode = "all-pairs"
+        reason = (
+            f"all pairs of K={k} prompts fit the {budget_gb:g} GB budget ({all_pairs_bytes / 2**30:.2f} GB) "
+            f"and cost no more than {trials} trials of M<={m} building their own blocks"
+        )
+    else:
+        mode = "on-demand"
+        why = (
+            f"all pairs of K={k} prompts need {all_pairs_bytes / 2**30:.2f} GB > the {budget_gb:g} GB budget"
+            if not fits
+            else f"{trials} trials of M<={m} cost less ({on_demand_gflop:.1f} GFLOP) than all pairs "
+            f"({all_pairs_gflop:.1f} GFLOP)"
+        )
+        reason = f"{why}; the on-demand features take {on_demand_bytes / 2**30:.2f} GB"
+    return StatisticsChoice(mode, reason, all_pairs_bytes, on_demand_bytes, all_pairs_gflop, on_demand_gflop)
+
+
 class SearchStatistics(NamedTuple):
     """Everything trials need, for all prompts of the search, in the prompts' order.
 
     Attributes:
         prompts: the M prompt names.
-        train: ensemble H-score statistics on the gradient split's samples.
+        train: ensemble H-score statistics on the gradient split's samples
+            (:class:`EnsembleHStatistics`, all pairs, or :class:`OnDemandHStatistics`; both give
+            a subset's statistics by ``.subset(indices)`` and all of them by ``.full()``).
         val: the same on val200 (the held-out metric).
         covariance: per-coordinate uncentred gradient second moments R_c, (p, M, M) (the name
             is historical; ``core.alignment.gradient_second_moment``).
         source_h_scores: each prompt's own H-score on train, (M,).
+        choice: the :class:`StatisticsChoice` as a dict (None: all pairs, not chosen).
     """
 
     prompts: tuple[str, ...]
-    train: EnsembleHStatistics
-    val: EnsembleHStatistics
+    train: EnsembleHStatistics | OnDemandHStatistics
+    val: EnsembleHStatistics | OnDemandHStatistics
     covariance: np.ndarray
     source_h_scores: np.ndarray
+    choice: dict[str, Any] | None = None
 
 
 def search_statistics(
@@ -84,16 +190,25 @@ def search_statistics(
     val_features: Sequence[np.ndarray],
     val_labels: np.ndarray,
     moments: GradientMoments,
+    choice: StatisticsChoice | None = None,
 ) -> SearchStatistics:
-    """Precompute :class:`SearchStatistics` (shapes: M x (N, d) features, moments of M prompts)."""
-    train = ensemble_statistics(np.stack(train_features), train_labels)
-    val = ensemble_statistics(np.stack(val_features), val_labels)
+    """Precompute :class:`SearchStatistics` (shapes: M x (N, d) features, moments of M prompts)
+    in the form ``choice`` names (None: all pairs)."""
+    if choice is not None and choice.mode == "on-demand":
+        train: Any = OnDemandHStatistics(np.stack(train_features), train_labels)
+        val: Any = OnDemandHStatistics(np.stack(val_features), val_labels)
+        source = np.array([per_source_h_scores(train.subset([i]))[0] for i in range(train.num_prompts)])
+    else:
+        train = ensemble_statistics(np.stack(train_features), train_labels)
+        val = ensemble_statistics(np.stack(val_features), val_labels)
+        source = per_source_h_scores(train)
     return SearchStatistics(
         prompts=tuple(prompts),
         train=train,
         val=val,
         covariance=gradient_second_moment(moments),
-        source_h_scores=per_source_h_scores(train),
+        source_h_scores=source,
+        choice=None if choice is None else choice.to_json(),
     )
 
 

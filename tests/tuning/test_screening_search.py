@@ -12,7 +12,7 @@ import pytest
 from hgprompt_ray.core import ensemble_h_score
 from hgprompt_ray.tuning import SearchSpec, run_search
 from hgprompt_ray.tuning.screening import rank_prompts
-from hgprompt_ray.workers.feature_store import features_from_table
+from hgprompt_ray.workers.feature_store import features_from_table, moments_from_table
 
 ray = pytest.importorskip("ray")
 
@@ -43,7 +43,8 @@ def test_screened_ranked_slot_search(ray_cluster, extraction_setup, tmp_path):
     assert sorted(ranking) == ["p0", "p1", "p2"] and scores == sorted(scores, reverse=True)
     assert screening["metric"] == "logme" and screening["kept"] == ranking[:2]
     # the ranking is LogME of each prompt's train800 features, as the search's own tables hold them
-    tables = result.extraction.feature_refs(next(iter(result.extraction.feature_keys)))
+    every = result.screening_extraction  # every source's features; the gradients came after
+    tables = every.feature_refs(next(iter(every.feature_keys)))
     blocks = [features_from_table(ray.get(tables[name])) for name in ["p0", "p1", "p2"]]
     expected = rank_prompts(["p0", "p1", "p2"], [b[0] for b in blocks], blocks[0][1], "logme", top=2)
     assert list(expected.prompts) == ranking
@@ -62,6 +63,14 @@ def test_screened_ranked_slot_search(ray_cluster, extraction_setup, tmp_path):
     order = [statistics.prompts.index(name) for name in best["subset"]]
     alpha = np.array([best["alpha"][name] for name in best["subset"]])
     assert best["val_h_score"] == pytest.approx(ensemble_h_score(statistics.val.subset(order), alpha))
+    # the gradients were extracted after the screening, for the kept prompts only (K' x K' moments)
+    names, moments = moments_from_table(ray.get(result.extraction.gradient_ref()))
+    assert names == screening["kept"] and moments.num_prompts == 2
+    assert best["extraction"]["screening_stats"]["gradient_sample_prompts"] == 0
+    assert best["extraction"]["stats"]["gradient_sample_prompts"] == 2 * config.gradient_samples
+    # a small library keeps the exact all-pairs statistics, and the choice is recorded
+    assert best["statistics"]["mode"] == "all-pairs" and statistics.choice == best["statistics"]
+    assert set(best["seconds"]) == {"extraction", "screening", "gradients", "statistics", "trials"}
 
 
 def test_screened_search_scores_the_probe_on_the_right_prompts(ray_cluster, extraction_setup, tmp_path):
