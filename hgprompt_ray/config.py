@@ -258,7 +258,14 @@ class ExtractionConfig:
     sample_seed: int = field(default=0, metadata={"help": "Seed of the sample draw (recorded)."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the train800/val200 draw."})
     batch_size: int = field(
-        default=32, metadata={"help": "Images per forward (all prompts of a shard at once)."}
+        default=32, metadata={"help": "Images per forward (prompts_per_forward prompts at once)."}
+    )
+    prompts_per_forward: int = field(
+        default=16,
+        metadata={
+            "help": "Prompts per K-prompt forward (a larger shard runs in chunks, each chunk's tables "
+            "written as it finishes: bounded activation memory; a restart loses one chunk)."
+        },
     )
     gradient_batch_size: int = field(
         default=16, metadata={"help": "Samples per batched per-sample-gradient pass."}
@@ -312,7 +319,7 @@ class ExtractionConfig:
                     "Use e.g. ('train800', 'val200').",
                 )
             )
-        for name in ("img_size", "batch_size", "gradient_batch_size"):
+        for name in ("img_size", "batch_size", "gradient_batch_size", "prompts_per_forward"):
             _positive_int("ExtractionConfig", name, getattr(self, name), "")
         _check_precision("ExtractionConfig", self.precision)
         for name in ("num_samples", "gradient_samples"):

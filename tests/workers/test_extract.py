@@ -188,6 +188,26 @@ def test_two_workers_shard_the_prompts_and_agree_with_one(first_run, extraction_
         store.kill()
 
 
+def test_prompts_run_in_chunks_of_prompts_per_forward(first_run, extraction_setup, tmp_path):
+    """A shard larger than prompts_per_forward runs in chunks (2 + 1 prompts here): the same
+    features, every table written, the same forward count."""
+    config = replace(
+        extraction_setup, cache_dir=str(tmp_path / "cache"), prompts_per_forward=2, gradients=False
+    )
+    store = FeatureStore("chunked")
+    try:
+        chunked = extract(config, store_name="chunked", storage_path=tmp_path, progress=False)
+        for split in config.splits:
+            one, _ = first_run.features(split)
+            got, _ = chunked.features(split)
+            assert sorted(got) == sorted(NAMES)
+            for name in NAMES:
+                np.testing.assert_allclose(got[name], one[name], atol=1e-6, rtol=1e-6)
+        assert chunked.stats["image_prompt_forwards"] == first_run.stats["image_prompt_forwards"]
+    finally:
+        store.kill()
+
+
 def test_killed_worker_is_retried_and_the_result_is_bit_identical(first_run, extraction_setup, tmp_path):
     config = replace(
         extraction_setup, cache_dir=str(tmp_path / "cache"), heartbeat_dir=str(tmp_path / "heartbeat")

@@ -122,13 +122,14 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
     for split in config.splits:
         keys = [plan.feature_keys[split][n] for n in names]
         todo = [i for i, key in enumerate(keys) if not cache.has(key)]
-        if todo:
+        labels = np.asarray(_labels(datasets[split]), dtype=np.int64)
+        for start in range(0, len(todo), config.prompts_per_forward):  # bounded memory; resumable
+            part = todo[start : start + config.prompts_per_forward]
             with autocast(plan.precision, device):
                 features = _features(
-                    model, datasets[split], prompts[todo], config, rank, split, plan.progress
+                    model, datasets[split], prompts[part], config, rank, split, plan.progress
                 )
-            labels = np.asarray(_labels(datasets[split]), dtype=np.int64)
-            for row, i in enumerate(todo):
+            for row, i in enumerate(part):
                 table = feature_table(
                     names[i],
                     features[row],
@@ -137,7 +138,7 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
                     metadata=plan.feature_meta[split][names[i]],
                 )
                 cache.write(keys[i], table)
-            counters[0] += len(todo) * len(datasets[split])
+            counters[0] += len(part) * len(datasets[split])
         for key in keys:
             table = cache.read(key)
             if table is None:
