@@ -36,11 +36,23 @@ Method (deterministic; all starts run in lockstep as one batched evaluation):
   KKT gap below ~sqrt(eps)). After an accepted step eta grows to the larger of 1.5 eta and a
   Barzilai-Borwein step in log-weight space (capped at 1000 eta), which long flat valleys
   (near-duplicate prompts) need; after a rejected one it shrinks by 0.3.
+* Frank-Wolfe steps where mirror descent is slow. Mirror descent regrows a weight only by a
+  factor exp(eta * gap) per step, so a long early step that leaves a prompt of the optimum's
+  support at 1e-30 costs hundreds of iterations (issue #19: one vertex start at M = 11 ran 285
+  iterations, the others about 100). When a start's least-gradient prompt i (its Frank-Wolfe
+  vertex) weighs below 1e-4, the step is alpha + gamma (e_i - alpha) instead, whose slope is
+  minus the KKT gap; accepted by the Armijo test with constant 1/2 (or the rounding-noise test
+  above), gamma from the secant of the slopes at both ends of the step (starting at 1 / M).
+  A start whose Frank-Wolfe vertex keeps a real weight never takes one, so its path is unchanged.
+* Merging (``SolverSettings.merge_distance``, 1e-4 by default): a running start within that
+  max-norm distance of a running or converged start with a lower objective stops, as multi-level
+  single linkage skips a local search near a better point: the two are in one basin and the
+  better one carries on. The best start of each cluster is never stopped; 0 turns it off.
 * Convergence is a certificate, not a slowdown: the Frank-Wolfe (KKT) gap
   gap(alpha) = <grad, alpha> - min_i grad_i >= 0 is zero exactly at first-order stationary
   points of the simplex-constrained problem (and bounds f(alpha) - min f for convex f). A start
   has converged when gap <= ``tolerance * max(1, |f(alpha)|)``.
-* A start whose step underflows (eta * max_i (grad_i - min grad) below 1e-14, after
+* A start whose step underflows (eta * max_i (grad_i - min grad), or gamma, below 1e-14, after
   ``patience`` consecutive iterations without a strict decrease of f) stops, but has *not*
   converged unless its gap is small. A :class:`SimplexConvergenceWarning` is issued when the
   winning start did not converge (budget spent, or stalled).

@@ -33,6 +33,9 @@ _ROUNDING = 4e-16
 """Relative rounding allowance of the sufficient decrease test (a few float64 ulps)."""
 _NOISE = 1e-12
 """Relative increase of f tolerated as evaluation noise when the gradients show no overshoot."""
+_STARVED = 1e-4
+"""A start whose least-gradient prompt weighs less than this takes a Frank-Wolfe step toward it
+(mirror descent regrows a weight only geometrically: from 1e-30 that took ~200 iterations)."""
 
 
 class SimplexConvergenceWarning(UserWarning):
@@ -53,6 +56,10 @@ class SolverSettings(NamedTuple):
         vertex_weight: weight on its prompt when a vertex start that is not stationary moves
             inside.
         random_starts: extra Dirichlet(1) starts.
+        merge_distance: a running start stops (merged) once it is within this distance (max
+            |alpha_s - alpha_t|) of a start with a lower or equal objective; 0 turns it off.
+            Multi-level single linkage's rule (Rinnooy Kan and Timmer 1987) applied to running
+            starts: the two have entered one basin and the better one carries on.
         seed: seed of the random starts.
         regularized: Ledoit-Wolf H-score (True) or the pinv form.
         normalize_alignment: divide L_align by the fixed scale of the module docstring, so
@@ -69,6 +76,7 @@ class SolverSettings(NamedTuple):
     vertex_starts: bool = True
     vertex_weight: float = 0.9
     random_starts: int = 0
+    merge_distance: float = 1e-4
     seed: int = 0
     regularized: bool = True
     normalize_alignment: bool = True
@@ -86,7 +94,8 @@ class SimplexMinimum(NamedTuple):
         converged: kkt_gap <= tolerance * max(1, |objective|).
         history: the winning start's objective after each accepted step.
         start: index of the winning start (a row of the starts passed).
-        points: every start's final point, (S, M) (a staged solve continues all of them).
+        points: every start's final point, (S, M) (a staged solve continues all of them); a
+            merged start's is where it stopped.
     """
 
     alpha: np.ndarray
@@ -149,6 +158,13 @@ def _check_settings(settings: SolverSettings) -> None:
         raise InvalidValueError(
             invalid_value("settings.random_starts", settings.random_starts, "must be >= 0", "")
         )
+    merge = settings.merge_distance
+    if not (np.isfinite(merge) and merge >= 0):
+        raise InvalidValueError(
+            invalid_value(
+                "settings.merge_distance", merge, "must be a finite number >= 0", "Use 0 to turn it off."
+            )
+        )
     for name in ("tolerance", "initial_step"):
         value = getattr(settings, name)
         if not (np.isfinite(value) and value > 0):
@@ -176,6 +192,46 @@ def _value_and_grad(
     return value.detach(), grad
 
 
+def _starved(alpha: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Whether each point's least-gradient prompt (its Frank-Wolfe vertex) weighs below
+    ``_STARVED``: mirror descent would regrow it only by a factor exp(eta * gap) per step.
+
+    Shape:
+        alpha, grad: (S, M); returns (S,) bool.
+    """
+    vertex = grad.argmin(dim=1, keepdim=True)
+    return alpha.gather(1, vertex).squeeze(1) < _STARVED
+
+
+def _toward_vertex(alpha: torch.Tensor, grad: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
+    """The Frank-Wolfe step alpha + reach * (e_i - alpha), e_i the least-gradient vertex; its
+    directional derivative is minus the KKT gap. Floored at the solver's tiny weight.
+
+    Shape:
+        alpha, grad: (S, M); reach: (S,) in (0, 1]; returns (S, M).
+    """
+    vertex = torch.zeros_like(alpha).scatter_(1, grad.argmin(dim=1, keepdim=True), 1.0)
+    return (alpha + reach[:, None] * (vertex - alpha)).clamp_min(_TINY)
+
+
+def _merged(
+    alpha: torch.Tensor, value: torch.Tensor, running: torch.Tensor, stopped: torch.Tensor, distance: float
+) -> torch.Tensor:
+    """Running starts within ``distance`` (max norm) of another running or converged (not
+    ``stopped``) start with a lower objective (ties: the lower index), which carries on; the
+    best start of any cluster is never merged.
+
+    Shape:
+        alpha: (S, M); value, running, stopped: (S,); returns (S,) bool.
+    """
+    close = (alpha[:, None, :] - alpha[None, :, :]).abs().amax(dim=2) <= distance  # (S, S)
+    order = torch.arange(value.shape[0])
+    better = (value[None, :] < value[:, None]) | (
+        (value[None, :] == value[:, None]) & (order[None, :] < order[:, None])
+    )  # better[s, t]: t is better than s
+    return running & (close & better & ~stopped[None, :]).any(dim=1)
+
+
 def minimize_on_simplex(
     objective: Callable[[torch.Tensor], torch.Tensor],
     starts: Any,
@@ -183,17 +239,19 @@ def minimize_on_simplex(
 ) -> SimplexMinimum:
     """Minimise a differentiable batched objective over the simplex from several starts.
 
-    The method of the module docstring: starts on a face that are not stationary move inside,
-    then batched mirror descent with backtracking until each start's KKT gap is small, its
-    step underflows, or ``settings.max_iterations`` evaluations are spent. Issues no warning
+    The method of ``core/simplex.py``'s docstring: starts on a face that are not stationary
+    move inside, then batched mirror descent with backtracking (a Frank-Wolfe step instead
+    where the least-gradient prompt's weight is below ``_STARVED``) until each start's KKT gap
+    is small, its step underflows, it merges into a better start, or
+    ``settings.max_iterations`` evaluations are spent. Issues no warning
     (the caller decides); check ``converged``.
 
     Args:
         objective: maps a batch of weight vectors to their objective values, differentiably
             (float64 torch).
         starts: the starting points, rows on the simplex (non-negative, summing to 1).
-        settings: ``max_iterations``, ``tolerance``, ``patience``, ``initial_step`` and
-            ``vertex_weight`` are used.
+        settings: ``max_iterations``, ``tolerance``, ``patience``, ``initial_step``,
+            ``vertex_weight`` and ``merge_distance`` are used.
 
     Shape:
         objective: (S, M) -> (S,); starts: (K, M).
@@ -238,14 +296,17 @@ def minimize_on_simplex(
         converged[moved] = gap[moved] <= threshold(value[moved])
     spread = (grad - grad.min(dim=1, keepdim=True).values).max(dim=1).values
     eta = settings.initial_step / spread.clamp_min(_TINY)
+    toward_step = torch.full((num_starts,), 1.0 / alpha.shape[1], dtype=torch.float64)
     idle = torch.zeros(num_starts, dtype=torch.int64)
-    stalled = torch.zeros(num_starts, dtype=torch.bool)
+    stalled = torch.zeros(num_starts, dtype=torch.bool)  # stalled or merged: stopped, not converged
     history: list[list[float]] = [[float(v)] for v in value]
     while iterations < settings.max_iterations and not bool((converged | stalled).all()):
         active = torch.nonzero(~(converged | stalled)).flatten()  # only running starts are evaluated
-        a, g, v, step = alpha[active], grad[active], value[active], eta[active]
+        a, g, v, step, reach = alpha[active], grad[active], value[active], eta[active], toward_step[active]
         shifted = g - g.min(dim=1, keepdim=True).values
-        candidate = (a * torch.exp(-step[:, None] * shifted)).clamp_min(_TINY)
+        mirror = (a * torch.exp(-step[:, None] * shifted)).clamp_min(_TINY)
+        starved = _starved(a, g)
+        candidate = torch.where(starved[:, None], _toward_vertex(a, g, reach), mirror)
         candidate = candidate / candidate.sum(dim=1, keepdim=True)
         cand_value, cand_grad = _value_and_grad(objective, candidate)
         iterations += 1
@@ -257,7 +318,10 @@ def minimize_on_simplex(
         centred_grad = cand_grad - (cand_grad * candidate).sum(dim=1, keepdim=True)
         end_slope = (centred_grad * step_vector).sum(dim=1)
         scale = v.abs()  # rounding is relative to the value itself
-        sufficient = cand_value <= v + slope + kl / step + _ROUNDING * scale
+        # Mirror step: the Bregman sufficient decrease. Frank-Wolfe step: Armijo with constant
+        # 1/2, which on a quadratic accepts exactly the steps that do not pass its minimum.
+        bound = torch.where(starved, 0.5 * slope, slope + kl / step)
+        sufficient = cand_value <= v + bound + _ROUNDING * scale
         # Near a minimiser f changes less than its rounding noise; there the gradients decide:
         # the step has not overshot the minimum along its direction by more than half.
         not_overshot = (cand_value <= v + _NOISE * scale) & (end_slope <= -0.5 * slope)
@@ -275,13 +339,30 @@ def minimize_on_simplex(
         length = (moved_log * moved_log * candidate).sum(dim=1)
         spectral = torch.where(curvature > 0, length / curvature.clamp_min(_TINY), step * 1.5)
         grown = torch.maximum(step * 1.5, torch.minimum(spectral, step * 1e3))
-        eta[active] = torch.where(accept, grown, step * 0.3)
+        eta[active] = torch.where(starved, step, torch.where(accept, grown, step * 0.3))
+        # Frank-Wolfe reach: the minimiser of the quadratic through the slopes at both ends of
+        # the step (secant), kept within [1, 10] x reach after an acceptance and [0.1, 0.5] x
+        # after a rejection; without positive curvature, doubled or cut to 0.3.
+        curved = end_slope > slope
+        secant = reach * slope / (slope - end_slope).clamp_max(-_TINY)
+        longer = torch.where(curved, torch.minimum(torch.maximum(secant, reach), 10.0 * reach), 2.0 * reach)
+        shorter = torch.where(
+            curved, torch.minimum(torch.maximum(secant, 0.1 * reach), 0.5 * reach), 0.3 * reach
+        )
+        new_reach = torch.where(accept, longer.clamp_max(1.0), shorter)
+        toward_step[active] = torch.where(starved, new_reach, reach)
         new_gap = kkt_gap(alpha[active], grad[active])
         gap[active] = new_gap
         converged[active] = new_gap <= threshold(value[active])
         new_spread = (grad[active] - grad[active].min(dim=1, keepdim=True).values).max(dim=1).values
-        underflow = eta[active] * new_spread < _UNDERFLOW
+        underflow = torch.where(
+            _starved(alpha[active], grad[active]),
+            toward_step[active] < _UNDERFLOW,
+            eta[active] * new_spread < _UNDERFLOW,
+        )
         stalled[active] = ~converged[active] & underflow & (idle[active] >= settings.patience)
+        if settings.merge_distance > 0:
+            stalled |= _merged(alpha, value, ~(converged | stalled), stalled, settings.merge_distance)
         for s in active[accept].tolist():
             history[s].append(float(value[s]))
     lowest = value.min()

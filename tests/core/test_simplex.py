@@ -203,6 +203,66 @@ def test_projection_quadratic_reaches_the_face_optimum(point):
     np.testing.assert_allclose(result.alpha, expected, atol=1e-4)
 
 
+def _kkt_on_face(objective, alpha, tolerance):
+    """Independent KKT check at alpha: the gradient is level on the support and not lower off it."""
+    point = torch.tensor(alpha[None, :], requires_grad=True)
+    (grad,) = torch.autograd.grad(objective(point).sum(), point)
+    grad = grad[0]
+    support = alpha > 1e-8
+    level = float(grad[support].mean())
+    np.testing.assert_allclose(grad[support].numpy(), level, atol=tolerance)
+    assert bool(torch.all(grad[~support] - level >= -tolerance))  # a zero weight: shifted gradient >= 0
+
+
+@pytest.mark.parametrize("crushed", [1e-30, 1e-80])
+def test_a_start_with_a_crushed_support_weight_converges_quickly(crushed):
+    """Mirror descent regrows a weight only by exp(eta * gap) a step: from 1e-30 or 1e-80 that
+    took hundreds of iterations (issue #19). The Frank-Wolfe step toward the least-gradient
+    vertex gives it back its share at once; the face optimum is then reached and certified."""
+    objective, value = _quadratic(np.diag([1.0, 3.0, 0.5, 2.0, 1.0]), np.array([0.05, 0.45, 0.4, -0.3, -0.2]))
+    start = np.array([[1.0 - 4 * crushed, crushed, crushed, crushed, crushed]])
+    result = minimize_on_simplex(objective, start, SolverSettings(tolerance=1e-10, max_iterations=400))
+    assert result.converged and result.kkt_gap <= 1e-10
+    assert result.iterations <= 100  # mirror descent alone: 125 (1e-30), 165 (1e-80); now 75 both
+    solution = minimize_on_simplex(
+        objective, solver_starts(5, SolverSettings()), SolverSettings(tolerance=1e-12, max_iterations=2000)
+    )
+    np.testing.assert_allclose(result.alpha, solution.alpha, atol=1e-6)
+    np.testing.assert_allclose(result.alpha, [0.08, 0.46, 0.46, 0.0, 0.0], atol=1e-6)  # a face optimum
+    assert value(result.alpha) <= value(solution.alpha) + 1e-9
+    _kkt_on_face(objective, result.alpha, 1e-8)
+
+
+def test_frank_wolfe_steps_leave_a_start_with_large_weights_alone():
+    """A start whose least-gradient prompt keeps a real weight takes mirror steps only: its path
+    is the same whether or not another start in the batch needs Frank-Wolfe steps."""
+    objective, _ = _quadratic(np.diag([1.0, 3.0, 0.5, 2.0, 1.0]), np.array([0.05, 0.45, 0.4, -0.3, -0.2]))
+    plain = np.array([[0.2, 0.2, 0.2, 0.2, 0.2]])
+    crushed = np.array([[1.0 - 4e-30, 1e-30, 1e-30, 1e-30, 1e-30]])
+    settings_ = SolverSettings(tolerance=1e-10, merge_distance=0.0)
+    alone = minimize_on_simplex(objective, plain, settings_)
+    together = minimize_on_simplex(objective, np.concatenate([plain, crushed]), settings_)
+    assert together.points is not None
+    np.testing.assert_array_equal(together.points[0], alone.alpha)
+
+
+def test_starts_that_meet_are_merged_into_the_better_one():
+    """Starts in one basin stop once within merge_distance of a better start: fewer evaluations,
+    the same optimum, and the merged starts stopped near it."""
+    stats, second_moment = _problem(4, m=5)
+    settings_ = SolverSettings(random_starts=6, seed=1, tolerance=1e-9)
+    merged = solve_weights(stats, second_moment, 1.0, settings_)
+    separate = solve_weights(stats, second_moment, 1.0, settings_._replace(merge_distance=0.0))
+    assert merged.converged and separate.converged
+    assert merged.objective <= separate.objective + 1e-9 * abs(separate.objective)
+    np.testing.assert_allclose(merged.alpha, separate.alpha, atol=1e-4)
+    assert merged.iterations <= separate.iterations
+    assert merged.points is not None and separate.points is not None
+    moved = np.abs(merged.points - separate.points).max(axis=1) > 0
+    assert moved.any()  # some start stopped early, near the optimum the better one reached
+    assert np.abs(merged.points[moved] - merged.alpha).max() <= 1e-3
+
+
 def test_linear_objective_converges_at_its_vertex_start():
     cost = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
     result = minimize_on_simplex(lambda a: a @ cost, solver_starts(3, SolverSettings()), SolverSettings())
@@ -294,6 +354,7 @@ def test_converged_run_does_not_warn():
         (0.0, "ok", SolverSettings(max_iterations=0), r"max_iterations must be >= 1"),
         (0.0, "ok", SolverSettings(tolerance=0.0), r"settings.tolerance must be positive"),
         (1.0, "ok", SolverSettings(alignment_scale=-1.0), r"settings.alignment_scale must be positive"),
+        (0.0, "ok", SolverSettings(merge_distance=-1.0), r"settings.merge_distance must be a finite"),
     ],
 )
 def test_bad_inputs(lam, matrix, settings_, match):
