@@ -339,9 +339,13 @@ def main() -> int:
         f"peak RSS of one process at K={largest['K']} [<= 6 GB]: {peak:.2f} GB "
         f"({largest['memory']['largest_ray_process'] or 'driver'}) {verdict(peak <= 6)}; "
         f"largest five: {largest['memory']['top']}",
-        f"growth exponents b (value ~ K^b) between the smallest and largest screened K "
-        f"[statistics, memory <= 1]: statistics {stats_b:.2f} {verdict(not stats_b > 1.1)}, "
-        f"peak memory {mem_b:.2f} {verdict(not mem_b > 1.1)}; extraction {extract_b:.2f}, screening {screen_b:.2f}",
+        (
+            f"growth exponents b (value ~ K^b) between the smallest and largest screened K "
+            f"[statistics, memory <= 1]: statistics {stats_b:.2f} {verdict(not stats_b > 1.1)}, "
+            f"peak memory {mem_b:.2f} {verdict(not mem_b > 1.1)}; extraction {extract_b:.2f}, screening {screen_b:.2f}"
+            if np.isfinite(stats_b)
+            else "growth exponents: not measured (fewer than two screened K in this run)"
+        ),
         f"cold end to end at K={largest['K']} [<= 30 min]: {cold:.1f} min {verdict(cold <= 30)}",
         f"statistics choice at K={largest['K']}: {largest['statistics_reason']}",
         rule,
