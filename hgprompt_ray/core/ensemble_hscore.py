@@ -232,9 +232,9 @@ class OnDemandHStatistics:
             row /= self.num_samples
             blocks = row.view(dim, len(cols), dim).transpose(0, 1)
             for position, col in enumerate(cols):
-                block = blocks[position]
-                block = ((block + block.T) / 2) if k == col else block.contiguous()
-                found[(k, col)] = block.numpy()
+                tile = blocks[position]
+                tile = ((tile + tile.T) / 2) if k == col else tile.contiguous()
+                found[(k, col)] = tile.numpy()
         block_bytes = dim * dim * 8
         for key in missing:  # cache the new blocks, evicting the least recently used
             if block_bytes > self.cache_bytes:
