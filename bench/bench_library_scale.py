@@ -19,7 +19,7 @@ trial. Goals (issue #17): peak RSS <= 6 GB at K = 200; memory and statistics tim
 faster than linearly in K after screening; the cold run at K = 200 within 30 minutes.
 
 Usage:
-  python bench/bench_library_scale.py                        # K = 11 50 100 200 (about 45 min here)
+  python bench/bench_library_scale.py                        # K = 11 50 100 200 (about 2.5 h here)
   python bench/bench_library_scale.py --smoke-test           # K = 11 14, N = 48, 4 trials
   python bench/bench_library_scale.py --json bench/results/library_scale.json
 """

@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from hgprompt_ray.atomic import atomic_write_json
 
 TARGETS = ["count", "dsprites-scale", "dsprites-location", "dsprites-orientation", "textile-defect"]
 FACTORS = (2, 4, 8)
+# The settings a saved row depends on: a rerun resumes only when they match.
+RESULT_SETTINGS = ("trials", "top", "samples", "gradient_samples", "seed")
 
 
 def survival(chosen: list[str], ranking: list[str], factor: int) -> tuple[float, int]:
@@ -97,16 +100,31 @@ def main() -> int:
 
     logging.basicConfig(level=logging.WARNING)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    # Resumable: with --json, each finished target is written at once and a rerun with the same
+    # settings skips the targets already there (a target takes minutes on 2 cores).
+    done: dict[str, dict[str, Any]] = {}
+    if args.json and Path(args.json).exists():
+        saved = json.loads(Path(args.json).read_text())
+        same = {k: v for k, v in saved.get("args", {}).items() if k in RESULT_SETTINGS}
+        if same == {k: vars(args)[k] for k in RESULT_SETTINGS}:
+            done = {row["target"]: row for row in saved.get("rows", [])}
+        else:
+            print(f"{args.json} holds other settings {same}: starting afresh", file=sys.stderr)
     rows = []
     try:
         with tempfile.TemporaryDirectory() as folder:
             for target in args.targets:
+                if target in done:
+                    rows.append(done[target])
+                    continue
                 rows.append(run_target(target, args, Path(folder)))
                 print(
                     f"{target}: ranks of the chosen prompts {rows[-1]['best_ranks']}",
                     file=sys.stderr,
                     flush=True,
                 )
+                if args.json:
+                    atomic_write_json(args.json, {"table": [], "args": vars(args), "rows": rows})
     finally:
         ray.shutdown()
     rule = "-" * 112

@@ -35,6 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     config._hgprompt_cache = tempfile.mkdtemp(prefix="hgprompt_cache_")  # type: ignore[attr-defined]
     os.environ["HGPROMPT_CACHE"] = config._hgprompt_cache  # type: ignore[attr-defined]
+    # Ray Train's controller polls its workers every 2 s by default, so every TorchTrainer run
+    # (a few dozen in the suite) waits up to 2 s to see its workers finish or die. Polling at
+    # 0.5 s only shortens those waits; the clusters and processes are the real ones. Set before
+    # any ray.init, so the controllers of every local cluster and subprocess driver inherit it.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -33,6 +33,7 @@ def _argv(config, out, *extra):
         "--scaling-sizes", "2",
         "--no-dashboard",
         "--num-cpus", "2",
+        "--cpus-per-job", "1",  # two tiny runs at a time: they gain nothing from a second thread
         "--cache-dir", config.cache_dir,
         *extra,
     ]  # fmt: skip

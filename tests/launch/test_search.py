@@ -131,38 +131,47 @@ def _completed_trials(folder: Path) -> int:
     return sum(1 for r in folder.glob("*/result.json") if r.stat().st_size > 0)
 
 
-@pytest.mark.parametrize("cut_off", [False, True], ids=["clean-kill", "kill-mid-state-write"])
-def test_resume_after_sigkill_finishes_exactly_the_requested_trials(extraction_setup, tmp_path, cut_off):
-    out = tmp_path / "search"
-    argv = _argv(extraction_setup, out)
-    argv[argv.index("--num-samples") + 1] = "30"
-    argv += ["--max-concurrent", "1"]
-    command = [sys.executable, str(ROOT / "launch" / "search.py"), *argv]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _run_until_killed(command: list[str], env: dict[str, str], folder: Path, completed: int) -> int:
+    """Start ``command``, SIGKILL it once ``completed`` trials have finished; the count at the kill."""
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
     while time.time() < deadline and driver.poll() is None:
-        if _completed_trials(out / "ray" / "tune") >= 4:
+        if _completed_trials(folder) >= completed:
             break
         time.sleep(0.05)
     assert driver.poll() is None, "the search ended before it could be killed"
-    done_at_kill = _completed_trials(out / "ray" / "tune")
+    done_at_kill = _completed_trials(folder)
     driver.send_signal(signal.SIGKILL)  # a real kill of the driver, mid-search
     driver.wait()
+    return done_at_kill
+
+
+def test_resume_after_sigkill_finishes_exactly_the_requested_trials(extraction_setup, tmp_path):
+    """Killed twice: once cleanly, then (after resuming) with Tune's state cut off mid-write."""
+    out = tmp_path / "search"
+    argv = _argv(extraction_setup, out)
+    argv[argv.index("--num-samples") + 1] = "12"
+    argv += ["--max-concurrent", "1"]
+    command = [sys.executable, str(ROOT / "launch" / "search.py"), *argv]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tune = out / "ray" / "tune"
+    first_kill = _run_until_killed(command, env, tune, 3)
     assert not (out / "best.json").exists()
-    if cut_off:  # Tune writes its state in place: a kill mid-write leaves it truncated
-        for state in (out / "ray" / "tune").glob("experiment_state-*.json"):
-            state.write_bytes(state.read_bytes()[: len(state.read_bytes()) // 2])
+    second_kill = _run_until_killed([*command, "--resume"], env, tune, first_kill + 3)
+    assert first_kill < second_kill < 12  # the first resume went on from where the kill left it
+    assert not (out / "best.json").exists()
+    # Tune writes its state in place: a kill mid-write leaves it truncated
+    for state in tune.glob("experiment_state-*.json"):
+        state.write_bytes(state.read_bytes()[: len(state.read_bytes()) // 2])
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     frame = pd.read_parquet(out / "trials.parquet")
-    assert len(frame) == 30 and frame["trial_id"].is_unique  # none lost, none duplicated
-    assert done_at_kill < 30
+    assert len(frame) == 12 and frame["trial_id"].is_unique  # none lost, none duplicated
     # TPE is seeded: had the searcher restarted from scratch, the resumed trials would repeat the
     # first trials' configurations. Restored, every configuration is new.
     configs = frame[["lambda", "num_prompts"]].round(12).apply(tuple, axis=1)
     assert configs.is_unique
-    assert "Best ensemble for data after 30 trials" in resumed.stdout
+    assert "Best ensemble for data after 12 trials" in resumed.stdout
 
 
 def test_asha_scheduler_runs_the_staged_trials(extraction_setup, tmp_path):

@@ -162,7 +162,9 @@ def test_samples_are_a_recorded_seeded_draw(first_run, extraction_setup, tmp_pat
 
 
 def test_two_workers_shard_the_prompts_and_agree_with_one(first_run, extraction_setup, tmp_path):
-    config = replace(extraction_setup, cache_dir=str(tmp_path / "cache"))
+    """Two workers, and prompts_per_forward=1: rank 0's shard (p0, p2) runs in two chunks. The
+    same features (every split, every table written), moments and forward count as one worker."""
+    config = replace(extraction_setup, cache_dir=str(tmp_path / "cache"), prompts_per_forward=1)
     store = FeatureStore("two-workers")
     try:
         two = extract(config, num_workers=2, store_name="two-workers", storage_path=tmp_path, progress=False)
@@ -171,10 +173,13 @@ def test_two_workers_shard_the_prompts_and_agree_with_one(first_run, extraction_
         info = store.info(two.feature_keys["train800"].values())
         ranks = {name: info[key]["rank"] for name, key in two.feature_keys["train800"].items()}
         assert ranks == {"p0": 0, "p1": 1, "p2": 0}  # positions r, r + W, ...
-        one, _ = first_run.features("train800")
-        got, _ = two.features("train800")
-        for name in NAMES:
-            np.testing.assert_allclose(got[name], one[name], atol=1e-6, rtol=1e-6)
+        for split in config.splits:
+            one, _ = first_run.features(split)
+            got, _ = two.features(split)
+            assert sorted(got) == sorted(NAMES)
+            for name in NAMES:
+                np.testing.assert_allclose(got[name], one[name], atol=1e-6, rtol=1e-6)
+        assert two.stats["image_prompt_forwards"] == first_run.stats["image_prompt_forwards"]
         _, reference = first_run.gradient_moments()
         _, moments = two.gradient_moments()
         # 1 vs 2 torch threads per worker: float32 gradients agree to ~1e-6 of their scale
@@ -184,26 +189,6 @@ def test_two_workers_shard_the_prompts_and_agree_with_one(first_run, extraction_
         np.testing.assert_allclose(
             moments.mean, reference.mean, rtol=1e-5, atol=1e-5 * np.abs(reference.mean).max()
         )
-    finally:
-        store.kill()
-
-
-def test_prompts_run_in_chunks_of_prompts_per_forward(first_run, extraction_setup, tmp_path):
-    """A shard larger than prompts_per_forward runs in chunks (2 + 1 prompts here): the same
-    features, every table written, the same forward count."""
-    config = replace(
-        extraction_setup, cache_dir=str(tmp_path / "cache"), prompts_per_forward=2, gradients=False
-    )
-    store = FeatureStore("chunked")
-    try:
-        chunked = extract(config, store_name="chunked", storage_path=tmp_path, progress=False)
-        for split in config.splits:
-            one, _ = first_run.features(split)
-            got, _ = chunked.features(split)
-            assert sorted(got) == sorted(NAMES)
-            for name in NAMES:
-                np.testing.assert_allclose(got[name], one[name], atol=1e-6, rtol=1e-6)
-        assert chunked.stats["image_prompt_forwards"] == first_run.stats["image_prompt_forwards"]
     finally:
         store.kill()
 
