@@ -147,31 +147,33 @@ def _run_until_killed(command: list[str], env: dict[str, str], folder: Path, com
 
 
 def test_resume_after_sigkill_finishes_exactly_the_requested_trials(extraction_setup, tmp_path):
-    """Killed twice: once cleanly, then (after resuming) with Tune's state cut off mid-write."""
+    """The driver SIGKILLed mid-search with Tune's state cut off mid-write, then resumed.
+
+    The resume repairs the truncated state from its backup and then restores it, so it runs the
+    clean-resume path too (one kill: each driver start costs a Python and a Ray start-up)."""
     out = tmp_path / "search"
     argv = _argv(extraction_setup, out)
-    argv[argv.index("--num-samples") + 1] = "12"
+    argv[argv.index("--num-samples") + 1] = "10"
     argv += ["--max-concurrent", "1"]
     command = [sys.executable, str(ROOT / "launch" / "search.py"), *argv]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     tune = out / "ray" / "tune"
-    first_kill = _run_until_killed(command, env, tune, 3)
-    assert not (out / "best.json").exists()
-    second_kill = _run_until_killed([*command, "--resume"], env, tune, first_kill + 3)
-    assert first_kill < second_kill < 12  # the first resume went on from where the kill left it
-    assert not (out / "best.json").exists()
+    killed_at = _run_until_killed(command, env, tune, 3)
+    assert 3 <= killed_at < 10 and not (out / "best.json").exists()
     # Tune writes its state in place: a kill mid-write leaves it truncated
-    for state in tune.glob("experiment_state-*.json"):
+    states = list(tune.glob("experiment_state-*.json"))
+    assert states, "Tune wrote no experiment state before the kill"
+    for state in states:
         state.write_bytes(state.read_bytes()[: len(state.read_bytes()) // 2])
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     frame = pd.read_parquet(out / "trials.parquet")
-    assert len(frame) == 12 and frame["trial_id"].is_unique  # none lost, none duplicated
+    assert len(frame) == 10 and frame["trial_id"].is_unique  # none lost, none duplicated
     # TPE is seeded: had the searcher restarted from scratch, the resumed trials would repeat the
     # first trials' configurations. Restored, every configuration is new.
     configs = frame[["lambda", "num_prompts"]].round(12).apply(tuple, axis=1)
     assert configs.is_unique
-    assert "Best ensemble for data after 12 trials" in resumed.stdout
+    assert "Best ensemble for data after 10 trials" in resumed.stdout
 
 
 def test_asha_scheduler_runs_the_staged_trials(extraction_setup, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 from hgprompt_ray.prompts import PromptLibrary
 from launch.train_sources import main
+from tests.workers.conftest import EMBED_DIM
 
 ray = pytest.importorskip("ray")
 
@@ -36,7 +37,7 @@ def test_trains_into_a_library_and_skips_existing(tiny_setup, tmp_path):
         library = PromptLibrary(out)
         assert library.names == ["data"]
         record = library.record("data")
-        assert (record.num_tokens, record.embed_dim, record.img_size) == (2, 192, 32)
+        assert (record.num_tokens, record.embed_dim, record.img_size) == (2, EMBED_DIM, 32)
         assert record.source_accuracy is not None and record.source_accuracy > 0.7
         assert record.extra["epochs"] == 1 and "launch/train_sources.py" in record.extra["command"]
         assert 0.0 <= record.extra["val_accuracy"] <= 1.0 and record.extra["train_seconds"] > 0

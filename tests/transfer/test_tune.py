@@ -15,6 +15,7 @@ from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models import precision as precision_module
 from hgprompt_ray.transfer.attempt import AttemptClassifier
 from hgprompt_ray.transfer.tune import brief_tune, tune_transfer
+from tests.workers.conftest import EMBED_DIM
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +49,13 @@ def test_prompt_run_learns_and_follows_the_protocol(transfer_config, backbone):
     first = min(((e, i) for i, (s, e, a) in enumerate(result.val_curve) if a == best))  # ties: fewer epochs first
     assert (result.lr_scale, result.epochs) == result.val_curve[first[1]][:2]
     assert result.num_test == 80  # the seeded test subset
-    assert result.prompt is not None and result.prompt.shape == (4, 192)
-    assert result.trainable_parameters == 4 * 192 + 2 * 192 + 2  # prompt + linear head
+    assert result.prompt is not None and result.prompt.shape == (4, EMBED_DIM)
+    assert result.trainable_parameters == 4 * EMBED_DIM + 2 * EMBED_DIM + 2  # prompt + linear head
     assert result.precision == precision_module.resolve_precision("auto")
 
 
 def test_the_run_starts_from_the_initial_prompt(transfer_config, backbone):
-    initial = torch.randn(4, 192, generator=torch.Generator().manual_seed(3))
+    initial = torch.randn(4, EMBED_DIM, generator=torch.Generator().manual_seed(3))
     frozen = dataclasses.replace(transfer_config, base_lr=1e-12, weight_decay=0.0, epochs=1, lr_scales=(1.0,))
     result = tune_transfer(frozen, "average", initial=initial, backbone=backbone)
     assert torch.allclose(result.prompt, initial, atol=1e-6)
@@ -66,8 +67,8 @@ def test_linear_probe_is_closed_form_and_attempt_runs(transfer_config, backbone)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     probe = tune_transfer(transfer_config, "linear-probe", backbone=backbone)
     assert probe.test_accuracy > 0.75 and probe.epochs == 0 and np.isnan(probe.lr_scale) and probe.prompt is None
-    assert probe.val_curve == [] and probe.trainable_parameters == 192 + 1  # binary logistic regression
-    sources = torch.randn(3, 4, 192, generator=torch.Generator().manual_seed(0)) * 0.5
+    assert probe.val_curve == [] and probe.trainable_parameters == EMBED_DIM + 1  # binary logistic regression
+    sources = torch.randn(3, 4, EMBED_DIM, generator=torch.Generator().manual_seed(0)) * 0.5
     attempt = tune_transfer(dataclasses.replace(transfer_config, lr_scales=(1.0,)), "attempt", sources=sources,
                             backbone=backbone)  # fmt: skip
     assert attempt.test_accuracy > 0.75 and attempt.prompt is None
@@ -84,14 +85,14 @@ def test_brief_tune_moves_the_prompt(transfer_config, backbone):
     prompt = brief_tune(transfer_config, 4, steps=3, backbone=backbone)
     model = PromptedViT(backbone, 4)
     model.reset_prompt(torch.Generator().manual_seed(transfer_config.seed))
-    assert prompt.shape == (4, 192) and not torch.allclose(prompt, model.prompt.detach())
+    assert prompt.shape == (4, EMBED_DIM) and not torch.allclose(prompt, model.prompt.detach())
     with pytest.raises(InvalidValueError, match="steps"):
         brief_tune(transfer_config, 4, steps=0, backbone=backbone)
 
 
 def test_attempt_mixture(backbone):
     model = PromptedViT(backbone, 4, num_classes=2)
-    sources = torch.randn(3, 4, 192, generator=torch.Generator().manual_seed(0))
+    sources = torch.randn(3, 4, EMBED_DIM, generator=torch.Generator().manual_seed(0))
     attempt = AttemptClassifier(model, sources)
     images = torch.randn(5, 3, 32, 32)
     weights = attempt.mixture_weights(images)
@@ -108,7 +109,7 @@ def test_attempt_mixture(backbone):
     assert not any(n.startswith("model.backbone.") for n in trained)
     assert torch.equal(attempt.sources, sources)
     with pytest.raises(InvalidValueError, match="sources.shape"):
-        AttemptClassifier(model, torch.randn(3, 5, 192))
+        AttemptClassifier(model, torch.randn(3, 5, EMBED_DIM))
 
 
 def test_config_errors(tiny_setup):

@@ -11,6 +11,7 @@ from hgprompt_ray.data import resolve_target
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.transfer.weights import ensemble_prompt
 from hgprompt_ray.tuning.probe_metric import PROBE_L2, probe_accuracy, probe_data_task
+from tests.workers.conftest import EMBED_DIM
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def probe_data(extraction_setup):
 
 
 def test_probe_data_holds_the_extractions_samples_and_prompts(probe_data, extraction_setup):
-    assert probe_data.prompts.shape == (3, 4, 192)
+    assert probe_data.prompts.shape == (3, 4, EMBED_DIM)
     assert probe_data.train_images.shape == (48, 3, 32, 32) and probe_data.train_labels.shape == (48,)
     assert probe_data.val_images.shape[0] == probe_data.val_labels.shape[0] <= 48
     assert set(np.unique(probe_data.train_labels)) == {0, 1}

@@ -27,6 +27,7 @@ def test_screened_ranked_slot_search(ray_cluster, extraction_setup, tmp_path):
         samples=config.num_samples,
         gradient_samples=config.gradient_samples,
         cache_dir=config.cache_dir,
+        precision=config.precision,  # the directory's cache holds these features already
         num_samples=5,
         max_concurrent=2,
         screen_top=2,
@@ -90,6 +91,7 @@ def test_screened_search_scores_the_probe_on_the_right_prompts(ray_cluster, extr
         samples=config.num_samples,
         gradient_samples=config.gradient_samples,
         cache_dir=config.cache_dir,
+        precision=config.precision,  # the directory's cache holds these features already
         num_samples=3,
         max_concurrent=2,
         screen_top=2,

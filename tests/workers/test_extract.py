@@ -24,7 +24,7 @@ from hgprompt_ray.models.gradients import prompt_gradients
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.workers.extract import ExtractionCache, extract, sample_indices
 from hgprompt_ray.workers.feature_store import FeatureStore
-from tests.workers.conftest import NAMES
+from tests.workers.conftest import EMBED_DIM, NAMES
 
 ray = pytest.importorskip("ray")
 
@@ -98,7 +98,7 @@ def test_features_and_gradient_statistics_match_a_direct_computation(first_run, 
     np.testing.assert_array_equal(got_labels, labels)
     names, moments = first_run.gradient_moments()
     assert names == NAMES and moments.num_samples == 24
-    assert moments.num_coordinates == 4 * 192
+    assert moments.num_coordinates == 4 * EMBED_DIM
     np.testing.assert_allclose(gradient_covariance(moments), covariance, rtol=1e-4, atol=1e-10)
     assert np.abs(covariance).max() > 0  # the gradients are not all zero
     table = ExtractionCache(extraction_setup.cache_dir).read(first_run.gradient_key)
@@ -117,7 +117,7 @@ def test_per_prompt_heads_separate_the_samples_and_shrink_the_gradients(
     first_run, extraction_setup, tmp_path
 ):
     """The earlier choice, kept for comparison: a head per prompt fitted on the gradient samples
-    themselves (d = 192 > N = 48) leaves much smaller gradients than the shared held-out head."""
+    themselves (d = 64 > N = 48) leaves much smaller gradients than the shared held-out head."""
     config = replace(extraction_setup, gradient_head="per-prompt", cache_dir=str(tmp_path / "cache"))
     *_, reference_norms = _reference(config)
     old = extract(config, num_workers=1, storage_path=tmp_path, progress=False)

@@ -18,6 +18,7 @@ from hgprompt_ray.config import ExtractionConfig
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.workers.extract import Extraction, ExtractionCache, extract
 from hgprompt_ray.workers.feature_store import FeatureStore
+from tests.workers.conftest import EMBED_DIM
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -62,7 +63,7 @@ def fifty_prompts(two_nodes, extraction_setup, tmp_path_factory):
     for k in range(50):
         library.add(
             f"q{k:02d}",
-            torch.randn(4, 192, generator=generator) * 0.5,
+            torch.randn(4, EMBED_DIM, generator=generator) * 0.5,
             source_task="random",
             backbone=extraction_setup.backbone,
             img_size=32,
@@ -100,7 +101,7 @@ def test_fifty_prompts_sharded_over_two_nodes_equal_a_one_node_run(fifty_prompts
         got, labels = sharded.features(split)
         want, want_labels = single.features(split)
         assert list(got) == list(want) == names  # the driver reads every table, from either node
-        assert all(v.shape == (48, 192) and np.isfinite(v).all() for v in got.values())
+        assert all(v.shape == (48, EMBED_DIM) and np.isfinite(v).all() for v in got.values())
         assert labels.shape == (48,)
         np.testing.assert_array_equal(labels, want_labels)
         for name in names:
@@ -108,7 +109,7 @@ def test_fifty_prompts_sharded_over_two_nodes_equal_a_one_node_run(fifty_prompts
     moment_names, moments = sharded.gradient_moments()
     _, reference = single.gradient_moments()
     assert moment_names == names and moments.num_samples == 16
-    assert moments.m2.shape == reference.m2.shape == (4 * 192, 50, 50) and np.abs(moments.m2).max() > 0
+    assert moments.m2.shape == reference.m2.shape == (4 * EMBED_DIM, 50, 50) and np.abs(moments.m2).max() > 0
     np.testing.assert_allclose(moments.m2, reference.m2, rtol=1e-9, atol=1e-12 * np.abs(reference.m2).max())
     np.testing.assert_allclose(
         moments.mean, reference.mean, rtol=1e-9, atol=1e-12 * np.abs(reference.mean).max()

@@ -15,6 +15,7 @@ import torch
 from hgprompt_ray.config import PromptTrainingConfig
 from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.workers.train_prompt import warmup_cosine
+from tests.workers.conftest import EMBED_DIM
 
 ray = pytest.importorskip("ray")
 
@@ -26,8 +27,8 @@ def test_prompt_learns_well_above_chance(ray_cluster, tiny_setup, tmp_path):
     trained = train_prompt(replace(config, epochs=2), storage_path=tmp_path, name="learn")
     assert trained.metrics["epoch"] == 1 and trained.metrics["resumed_from_epoch"] == -1
     assert trained.metrics["test_accuracy"] > 0.85  # chance is 0.5
-    assert trained.prompt.shape == (4, 192) and torch.isfinite(trained.prompt).all()
-    initial_bound = (6 / (3 * 16 * 16 + 192)) ** 0.5
+    assert trained.prompt.shape == (4, EMBED_DIM) and torch.isfinite(trained.prompt).all()
+    initial_bound = (6 / (3 * 16 * 16 + EMBED_DIM)) ** 0.5
     assert trained.prompt.abs().max() > initial_bound  # the prompt itself moved away from its init range
 
 

@@ -10,6 +10,7 @@ from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.transfer.methods.cma_es import cma_es_search, cma_es_weights, softmax
 from hgprompt_ray.transfer.methods.inputs import WeightingInputs
 from hgprompt_ray.tuning.probe_metric import ProbeData, probe_accuracy
+from tests.workers.conftest import EMBED_DIM
 
 
 def test_cma_es_spends_the_budget_starts_uniform_and_improves():
@@ -36,7 +37,7 @@ def test_cma_es_spends_the_budget_starts_uniform_and_improves():
 
 def test_cma_es_weights_score_the_search_probe_metric(extraction_setup):
     rng = np.random.default_rng(0)
-    prompts = rng.normal(size=(3, 4, 192)).astype(np.float32) * 0.5
+    prompts = rng.normal(size=(3, 4, EMBED_DIM)).astype(np.float32) * 0.5
     labels = np.repeat([0, 1], 16)
     images = (rng.normal(size=(32, 3, 32, 32)) + labels[:, None, None, None]).astype(np.float32)
     data = ProbeData(extraction_setup.backbone, 32, 2, prompts, images, labels, images[::2], labels[::2])
