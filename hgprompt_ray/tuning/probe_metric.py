@@ -14,6 +14,7 @@ with the trials by ObjectRef. A trial process loads the backbone once and keeps 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -124,7 +125,10 @@ def _features(
 ) -> np.ndarray:
     device = next(model.parameters()).device
     prompt = prompt.to(device)
-    with autocast(precision, device):
+    with autocast(precision, device), warnings.catch_warnings():
+        # ``images`` is a read-only view of the object store (zero copy); the forward only reads
+        # it, so torch's warning about non-writable arrays is noise in every trial's log
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         chunks = [
             model.forward_features(
                 torch.from_numpy(images[i : i + batch_size]).to(device), prompt.unsqueeze(0)

@@ -27,30 +27,41 @@ def progress_logger() -> logging.Logger:
 class TrialProgress(tune.Callback):
     """Logs ``trials n/N`` with the best metric so far as trials complete.
 
+    The count and the best are taken over Tune's own trial list, so a resumed search (which
+    ``Tuner.restore`` gives this callback as it was at the start) counts the trials it restored
+    as finished, and trials that finish in the same step are counted once each.
+
     Args:
         total: the number of trials of the search.
         metric: the metric to report.
         mode: ``max`` or ``min``.
-        done: trials finished before (a resumed search).
     """
 
-    def __init__(self, total: int, metric: str, mode: str = "max", done: int = 0) -> None:
+    def __init__(self, total: int, metric: str, mode: str = "max") -> None:
         self.total, self.metric, self.mode = total, metric, mode
-        self.done = done
+        self.done = 0
         self.best: float | None = None
         self.best_trial: str | None = None
         self.every = max(1, math.ceil(total / 8))
+        self._counted: set[str] = set()
+
+    def _consider(self, trial: Any) -> bool:
+        """Take ``trial``'s metric into the best so far; whether it improved it."""
+        value = (trial.last_result or {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return False
+        if self.best is not None and (float(value) <= self.best if self.mode == "max" else float(value) >= self.best):
+            return False
+        self.best, self.best_trial = float(value), str(trial.trial_id)
+        return True
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.done += 1
-        value = (trial.last_result or {}).get(self.metric)
         improved = False
-        if value is not None and math.isfinite(float(value)):
-            better = self.best is None or (
-                float(value) > self.best if self.mode == "max" else float(value) < self.best
-            )
-            if better:
-                self.best, self.best_trial, improved = float(value), str(trial.trial_id), True
+        for finished in [*(t for t in trials if t.status in ("TERMINATED", "ERROR")), trial]:
+            if str(finished.trial_id) not in self._counted:
+                self._counted.add(str(finished.trial_id))
+                improved = self._consider(finished) or improved
+        self.done = len(self._counted)
         if (
             self.done % self.every == 0
             or self.done == self.total

@@ -25,6 +25,7 @@ import pandas as pd
 from ray import tune
 
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
+from hgprompt_ray.errors import IntegrityError
 from hgprompt_ray.tuning.progress import TrialProgress
 from hgprompt_ray.tuning.screening import Screening, rank_prompts
 from hgprompt_ray.tuning.trainable import (
@@ -310,6 +311,13 @@ def restore_tuner(
     if repaired:
         logger.warning(
             "Tune's state files were cut off by the kill; restored the last complete ones: %s", repaired
+        )
+    damaged = sorted(f.name for f in _state_files(Path(path)) if not _complete(f))
+    if damaged:  # killed mid-write before the backup held a complete set: nothing to restore from
+        raise IntegrityError(
+            f"--resume: Tune's state files {damaged} in {path} were cut off by a kill before any "
+            "complete copy was kept, so the search cannot be restored. Fix: start it again with "
+            "another --output (the finished trials' results stay in this folder)."
         )
     return tune.Tuner.restore(
         str(path),

@@ -57,7 +57,7 @@ def test_autocast_switches_the_matmul_dtype():
 
 @pytest.fixture(scope="module")
 def offline_inputs():
-    """The offline backbone, three zoo prompts and 160 train800 images of the offline target count."""
+    """The offline backbone, three zoo prompts and 96 train800 images of the offline target count."""
     from hgprompt_ray.data import backbone_transform, resolve_target
     from hgprompt_ray.models import OFFLINE_BACKBONE, PromptedViT, load_backbone
     from hgprompt_ray.paths import DEFAULT_LIBRARY
@@ -70,7 +70,7 @@ def offline_inputs():
     model = PromptedViT(backbone, prompts.shape[1], num_classes=0).eval()
     config = backbone.pretrained_cfg
     split = resolve_target("count").split("train800", transform=backbone_transform(112, config["mean"], config["std"]))
-    chosen = np.random.default_rng(0).choice(len(split), 160, replace=False)
+    chosen = np.random.default_rng(0).choice(len(split), 96, replace=False)
     images = torch.stack([split[int(i)][0] for i in chosen])
     labels = torch.as_tensor(np.asarray(split.labels)[chosen], dtype=torch.int64)
     return model, prompts, images, labels
@@ -87,10 +87,10 @@ def _run(model, prompts, images, labels, precision):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(int(labels.max()) + 1, features.shape[-1], generator=generator) * 0.05
     with torch.no_grad():
-        tokens = model.embed_patches(images[:48])
+        tokens = model.embed_patches(images[:32])
     with autocast(precision):
         gradients = torch.stack(
-            [prompt_gradients(model, tokens, labels[:48], prompt, lambda f: f @ weight.T) for prompt in prompts]
+            [prompt_gradients(model, tokens, labels[:32], prompt, lambda f: f @ weight.T) for prompt in prompts]
         )
     return features.double().numpy(), gradients.double().numpy()
 

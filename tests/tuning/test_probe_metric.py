@@ -41,3 +41,17 @@ def test_probe_accuracy_is_a_probe_on_the_ensemble_prompts_features(probe_data, 
     assert got == pytest.approx(expected)
     assert got > 0.8  # a two-colour task: far above chance
     assert probe_accuracy(probe_data, [2, 0], [0.75, 0.25]) == got  # order of the subset is irrelevant
+
+
+def test_read_only_images_from_the_object_store_raise_no_warning(probe_data):
+    """Trials get the images as read-only zero-copy views; the probe reads them quietly."""
+    import warnings
+
+    frozen = probe_data._replace(
+        train_images=probe_data.train_images.copy(), val_images=probe_data.val_images.copy()
+    )
+    frozen.train_images.setflags(write=False)
+    frozen.val_images.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert probe_accuracy(frozen, [0, 1], [0.5, 0.5]) == probe_accuracy(probe_data, [0, 1], [0.5, 0.5])

@@ -61,3 +61,19 @@ def test_trials_frame_skips_a_trial_that_never_reported():
     ]
     frame = trials_frame(grid, ["p", "q"])
     assert list(frame["trial_id"]) == ["a1"] and list(frame["alpha_q"]) == [0.75]
+
+
+def test_a_state_cut_off_before_any_backup_is_refused_with_the_fix(tmp_path):
+    """Killed mid-write before the backup held a complete set: a clear error, not a traceback."""
+    import pytest
+
+    from hgprompt_ray.errors import IntegrityError
+    from hgprompt_ray.tuning.search import restore_tuner
+
+    experiment = tmp_path / "tune"
+    _write_state(experiment, 2)
+    state = experiment / "experiment_state-s1.json"
+    state.write_bytes(state.read_bytes()[:-3])
+    with pytest.raises(IntegrityError, match=r"experiment_state-s1.json.*cut off by a kill.*another --output"):
+        restore_tuner(experiment, statistics_ref=None, solver={}, stages=(1,), seed=0)
+    assert state.read_bytes() and not backup_path(experiment).exists()  # nothing touched

@@ -20,23 +20,29 @@ from tests.workers.conftest import EMBED_DIM
 ray = pytest.importorskip("ray")
 
 
-def test_prompt_learns_well_above_chance(ray_cluster, tiny_setup, tmp_path):
+@pytest.fixture(scope="module")
+def undisturbed(ray_cluster, tiny_setup, tmp_path_factory):
+    """One undisturbed run (4 epochs): the learning check and the kill test's reference."""
     from hgprompt_ray.workers.train_prompt import train_prompt
 
     _, config = tiny_setup
-    trained = train_prompt(replace(config, epochs=2), storage_path=tmp_path, name="learn")
-    assert trained.metrics["epoch"] == 1 and trained.metrics["resumed_from_epoch"] == -1
-    assert trained.metrics["test_accuracy"] > 0.85  # chance is 0.5
-    assert trained.prompt.shape == (4, EMBED_DIM) and torch.isfinite(trained.prompt).all()
+    return train_prompt(config, storage_path=tmp_path_factory.mktemp("runs"), name="undisturbed")
+
+
+def test_prompt_learns_well_above_chance(undisturbed, tiny_setup):
+    _, config = tiny_setup
+    assert undisturbed.metrics["epoch"] == config.epochs - 1 and undisturbed.metrics["resumed_from_epoch"] == -1
+    assert undisturbed.metrics["test_accuracy"] > 0.85  # chance is 0.5
+    assert undisturbed.prompt.shape == (4, EMBED_DIM) and torch.isfinite(undisturbed.prompt).all()
     initial_bound = (6 / (3 * 16 * 16 + EMBED_DIM)) ** 0.5
-    assert trained.prompt.abs().max() > initial_bound  # the prompt itself moved away from its init range
+    assert undisturbed.prompt.abs().max() > initial_bound  # the prompt itself moved away from its init range
 
 
-def test_killed_worker_resumes_from_checkpoint_and_matches_undisturbed_run(ray_cluster, tiny_setup, tmp_path):
+def test_killed_worker_resumes_from_checkpoint_and_matches_undisturbed_run(undisturbed, tiny_setup, tmp_path):
     from hgprompt_ray.workers.train_prompt import train_prompt
 
     _, config = tiny_setup
-    reference = train_prompt(config, storage_path=tmp_path, name="undisturbed")
+    reference = undisturbed
     heartbeat = tmp_path / "heartbeat"
     killed = {}
 
