@@ -12,7 +12,12 @@ from ray.tune.experiment import Trial  # noqa: E402
 
 from hgprompt_ray.tuning.progress import PROGRESS_LOGGER, TrialProgress  # noqa: E402
 
-tune.register_trainable("progress_line_trials", lambda config: None)
+
+@pytest.fixture(autouse=True)
+def _registered():
+    """Tune's trainable registry is per Ray session: register right before the trials are made
+    (an earlier test's ``ray.shutdown`` forgets what was registered at import)."""
+    tune.register_trainable("progress_line_trials", lambda config: None)
 
 
 def _trial(trial_id: str, value: float | None = None, status: str = Trial.PENDING) -> Trial:
