@@ -97,6 +97,19 @@ def extraction_config(tiny_setup, library: str, cache_dir: Path) -> ExtractionCo
     )
 
 
+def directory_extraction_setup(label: str):
+    """An ``extraction_setup`` with one cache for every module of a test directory, for the
+    directories whose tests check what an extraction serves, never how much it computed: a table
+    one module computed is served to the next from the cache. Assign it as ``extraction_setup``
+    in the directory's conftest."""
+
+    @pytest.fixture(scope="session", name="extraction_setup")
+    def shared(tiny_setup, tiny_library, tmp_path_factory):
+        return extraction_config(tiny_setup, tiny_library, tmp_path_factory.mktemp(f"{label}-cache"))
+
+    return shared
+
+
 @pytest.fixture(scope="module")
 def extraction_setup(tiny_setup, tiny_library, tmp_path_factory):
     """The extraction config, with a cache of the module's own: what a test here computes (or
