@@ -2,14 +2,19 @@
 
     python launch/evaluate.py --targets digits-parity textile --output reports/offline
     python launch/evaluate.py --leave-one-out --seeds 3 --output reports/offline-loo   # every task
+    python launch/evaluate.py --targets count --methods hgprompt average single-best \
+        --protocol init-probe --seeds 5 --output reports/count-init   # cheap: probes on P0
     python launch/evaluate.py --report-only --output reports/offline   # rebuild the report
 
 The methods are the registry's (``hgprompt_ray/transfer/methods/``: ``--methods`` chooses among
 them, and each method's own settings are flags). For every target (its own prompt is never a
 source): the zero-shot column, the HGPrompt search (``run_search``, cached extraction), SPoT's
 briefly tuned prompt per seed, every method's weights (``hgprompt_ray.transfer.method_weights``);
-then every (method, target, seed) transfer runs as a Ray task under the VTAB-1k protocol with the
-same budget (``TransferConfig``: epochs, learning-rate grid, precision). Results go to
+then every (method, target, seed) transfer runs as a Ray task under each chosen ``--protocol``:
+``tuned`` is the VTAB-1k protocol with the same budget for every method (``TransferConfig``:
+epochs, learning-rate grid, precision); ``init-probe`` fits a logistic probe on the features
+under the initial prompt P0 (the weightings, and the linear probe's bare backbone), where seed k
+is the split draw ``--split-seed + k`` with every weighting recomputed on it. Results go to
 ``OUTPUT/runs/<target>/<method>/seed<k>.json`` as they finish: a rerun with the same arguments
 continues where it stopped. The report (``report.md``, tables, ``scaling.png``, ``tsne.png``,
 weight plots) is written at the end by ``hgprompt_ray.transfer.report.write_report``.
@@ -121,7 +126,10 @@ def run(argv: list[str] | None = None) -> int:
     state = _state(plan, command_line("evaluate.py", argv))
     atomic_write_json(plan.output / STATE_FILE, state)
     weights = {t: target_weights(plan, t) for t in plan.targets}
-    jobs = build_jobs(plan, weights)
+    split_weights = {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
+    if "init-probe" in plan.settings.protocols:
+        split_weights = {t: {k: target_weights(plan, t, k) for k in range(1, plan.settings.seeds)} for t in plan.targets}
+    jobs = build_jobs(plan, weights, split_weights)
     ran = run_jobs(plan, jobs)
     if not (plan.output / "tsne.png").is_file() or ran:
         write_tsne(plan, weights)

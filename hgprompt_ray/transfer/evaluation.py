@@ -1,4 +1,4 @@
-"""Evaluation runs: one (method, target, seed) job = one VTAB-1k transfer, run as a Ray task.
+"""Evaluation runs: one (method, target, protocol, seed) job = one transfer run, as a Ray task.
 
 ``transfer.method_weights`` works out every method's source weights, ``transfer.runner``
 submits the jobs; each job's result is written atomically to ``<report>/runs/<key>.json`` (and
@@ -94,7 +94,7 @@ def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[
     """The Ray task body: run one job; returns its metrics and final prompt."""
     from hgprompt_ray.models import load_backbone
     from hgprompt_ray.prompts import PromptLibrary
-    from hgprompt_ray.transfer.tune import tune_transfer
+    from hgprompt_ray.transfer.tune import probe_transfer, tune_transfer
     from hgprompt_ray.transfer.weights import ensemble_prompt
 
     method = get_method(job.method)
@@ -106,19 +106,24 @@ def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[
     )
     weights = job.ensemble_weights
     initial = ensemble_prompt(prompts, weights) if method.is_weighting and weights is not None else None
-    result = tune_transfer(config, method, settings=job.settings, initial=initial, sources=prompts,
-                           weights=None if weights is None else weights.as_array(),
-                           num_prompt_tokens=int(prompts.shape[1]), backbone=backbone)  # fmt: skip
+    if job.protocol == "init-probe":  # the probe is deterministic: seed k is the split draw split_seed + k
+        config = replace(config, split_seed=transfer.split_seed + job.seed)
+        result = probe_transfer(config, initial, backbone=backbone)
+    else:
+        result = tune_transfer(config, method, settings=job.settings, initial=initial, sources=prompts,
+                               weights=None if weights is None else weights.as_array(),
+                               num_prompt_tokens=int(prompts.shape[1]), backbone=backbone)  # fmt: skip
     return {
         "metrics": {
             "test_accuracy": result.test_accuracy,
             "val_accuracy": result.val_accuracy,
-            "lr_scale": None if method.closed_form else result.lr_scale,
+            "lr_scale": None if method.closed_form or job.protocol == "init-probe" else result.lr_scale,
             "epochs": result.epochs,
             "val_curve": result.val_curve,
             "loss_curve": result.loss_curve,
             "trainable_parameters": result.trainable_parameters,
-            "closed_form": method.closed_form,
+            "closed_form": method.closed_form or job.protocol == "init-probe",
+            "split_seed": config.split_seed,
             "num_test": result.num_test,
             "seconds": result.seconds,
             "precision": result.precision,

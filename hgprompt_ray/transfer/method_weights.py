@@ -30,7 +30,7 @@ from hgprompt_ray.tuning.plan import plan_search
 from hgprompt_ray.tuning.run import SearchResult, run_search
 from hgprompt_ray.tuning.spec import SearchSpec
 
-__all__ = ["target_weights", "weights_task", "zero_shot_column", "zero_shot_val"]
+__all__ = ["split_tag", "target_weights", "weights_task", "zero_shot_column", "zero_shot_val"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +45,27 @@ def zero_shot_val(column: pd.DataFrame, sources: list[str]) -> dict[str, float]:
     return {s: float(column.loc[s, "val_accuracy"]) for s in sources}
 
 
-def zero_shot_column(plan: EvaluationPlan, target: str) -> pd.DataFrame:
+def zero_shot_column(plan: EvaluationPlan, target: str, tag: str | None = None) -> pd.DataFrame:
     """The target's zero-shot accuracies per source (columns ``val_accuracy``, ``test_accuracy``,
-    indexed by source): from the matrix, else computed (a Ray task)."""
+    indexed by source) on the plan's split draw: from the matrix, else computed (a Ray task) and
+    kept as ``zero_shot/<tag>.parquet`` (``tag``: the target's name, with ``~split<k>`` for
+    another split draw)."""
     import ray
 
     name, sources = plan.target_name(target), list(plan.sources[target])
+    tag = tag or name
     frames = [pd.read_parquet(plan.zero_shot)] if plan.zero_shot.is_file() else []
     parts = plan.zero_shot.parent / "parts"
     if parts.is_dir():
         frames += [pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))]
-    local = plan.output / "zero_shot" / f"{name}.parquet"
+    local = plan.output / "zero_shot" / f"{tag}.parquet"
     if local.is_file():
         frames.append(pd.read_parquet(local))
     columns = ["val_accuracy", "test_accuracy"]
     for frame in frames:
-        column = frame[(frame["target"] == name) & (frame["num_test"] == _num_test(plan, target))]
+        split = frame["split_seed"] if "split_seed" in frame else 0  # matrices before the column: split 0
+        column = frame[(frame["target"] == name) & (frame["num_test"] == _num_test(plan, target))
+                       & (split == plan.transfer.split_seed)]  # fmt: skip
         column = column.drop_duplicates("source").set_index("source")
         if set(sources) <= set(column.index) and set(columns) <= set(column.columns):
             return column[columns]
@@ -110,14 +115,15 @@ def search(plan: EvaluationPlan, target: str, sources: list[str], folder: Path) 
     return run_search(plan_search(spec, task=plan.tasks[target]), progress=False)
 
 
-def spot_prompts(plan: EvaluationPlan, target: str, seeds: list[int]) -> dict[int, Any]:
-    """SPoT's briefly tuned target prompt per seed (Ray tasks; cached as safetensors)."""
+def spot_prompts(plan: EvaluationPlan, target: str, seeds: list[int], tag: str | None = None) -> dict[int, Any]:
+    """SPoT's briefly tuned target prompt per seed (Ray tasks; cached as safetensors under
+    ``spot/<tag>``)."""
     import ray
     from safetensors.torch import load_file, save_file
 
     from hgprompt_ray.transfer.evaluation import brief_tune_task
 
-    folder = plan.output / "spot" / plan.target_name(target)
+    folder = plan.output / "spot" / (tag or plan.target_name(target))
     folder.mkdir(parents=True, exist_ok=True)
     tokens = int(plan.library.record(plan.sources[target][0]).num_tokens)
     task = remote(brief_tune_task, plan)
@@ -145,11 +151,11 @@ def weights_task(inputs: WeightingInputs, names: list[str], seeds: list[int]) ->
 
 
 def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[str], seeds: list[int],
-            zero_shot: pd.DataFrame) -> tuple[WeightingInputs, Any]:  # fmt: skip
+            zero_shot: pd.DataFrame, tag: str) -> tuple[WeightingInputs, Any]:  # fmt: skip
     """The weightings' inputs for ``target`` (train800 / val200 only) and the search, if run."""
     import ray
 
-    name = plan.target_name(target)
+    name = tag
     found = statistics = probe = None
     positions: tuple[int, ...] = ()
     if needs & {"search", "probe"}:
@@ -167,7 +173,7 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
         from hgprompt_ray.transfer.weights import spot_similarities
 
         prompts = plan.library.load_many(sources, backbone=plan.backbone)
-        similarities = {s: spot_similarities(p, prompts) for s, p in spot_prompts(plan, target, seeds).items()}
+        similarities = {s: spot_similarities(p, prompts) for s, p in spot_prompts(plan, target, seeds, tag).items()}
     inputs = WeightingInputs(
         sources=tuple(sources),
         prompts=plan.library.load_many(sources, backbone=plan.backbone),
@@ -182,31 +188,54 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
     return inputs, found
 
 
-def target_weights(plan: EvaluationPlan, target: str) -> dict[str, Any]:
+def split_tag(plan: EvaluationPlan, target: str, seed: int = 0) -> str:
+    """The folder and file name of ``target``'s weights for the split draw ``split_seed + seed``:
+    its name for the plan's own draw (seed 0), ``<name>~split<k>`` for another."""
+    name = plan.target_name(target)
+    return name if seed == 0 else f"{name}~split{plan.transfer.split_seed + seed}"
+
+
+def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str, Any]:
     """Every method's weights for one target (and the scaling subsets), from the registry; cached
-    as ``weights/<target>.json``."""
+    as ``weights/<tag>.json`` (:func:`split_tag`).
+
+    Args:
+        plan: the evaluation.
+        target: one of its targets.
+        seed: 0 for the weights every ``tuned`` run and the ``init-probe`` seed 0 use (the plan's
+            split draw); k > 0 for the ``init-probe`` seed k, whose train800/val200 are the draw
+            ``split_seed + k``: everything a method reads (zero-shot val200, the search, SPoT's
+            prompt) is then recomputed on that draw, so no choice reads an image of that draw's test.
+    """
     import ray
 
     from hgprompt_ray.transfer.methods import get_method
 
-    name = plan.target_name(target)
-    path = plan.output / "weights" / f"{name}.json"
+    name, tag = plan.target_name(target), split_tag(plan, target, seed)
+    path = plan.output / "weights" / f"{tag}.json"
     if path.is_file():
         import json
 
         return dict(json.loads(path.read_text()))
     settings = plan.settings
+    if seed:
+        transfer = dataclasses.replace(plan.transfer, split_seed=plan.transfer.split_seed + seed)
+        plan = dataclasses.replace(plan, transfer=transfer)
     sources = list(plan.sources[target])
     methods = [get_method(m) for m in settings.all_methods if get_method(m).weights is not None]
-    scaling = [m for m in methods if m.scaling] if target in plan.scaling_targets else []
+    if seed:  # only the init-probe runs of this seed read this entry
+        methods = [m for m in methods if "init-probe" in m.protocols]
+    in_scaling = target in plan.scaling_targets and seed < settings.scaling_seeds
+    scaling = [m for m in methods if m.scaling] if in_scaling else []
     needs = {n for m in methods for n in m.needs}
-    seeds = sorted(set(range(settings.seeds)) | set(range(settings.scaling_seeds)))
-    zero_shot = zero_shot_column(plan, target)
-    inputs, found = _inputs(plan, target, sources, needs, seeds, zero_shot)
+    seeds = [seed] if seed else sorted(set(range(settings.seeds)) | set(range(settings.scaling_seeds)))
+    zero_shot = zero_shot_column(plan, target, tag)
+    inputs, found = _inputs(plan, target, sources, needs, seeds, zero_shot, tag)
     task = remote(weights_task, plan)
     computed = ray.get(task.remote(inputs, [m.name for m in methods], seeds))
     entry: dict[str, Any] = {
         "target": name,
+        "split_seed": plan.transfer.split_seed,
         "sources": sources,
         "methods": {m.name: computed[m.name] for m in methods if not m.per_seed},
         "per_seed": {m.name: computed[m.name] for m in methods if m.per_seed},
@@ -219,18 +248,18 @@ def target_weights(plan: EvaluationPlan, target: str) -> dict[str, Any]:
     }  # fmt: skip
     if inputs.statistics is not None:
         entry["source_h_scores"] = np.asarray(inputs.statistics.source_h_scores).tolist()
-    # seed 0's weights stand for a per-seed method in the Spearman table and the weight plot
-    entry["methods"].update({n: v["0"] for n, v in entry["per_seed"].items() if "0" in v})
+    # this seed's weights stand for a per-seed method in the Spearman table and the weight plot
+    entry["methods"].update({n: v[str(seed)] for n, v in entry["per_seed"].items() if str(seed) in v})
     if scaling:
         order = [sources[i] for i in np.random.default_rng(0).permutation(len(sources))]
-        for size in sorted(set(settings.scaling_sizes) - {len(sources)}):
+        for size in sorted(n for n in set(settings.scaling_sizes) if n < len(sources)):  # the rest: plan.py
             subset = sorted(order[:size], key=sources.index)
             index = [sources.index(s) for s in subset]
             scaled = None
             if any("search" in m.needs for m in scaling):
-                scaled = search(plan, target, subset, plan.output / "searches" / f"{name}@{size}").weights.aligned(subset)
+                scaled = search(plan, target, subset, plan.output / "searches" / f"{tag}@{size}").weights.aligned(subset)
             point = ray.get(task.remote(inputs.subset(index, scaled), [m.name for m in scaling],
-                                        list(range(settings.scaling_seeds))))  # fmt: skip
+                                        [seed] if seed else list(range(settings.scaling_seeds))))  # fmt: skip
             entry["scaling"][str(size)] = {"sources": subset, "methods": point}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, entry)

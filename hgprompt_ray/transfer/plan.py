@@ -10,6 +10,7 @@ or holds the same evaluation (same budget, same library: a rerun resumes it).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from hgprompt_ray.data import related_tasks
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, require_positive_flag
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, open_library
-from hgprompt_ray.transfer.methods import get_method, method_names
+from hgprompt_ray.transfer.methods import PROTOCOLS, get_method, method_names
 from hgprompt_ray.tuning.plan import resolve_available
 from search_spaces.hgprompt import METRICS
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUDGET_FIELDS",
@@ -39,6 +42,7 @@ TRANSFER_BUDGET = (
 )  # fmt: skip
 SETTINGS_BUDGET = (
     "search_metric", "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes", "scaling_seeds",
+    "protocols",
 )  # fmt: skip
 BUDGET_FIELDS = TRANSFER_BUDGET + SETTINGS_BUDGET
 """What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``)."""
@@ -58,6 +62,17 @@ class EvaluationSettings:
         metadata={"help": "methods to run (default: every registered one)", "nargs": "+", "choices": list(method_names())},
     )
     no_ablation: bool = field(default=False, metadata={"help": "skip the ablation-only runs (alignment only)"})
+    protocols: tuple[str, ...] = field(
+        default=("tuned",),
+        metadata={
+            "help": "tuned: the VTAB-1k protocol (every method, the epoch budget); init-probe: a logistic probe "
+            "on train800 features under the initial prompt P0 (weightings and the linear probe; seed k draws "
+            "train800/val200 with split seed + k)",
+            "nargs": "+",
+            "choices": list(PROTOCOLS),
+            "flag": "--protocol",
+        },
+    )
     search_metric: str = field(
         default="val-probe",
         metadata={"help": "trial metric of each HGPrompt search (see launch/search.py --metric)"},
@@ -91,7 +106,7 @@ class EvaluationSettings:
             require_positive_flag(name.replace("_", "-"), getattr(self, name))
         if self.cpus_per_job is not None:
             require_positive_flag("cpus-per-job", self.cpus_per_job)
-        for name in ("methods", "scaling_sizes"):
+        for name in ("methods", "scaling_sizes", "protocols"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.scaling_targets is not None:
             object.__setattr__(self, "scaling_targets", tuple(self.scaling_targets))
@@ -103,11 +118,29 @@ class EvaluationSettings:
         unknown = [m for m in self.methods if m not in method_names()]
         if unknown:
             raise InvalidValueError(f"--methods {unknown} are unknown. Fix: choose from {list(method_names())}.")
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad or not self.protocols:
+            raise InvalidValueError(
+                f"--protocol {list(self.protocols)} must be among {list(PROTOCOLS)}. Fix: pass --protocol tuned "
+                "and/or init-probe."
+            )
+        object.__setattr__(self, "protocols", tuple(dict.fromkeys(self.protocols)))
+        for protocol in self.protocols:
+            if not self.protocol_methods(protocol):
+                raise InvalidValueError(
+                    f"--protocol {protocol}: none of --methods {list(self.methods)} has it (init-probe needs an "
+                    "initial prompt: a weighting, or the linear probe's bare backbone). Fix: add such methods, "
+                    "e.g. --methods hgprompt average single-best linear-probe."
+                )
         if self.scaling_seeds > self.seeds:
             raise InvalidValueError(
                 f"--scaling-seeds {self.scaling_seeds} exceeds --seeds {self.seeds} (the full-size point reuses "
                 "the main runs). Fix: lower --scaling-seeds."
             )
+
+    def protocol_methods(self, protocol: str) -> tuple[str, ...]:
+        """The methods of :attr:`all_methods` that have ``protocol`` (the others are skipped there)."""
+        return tuple(m for m in self.all_methods if protocol in get_method(m).protocols)
 
     @property
     def all_methods(self) -> tuple[str, ...]:
@@ -242,13 +275,14 @@ def plan_evaluation(
         raise InvalidValueError(
             f"--scaling-targets {unknown} are not among the targets {targets}. Fix: pick from them."
         )
-    for target in scaling_targets:
+    bad = [n for n in settings.scaling_sizes if n < 2]
+    if bad:
+        raise InvalidValueError(f"--scaling-sizes {bad} must be at least 2 (an ensemble). Fix: drop them.")
+    for target in scaling_targets:  # sizes of all its sources or more: the full point covers them
         count = len(sources[target])
-        bad = [n for n in settings.scaling_sizes if not 2 <= n <= count]
-        if bad:
-            raise InvalidValueError(
-                f"--scaling-sizes {bad} must lie in [2, {count}] (the sources of {target!r}). Fix: drop them."
-            )
+        dropped = [n for n in settings.scaling_sizes if n >= count]
+        if dropped:
+            logger.info("scaling curve of %s: sizes %s dropped (it has %d sources, always a point)", target, dropped, count)
     plan = EvaluationPlan(
         settings=settings,
         transfer=TransferConfig(
@@ -287,9 +321,10 @@ def _check_output(plan: EvaluationPlan) -> None:
                 f"{state} is not readable JSON ({error}). Fix: restore it or choose a new --output."
             ) from error
         budget = {
-            "search_metric": "val-h",
+            "search_metric": "val-h",  # evaluations before --search-metric
+            "protocols": ["tuned"],  # evaluations before --protocol
             **previous.get("budget", {}),
-        }  # evaluations before --search-metric
+        }
         if budget != plan.budget or previous.get("library") != library_label(plan.library.root):
             raise InvalidValueError(
                 f"--output {output} holds an evaluation with another budget or library "

@@ -35,7 +35,10 @@ def _pyplot() -> Any:
 def write_scaling_plot(
     frame: pd.DataFrame, methods: Sequence[str], path: Path, label: Callable[[str], str] = str
 ) -> pd.DataFrame:
-    """Test accuracy against the number of sources (mean and std over seeds), one line per method."""
+    """Test accuracy against the number of sources (mean over seeds, bars: the 95% Student-t CI),
+    one line per method; returns the summary (``mean, std, count, ci`` per target, method, scale)."""
+    from scipy.stats import t as student
+
     plt = _pyplot()
     data = frame[frame["method"].isin(methods)]
     summary = (
@@ -43,6 +46,10 @@ def write_scaling_plot(
         .agg(["mean", "std", "count"])
         .reset_index()
     )
+    counts = summary["count"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        quantile = student.ppf(0.975, np.maximum(counts - 1, 1))
+        summary["ci"] = np.where(counts > 1, quantile * summary["std"].to_numpy() / np.sqrt(counts), np.nan)
     targets = sorted(summary["target"].unique())
     figure, axes = plt.subplots(
         1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False
@@ -53,7 +60,7 @@ def write_scaling_plot(
             if part.empty:
                 continue
             axis.errorbar(
-                part["scale"], 100 * part["mean"], yerr=100 * part["std"].fillna(0), marker="o",
+                part["scale"], 100 * part["mean"], yerr=100 * part["ci"].fillna(0), marker="o",
                 capsize=3, label=label(method),
             )  # fmt: skip
         axis.set_title(target)

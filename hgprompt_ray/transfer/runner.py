@@ -41,24 +41,52 @@ def _alpha(entry: Mapping[str, Any], method: str, seed: int) -> Any:
     return entry["methods"].get(method)
 
 
-def build_jobs(plan: Any, weights: Mapping[str, Mapping[str, Any]]) -> list[EvaluationJob]:
-    """Every job of the evaluation (the registry's methods), main runs first, then the scaling
-    curve's."""
+def build_jobs(
+    plan: Any,
+    weights: Mapping[str, Mapping[str, Any]],
+    split_weights: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
+) -> list[EvaluationJob]:
+    """Every job of the evaluation (the registry's methods under each chosen protocol that they
+    have), main runs first, then the scaling curve's; the cheap ``init-probe`` runs before the
+    ``tuned`` ones.
+
+    Args:
+        plan: the evaluation.
+        weights: target -> the methods' weights on the plan's split draw (every ``tuned`` run,
+            and ``init-probe`` seed 0).
+        split_weights: target -> seed k -> the weights on the split draw ``split_seed + k``, for
+            the ``init-probe`` seeds k > 0 (``method_weights.target_weights(plan, target, k)``).
+    """
     jobs = []
     settings = plan.settings
+    protocols = sorted(settings.protocols, key=lambda p: p != "init-probe")
+
+    def entry_of(target: str, protocol: str, seed: int) -> Mapping[str, Any]:
+        if protocol != "init-probe" or seed == 0:
+            return weights[target]
+        found = (split_weights or {}).get(target, {}).get(seed)
+        if found is None:
+            raise ValueError(f"no weights of split seed {seed} for {target!r}: compute target_weights(plan, target, {seed})")
+        return found
+
     for target in plan.targets:
-        entry = weights[target]
-        name, sources = entry["target"], tuple(entry["sources"])
-        for seed in range(settings.seeds):
-            for method in settings.all_methods:
-                jobs.append(EvaluationJob(target, name, method, seed, sources, _alpha(entry, method, seed),
-                                          settings=plan.method_settings.get(method)))  # fmt: skip
-        for size, point in entry["scaling"].items():
+        name, sources = weights[target]["target"], tuple(weights[target]["sources"])
+        for protocol in protocols:
+            for seed in range(settings.seeds):
+                entry = entry_of(target, protocol, seed)
+                for method in settings.protocol_methods(protocol):
+                    jobs.append(EvaluationJob(target, name, method, seed, sources, _alpha(entry, method, seed),
+                                              settings=plan.method_settings.get(method), protocol=protocol))  # fmt: skip
+        for protocol in protocols:
             for seed in range(settings.scaling_seeds):
-                for method, values in point["methods"].items():
-                    alpha = values[str(seed)] if get_method(method).per_seed else values
-                    jobs.append(EvaluationJob(target, name, method, seed, tuple(point["sources"]), alpha, int(size),
-                                              settings=plan.method_settings.get(method)))  # fmt: skip
+                for size, point in entry_of(target, protocol, seed)["scaling"].items():
+                    for method, values in point["methods"].items():
+                        if protocol not in get_method(method).protocols:
+                            continue
+                        alpha = values[str(seed)] if get_method(method).per_seed else values
+                        jobs.append(EvaluationJob(target, name, method, seed, tuple(point["sources"]), alpha,
+                                                  int(size), settings=plan.method_settings.get(method),
+                                                  protocol=protocol))  # fmt: skip
     return jobs
 
 

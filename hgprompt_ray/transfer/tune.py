@@ -33,7 +33,15 @@ from hgprompt_ray.transfer.methods.common import BuildContext, prompt_classifier
 from hgprompt_ray.transfer.splits import config_splits
 from hgprompt_ray.workers.train_prompt import evaluate_accuracy, warmup_cosine
 
-__all__ = ["Selection", "TransferResult", "brief_tune", "count_trainable", "select_setting", "tune_transfer"]
+__all__ = [
+    "Selection",
+    "TransferResult",
+    "brief_tune",
+    "count_trainable",
+    "probe_transfer",
+    "select_setting",
+    "tune_transfer",
+]
 
 logger = logging.getLogger(__name__)
 _FAST_GROUP = ("head.*", "*prompt", "*.head.*")
@@ -263,13 +271,24 @@ def _tokens(initial: torch.Tensor | None, sources: torch.Tensor | None, num_prom
 
 
 def _probe(
-    backbone: Any, datasets: dict[str, Any], labels: dict[str, np.ndarray], config: TransferConfig, device: Any
+    backbone: Any,
+    datasets: dict[str, Any],
+    labels: dict[str, np.ndarray],
+    config: TransferConfig,
+    device: Any,
+    prompt: torch.Tensor | None = None,
 ) -> tuple[float, float, int]:
-    """The closed-form linear probe: (test accuracy, val accuracy, parameters)."""
-    bare = PromptedViT(backbone, num_prompt_tokens=0).eval()
+    """A logistic probe on frozen CLS features under ``prompt`` (None: the bare backbone): C
+    chosen on val200 after fits on train800, refit on train800val200 with it, scored on test.
+    Returns (test accuracy, val accuracy, the probe's parameters)."""
+    tokens = 0 if prompt is None else int(prompt.shape[0])
+    model = PromptedViT(backbone, num_prompt_tokens=tokens).eval()
+    stacked = None if prompt is None else prompt.detach().to(device=device, dtype=torch.float32)[None]
     with autocast(config.precision, device):
-        features = {s: extract_cls_features(bare, datasets[s], batch_size=config.eval_batch_size)
+        features = {s: extract_cls_features(model, datasets[s], prompts=stacked, batch_size=config.eval_batch_size)
                     for s in ("train800", "val200", "test")}  # fmt: skip
+    if stacked is not None:  # (K=1, N, d) -> (N, d)
+        features = {s: f[0] if f.ndim == 3 else f for s, f in features.items()}
     chosen = linear_probe(*[(features[s], labels[s]) for s in ("train800", "val200", "test")])
     final_train = (
         np.concatenate([features["train800"], features["val200"]]),
@@ -280,6 +299,27 @@ def _probe(
     classes = len(np.unique(final_train[1]))
     parameters = (features["train800"].shape[1] + 1) * (classes if classes > 2 else 1)
     return final.test_accuracy, chosen.val_accuracy, int(parameters)
+
+
+def probe_transfer(
+    config: TransferConfig, prompt: torch.Tensor | None = None, backbone: Any = None
+) -> TransferResult:
+    """The ``init-probe`` protocol: a logistic probe on the target's features under the initial
+    prompt P0 (``prompt``, (m, d); None: the bare backbone, which is the linear probe).
+
+    Nothing trains but the probe: C in ``linear_probe.PROBE_GRID`` is chosen on val200 after fits
+    on train800, the probe is refitted on train800val200 with it and scored on test. The
+    evaluation gives seed k the train800/val200 draw ``split_seed + k`` (the test subset is fixed),
+    since the probe itself is deterministic.
+    """
+    start = time.perf_counter()
+    device = _device()
+    precision = resolve_precision(config.precision, device)
+    backbone = (backbone if backbone is not None else load_backbone(config.backbone, config.img_size)).to(device)
+    _, datasets, labels = config_splits(config, backbone)
+    accuracy, val, parameters = _probe(backbone, datasets, labels, config, device, prompt)
+    return TransferResult(accuracy, val, math.nan, 0, [], [], parameters, int(len(labels["test"])),
+                          time.perf_counter() - start, precision, None)  # fmt: skip
 
 
 def brief_tune(

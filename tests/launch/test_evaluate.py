@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -44,15 +45,21 @@ def _argv(config, out, *extra):
 def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
     out = tmp_path / "report"
     names = method_names()
-    runs = 2 * len(names) + 3  # every registered method x 2 seeds + the scaling point's 3 methods
+    probed = [m for m in names if "init-probe" in get_method(m).protocols]  # the weightings + the linear probe
+    assert len(probed) >= 9 and "linear-probe" in probed and "vpt" not in probed
+    # every registered method x 2 seeds (tuned) + the probed ones x 2 seeds (init-probe), and the
+    # scaling point's 3 methods under each protocol
+    runs = 2 * len(names) + 2 * len(probed) + 2 * 3
+    argv = _argv(extraction_setup, out, "--protocol", "tuned", "init-probe")
     try:
-        assert main(_argv(extraction_setup, out)) == 0
+        assert main(argv) == 0
         first = capsys.readouterr().out
         assert f"({runs} runs this time, {runs} in all)" in first
         results = pd.read_csv(out / "results.csv")
         assert tuple(results.columns) == RESULT_COLUMNS
-        assert set(results["method"]) == set(names) and set(results["protocol"]) == {"tuned"}
-        assert (results.groupby("method").size() == 2).all()
+        assert set(results["method"]) == set(names) and set(results["protocol"]) == {"tuned", "init-probe"}
+        assert set(results[results["protocol"] == "init-probe"]["method"]) == set(probed)
+        assert (results.groupby(["method", "protocol"]).size() == 2).all()
         assert results["test_accuracy"].between(0, 1).all() and (results["wall_seconds"] > 0).all()
         assert (results[results["method"] == "linear-probe"]["test_accuracy"] > 0.75).all()
         weights = json.loads((out / "weights" / "data.json").read_text())
@@ -94,19 +101,62 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
             with Image.open(out / image) as png:
                 assert png.format == "PNG" and png.width > 200
 
+        # init-probe (the issue's contract): seed 1 is split draw 1 with its own weights, so no
+        # choice reads an image of that draw's test split
+        other = json.loads((out / "weights" / "data~split1.json").read_text())
+        assert (weights["split_seed"], other["split_seed"]) == (0, 1)
+        for folder, split in (("data", 0), ("data~split1", 1)):  # each draw's own search
+            assert json.loads((out / "searches" / folder / "search.json").read_text())["arguments"]["split_seed"] == split
+        searched = json.loads((out / "searches" / "data~split1" / "best.json").read_text())
+        assert other["methods"]["hgprompt"] == [searched["alpha"][s] for s in other["sources"]]
+        for seed in (0, 1):
+            record = json.loads((out / "runs" / "data" / "hgprompt~init-probe" / f"seed{seed}.json").read_text())
+            assert record["split_seed"] == seed and record["closed_form"] and record["epochs"] == 0
+            assert record["job"]["weights"] == (weights if seed == 0 else other)["methods"]["hgprompt"]
+            assert record["trainable_parameters"] == EMBED_DIM + 1  # the probe: binary logistic regression
+        for text in ("## Main table, init-probe", "HGPrompt against each baseline (init-probe)",
+                     "Do the weightings differ on each target? (init-probe)", "## Main table, tuned",
+                     "## Scaling with the number of sources (init-probe)"):  # fmt: skip
+            assert text in report, text
+        paired = pd.read_csv(out / "paired_init-probe.csv", index_col=0)
+        assert set(paired.index) == {get_method(m).display_label() for m in probed if m != "hgprompt"}
+        assert (paired["pairs"] == 2).all()
+        probe_table = pd.read_csv(out / "main_table_init-probe.csv", index_col=0)
+        assert probe_table.loc["Linear probe", "Fit"] == "probe on the bare backbone"
+        assert probe_table.loc["HGPrompt", "Fit"] == "probe on P0's features"
+
         (out / "runs" / "data" / "attempt" / "seed0.json").unlink()  # a run lost (e.g. killed job)
-        assert main(_argv(extraction_setup, out)) == 0
+        assert main(argv) == 0
         assert f"(1 runs this time, {runs} in all)" in capsys.readouterr().out
         assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
         assert main(["--report-only", "--output", str(out)]) == 0
         capsys.readouterr()
-        assert main(_argv(extraction_setup, out, "--epochs", "3")) == 2  # another budget: refused, kept
+        assert main([*argv, "--epochs", "3"]) == 2  # another budget: refused, kept
         assert "holds an evaluation with another budget" in capsys.readouterr().err
-        assert main(_argv(extraction_setup, out, "--partial-k", "2")) == 2  # a method's setting is budget too
+        assert main([*argv, "--partial-k", "2"]) == 2  # a method's setting is budget too
+        capsys.readouterr()
+        assert main(_argv(extraction_setup, out)) == 2  # another protocol set is another evaluation
         capsys.readouterr()
         assert len(list((out / "runs").glob("**/*.json"))) == runs
     finally:
         ray.shutdown()
+
+
+def test_the_init_probe_contract_plans_a_csv_target(extraction_setup, tiny_setup, tmp_path):
+    """``--methods hgprompt average single-best --protocol init-probe --seeds 3`` on a CSV target
+    (the run itself is the end-to-end test's, on a folder target: both resolve to a task)."""
+    from hgprompt_ray.transfer.plan import EvaluationSettings, plan_evaluation
+
+    root, _ = tiny_setup
+    table = tmp_path / "target.csv"  # paths relative to the CSV's folder
+    pngs = sorted((root / "data").glob("*/*.png"))
+    table.write_text("path,label\n" + "".join(f"{os.path.relpath(p, tmp_path)},{p.parent.name}\n" for p in pngs))
+    settings = EvaluationSettings(library=extraction_setup.library, output=str(tmp_path / "out"), seeds=3,
+                                  methods=("hgprompt", "average", "single-best"), protocols=("init-probe",))  # fmt: skip
+    plan = plan_evaluation(settings, {"max_test": 60}, [str(table)])
+    assert plan.tasks[str(table)].info.num_classes == 2 and plan.sources[str(table)] == ("p0", "p1", "p2")
+    assert settings.protocol_methods("init-probe") == ("average", "single-best", "hgprompt")
+    assert plan.budget["protocols"] == ["init-probe"]
 
 
 def test_bad_inputs(extraction_setup, tmp_path, capsys):
@@ -119,7 +169,7 @@ def test_bad_inputs(extraction_setup, tmp_path, capsys):
     cases = {
         "unknown target": (["--targets", "no-such-task"], "--targets 'no-such-task'"),
         "too few sources": (["--prompts", str(one.root)], "at least 2"),
-        "scaling size": (["--scaling-sizes", "7"], "--scaling-sizes [7] must lie in [2, 3]"),
+        "scaling size": (["--scaling-sizes", "1", "7"], "--scaling-sizes [1] must be at least 2"),
         "epochs": (["--epochs", "0"], "--epochs must be a positive integer"),
         "partial k": (["--partial-k", str(DEPTH + 1)], f"partial_k must be an integer in [1, {DEPTH}] (the backbone has {DEPTH} blocks), but got {DEPTH + 1}. Pass --partial-k {DEPTH}."),
         "adapter reduction": (["--adapter-reduction", "0"], "adapter_reduction must be an integer >= 1"),
@@ -127,6 +177,8 @@ def test_bad_inputs(extraction_setup, tmp_path, capsys):
         "seeds": (["--seeds", "0"], "--seeds must be a positive integer"),
         "scaling seeds": (["--scaling-seeds", "3"], "--scaling-seeds 3 exceeds --seeds 2"),
         "used output": (["--output", str(used)], "already holds other files"),
+        "protocol without methods": (["--methods", "vpt", "full", "--protocol", "init-probe"],
+                                     "--protocol init-probe: none of --methods ['vpt', 'full'] has it"),  # fmt: skip
     }
     for name, (extra, message) in cases.items():
         out = tmp_path / f"out-{name.replace(' ', '-')}"
@@ -135,6 +187,9 @@ def test_bad_inputs(extraction_setup, tmp_path, capsys):
         assert message in err, (name, err)
         assert not out.exists() or name == "used output"
     assert (used / "notes.txt").read_text() == "keep me"
+    with pytest.raises(SystemExit):  # argparse's own error for a protocol that does not exist
+        main(_argv(extraction_setup, tmp_path / "out-protocol", "--protocol", "probe"))
+    assert "invalid choice: 'probe'" in capsys.readouterr().err
     assert main(["--report-only", "--output", str(tmp_path / "none")]) == 2
     assert "holds no evaluation" in capsys.readouterr().err
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, ttest_rel
+from scipy.stats import t as t_dist
 
 from hgprompt_ray.transfer import report
 
@@ -31,7 +32,8 @@ def test_main_table_means_stds_and_average_column():
     display, means = report.main_table(_frame())
     assert list(display.index) == ["VPT (scratch)", "Average", "HGPrompt"]  # the registry's order and labels
     assert list(display.columns) == ["Kind", "Trains", "Params", "Fit", "a", "b", "Average", "Wall s/run"]
-    assert display.loc["HGPrompt", "a"] == f"82.0 ± {100 * np.std([0.80, 0.84], ddof=1):.1f}"
+    half = t_dist.ppf(0.975, 1) * np.std([0.80, 0.84], ddof=1) / np.sqrt(2)  # the 95% CI over 2 seeds
+    assert display.loc["HGPrompt", "a"] == f"82.0 ± {100 * half:.1f}"
     assert means.loc["b", "hgprompt"] == pytest.approx(0.55)  # the scaling row (main=False) is left out
     assert display.loc["Average", "Average"] == f"{100 * np.mean([0.72, 0.55]):.1f}"
     assert display.loc["HGPrompt", "Params"] == "1.15k" and display.loc["VPT (scratch)", "Wall s/run"] == "10"
@@ -44,16 +46,60 @@ def test_main_table_means_stds_and_average_column():
     assert not any(t == "a" and m == "average" for t, m, _, _ in losses)
 
 
-def test_spearman_matches_scipy_and_skips_constant_weights():
+def test_spearman_matches_scipy_with_a_ci_and_skips_constant_weights():
     zero_shot = pd.DataFrame({"source": ["s1", "s2", "s3", "s4"], "target": "a",
-                              "test_accuracy": [0.2, 0.9, 0.5, 0.4]})  # fmt: skip
+                              "val_accuracy": [0.2, 0.9, 0.5, 0.4], "test_accuracy": [0.9, 0.1, 0.2, 0.3]})  # fmt: skip
     weights = {"a": {"sources": ["s1", "s2", "s3", "s4"],
                      "methods": {"hgprompt": [0.1, 0.6, 0.3, 0.0], "average": [0.25] * 4}}}  # fmt: skip
-    table = report.spearman_table(weights, zero_shot, ["hgprompt", "average"])
-    expected = spearmanr([0.1, 0.6, 0.3, 0.0], [0.2, 0.9, 0.5, 0.4]).statistic
+    table, long = report.spearman_table(weights, zero_shot, ["hgprompt", "average"])
+    expected = spearmanr([0.1, 0.6, 0.3, 0.0], [0.2, 0.9, 0.5, 0.4]).statistic  # the val column by default
     assert table.loc["a", "HGPrompt"] == pytest.approx(expected)
     assert np.isnan(table.loc["a", "Average"])
     assert table.loc["Average", "HGPrompt"] == pytest.approx(expected)
+    row = long[long["method"] == "hgprompt"].iloc[0]
+    assert row["ci_low"] <= row["rho"] <= row["ci_high"] <= 1
+    on_test, _ = report.spearman_table(weights, zero_shot, ["hgprompt"], column="test_accuracy")
+    assert on_test.loc["a", "HGPrompt"] == pytest.approx(spearmanr([0.1, 0.6, 0.3, 0.0], [0.9, 0.1, 0.2, 0.3]).statistic)
+
+
+def _two_protocols():
+    """HGPrompt beats Average by 5 points on target a (5 seeds, small noise) and ties on b,
+    under init-probe; one tuned run per method that must stay out of the init-probe tables."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for target, gap in (("a", 0.05), ("b", 0.0)):
+        for seed in range(5):
+            base = 0.6 + 0.02 * rng.normal()
+            noise = 0.002 * rng.normal() if gap else 0.0
+            for method, value in (("average", base), ("hgprompt", base + gap + noise), ("single-best", base - 0.1)):
+                rows.append({"target": target, "method": method, "protocol": "init-probe", "seed": seed,
+                             "scale": 3, "main": True, "test_accuracy": value, "val_accuracy": value,
+                             "wall_seconds": 2.0, "trainable_parameters": 10.0})  # fmt: skip
+    for method in ("average", "hgprompt"):
+        rows.append({"target": "a", "method": method, "protocol": "tuned", "seed": 0, "scale": 3, "main": True,
+                     "test_accuracy": 0.1, "val_accuracy": 0.1, "wall_seconds": 9.0, "trainable_parameters": 99.0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_protocols_have_their_own_tables_with_paired_tests():
+    frame = _two_protocols()
+    display, means = report.main_table(frame, protocol="init-probe")
+    assert means.loc["a", "hgprompt"] == pytest.approx(frame.query("protocol == 'init-probe' and target == 'a' and method == 'hgprompt'")["test_accuracy"].mean())
+    assert display.loc["HGPrompt", "Fit"] == "probe on P0's features"
+    tuned, tuned_means = report.main_table(frame, protocol="tuned")
+    assert tuned_means.loc["a", "hgprompt"] == pytest.approx(0.1) and list(tuned_means.index) == ["a"]
+    paired = report.paired_table(frame, "init-probe")
+    assert list(paired.index) == ["Average", "Single-Best"] and (paired["pairs"] == 10).all()
+    ours = frame.query("protocol == 'init-probe' and method == 'hgprompt'").sort_values(["target", "seed"])
+    theirs = frame.query("protocol == 'init-probe' and method == 'average'").sort_values(["target", "seed"])
+    expected = ttest_rel(ours["test_accuracy"].to_numpy(), theirs["test_accuracy"].to_numpy()).pvalue
+    assert paired.loc["Average", "p (paired t)"] == pytest.approx(expected)
+    assert paired.loc["Average", "win / tie / loss (targets)"] == "1 / 1 / 0"  # a: win; b: identical, a tie
+    assert paired.loc["Single-Best", "win / tie / loss (targets)"].startswith("2 / 0 / 0")
+    informative = report.informative_table(frame, "init-probe")
+    assert informative.loc["a", "p (ANOVA)"] < 0.01 and informative.loc["a", "seeds"] == 5
+    assert informative.loc["a", "spread (points)"] == pytest.approx(100 * (means.loc["a"].max() - means.loc["a"].min()))
+    assert informative.loc["a", "best"] == "HGPrompt" and informative.loc["b", "worst"] == "Single-Best"
 
 
 def test_scaling_and_weights_plots(tmp_path):

@@ -13,8 +13,11 @@ from hgprompt_ray.config import PRECISIONS, TransferConfig
 from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models import precision as precision_module
+from hgprompt_ray.models.features import extract_cls_features
 from hgprompt_ray.transfer.attempt import AttemptClassifier
-from hgprompt_ray.transfer.tune import brief_tune, tune_transfer
+from hgprompt_ray.transfer.linear_probe import PROBE_GRID
+from hgprompt_ray.transfer.splits import config_splits
+from hgprompt_ray.transfer.tune import brief_tune, probe_transfer, tune_transfer
 from tests.workers.conftest import EMBED_DIM
 
 
@@ -73,6 +76,35 @@ def test_linear_probe_is_closed_form_and_attempt_runs(transfer_config, backbone)
                             backbone=backbone)  # fmt: skip
     assert attempt.test_accuracy > 0.75 and attempt.prompt is None
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # the backbone is never trained
+
+
+def test_init_probe_fits_the_probe_on_the_features_under_p0(transfer_config, backbone):
+    bare = probe_transfer(transfer_config, None, backbone=backbone)
+    linear = tune_transfer(transfer_config, "linear-probe", backbone=backbone)
+    assert (bare.test_accuracy, bare.val_accuracy) == (linear.test_accuracy, linear.val_accuracy)  # the same procedure
+    assert bare.trainable_parameters == EMBED_DIM + 1 and bare.epochs == 0 and bare.prompt is None
+    prompt = torch.randn(4, EMBED_DIM, generator=torch.Generator().manual_seed(5)) * 4.0
+    fp32 = dataclasses.replace(transfer_config, precision="fp32")
+    found = probe_transfer(fp32, prompt, backbone=backbone)
+    # by hand: features under P0, C on val200 after train800 fits, refit on train800val200, test
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    _, datasets, labels = config_splits(fp32, backbone)
+    model = PromptedViT(backbone, num_prompt_tokens=4).eval()
+    features = {s: extract_cls_features(model, datasets[s], prompts=prompt[None])[0] for s in ("train800", "val200", "test")}
+    scaler = StandardScaler().fit(features["train800"])
+    scored = [(LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(features["train800"]), labels["train800"])
+               .score(scaler.transform(features["val200"]), labels["val200"]), c) for c in PROBE_GRID]  # fmt: skip
+    val, c = max(scored, key=lambda item: item[0])
+    both = np.concatenate([features["train800"], features["val200"]])
+    refit_scaler = StandardScaler().fit(both)
+    refit = LogisticRegression(C=c, max_iter=3000).fit(
+        refit_scaler.transform(both), np.concatenate([labels["train800"], labels["val200"]])
+    )
+    assert found.val_accuracy == pytest.approx(val)
+    assert found.test_accuracy == pytest.approx(refit.score(refit_scaler.transform(features["test"]), labels["test"]))
+    assert found.num_test == 80 and found.precision == "fp32"
 
 
 def test_max_steps_caps_every_fit(transfer_config, backbone):

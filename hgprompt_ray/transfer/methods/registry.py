@@ -11,7 +11,8 @@ read :func:`registered` and nothing else. A method declares:
   contract tests) and what its choices may read (``reads``: only ``train800`` and ``val200`` and
   what was computed from them — a test walks every method);
 * which protocols apply (``protocols``: a weighting supports the ``init-probe`` protocol, a
-  probe on P0's features, and ``tuned``; a tuning method only ``tuned``);
+  probe on P0's features, and ``tuned``; so does the closed-form linear probe, whose P0 is the
+  bare backbone; any other tuning method only ``tuned``);
 * where it appears (the main table or the ablation table, the scaling curve), its paper, and
   its own settings (a frozen config dataclass whose fields become ``--<method>-...`` flags).
 """
@@ -111,7 +112,7 @@ class TransferMethod:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", MethodKind(self.kind))
         if not self.protocols:
-            default = PROTOCOLS if self.kind is MethodKind.WEIGHTING else ("tuned",)
+            default = PROTOCOLS if self.kind is MethodKind.WEIGHTING or self.closed_form else ("tuned",)
             object.__setattr__(self, "protocols", default)
         bad_reads = [r for r in self.reads if r not in ALLOWED_READS]
         if bad_reads:
@@ -125,10 +126,10 @@ class TransferMethod:
             raise InvalidValueError(invalid_value(f"{self.name}.weights", None, "is required for a weighting", ""))
         if self.kind is MethodKind.TUNING and self.build is None and not self.closed_form:
             raise InvalidValueError(invalid_value(f"{self.name}.build", None, "is required for a tuning method", ""))
-        if self.kind is MethodKind.TUNING and "init-probe" in self.protocols:
+        if self.kind is MethodKind.TUNING and not self.closed_form and "init-probe" in self.protocols:
             raise InvalidValueError(
-                invalid_value(f"{self.name}.protocols", self.protocols, "must not hold init-probe for a tuning "
-                              "method (it has no initial prompt)", "")  # fmt: skip
+                invalid_value(f"{self.name}.protocols", self.protocols, "must not hold init-probe for a trained "
+                              "tuning method (it has no initial prompt)", "")  # fmt: skip
             )
         if self.table not in ("main", "ablation"):
             raise InvalidValueError(invalid_value(f"{self.name}.table", self.table, "must be 'main' or 'ablation'", ""))

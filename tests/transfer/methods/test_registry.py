@@ -44,9 +44,10 @@ def test_declarations():
         assert set(method.reads) <= set(ALLOWED_READS) and "test" not in " ".join(method.reads)
         if method.kind is MethodKind.WEIGHTING:
             assert method.protocols == PROTOCOLS and method.weights is not None
+        elif method.closed_form:  # the linear probe: init-probe of the bare backbone
+            assert method.protocols == PROTOCOLS
         else:
-            assert method.protocols == ("tuned",)
-            assert method.build is not None or method.closed_form
+            assert method.protocols == ("tuned",) and method.build is not None
     assert get_method("h-ensemble").label == "H-ensemble (= H only)"
     assert "h-only" not in method_names()  # H only is H-ensemble: one method, shown once
     assert [m.name for m in registered(table="ablation")] == ["align-only"]
@@ -58,8 +59,11 @@ def test_bad_declarations_are_refused():
     base = dict(name="x", label="X", kind="tuning", paper="p", trains=(), trains_text="t", reads=())
     with pytest.raises(InvalidValueError, match="never read test"):
         TransferMethod(**{**base, "reads": ("test",)})
-    with pytest.raises(InvalidValueError, match="init-probe"):
-        TransferMethod(**{**base, "closed_form": True, "protocols": ("init-probe", "tuned")})
+    with pytest.raises(InvalidValueError, match="init-probe"):  # a trained tuning method has no P0
+        TransferMethod(**{**base, "build": lambda context: None, "protocols": ("init-probe", "tuned")})
+    probe = TransferMethod(**{**base, "closed_form": True})  # its P0 is the bare backbone
+    assert probe.protocols == ("init-probe", "tuned")
+    assert TransferMethod(**{**base, "build": lambda context: None}).protocols == ("tuned",)
     with pytest.raises(InvalidValueError, match="weights"):
         TransferMethod(**{**base, "kind": "weighting"})
     with pytest.raises(InvalidValueError, match="registered twice"):
