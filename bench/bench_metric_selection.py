@@ -15,7 +15,10 @@ Per target (its sources: the zoo without any prompt trained on the target's own 
    alpha over the same sources), each scored by a probe fitted on ``--eval-train`` train800
    images and tested on ``--max-test`` test images, for split seeds 0..``--seeds``-1 (paired:
    the same images for every method). The weights were chosen on split seed 0's train800/val200
-   only; test is disjoint from every train800/val200.
+   only. Test is split seed 0's, which on a pool task (the offline suite) is what that draw leaves
+   over: it is disjoint from seed 0's train800/val200 but not from the other seeds' (on count
+   about 400 of the 1,000 test images are in each other seed's train800), so seeds > 0 are not
+   clean test accuracies. ``launch/evaluate.py --protocol init-probe`` measures this properly.
 
 Results: ``OUTPUT/<target>.json`` (resumable per target) and ``OUTPUT/metric_selection.md``.
 """
