@@ -128,7 +128,11 @@ def run(argv: list[str] | None = None) -> int:
     weights = {t: target_weights(plan, t) for t in plan.targets}
     split_weights = {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
     if "init-probe" in plan.settings.protocols:
-        split_weights = {t: {k: target_weights(plan, t, k) for k in range(1, plan.settings.seeds)} for t in plan.targets}
+        split_weights = {  # a task with fixed splits (VTAB's official ones) has one draw: its weights
+            t: {k: target_weights(plan, t, k) if plan.tasks[t].split_is_seeded else weights[t]
+                for k in range(1, plan.settings.seeds)}
+            for t in plan.targets
+        }  # fmt: skip
     jobs = build_jobs(plan, weights, split_weights)
     ran = run_jobs(plan, jobs)
     if not (plan.output / "tsne.png").is_file() or ran:

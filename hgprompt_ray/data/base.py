@@ -1,11 +1,11 @@
 """What every task provides: metadata, the VTAB-1k split names, and labelled image splits.
 
-Split protocol (both suites). ``train800`` and ``val200`` are 800 and 200 images drawn without
-overlap from the task's training pool by a permutation seeded with ``split_seed``;
-``train800val200`` is their union (800 + 200, in that order); ``test`` is the official test split
-(VTAB) or the held-out remainder (offline suite). The same seed always gives the same images.
-This follows the VTAB-1k protocol (Zhai et al., 2019; KMnP/vpt) in sizes and roles; the exact
-images differ from TFDS's, whose slicing order torchvision cannot reproduce.
+Split protocol. Offline suite and user folders: ``train800`` and ``val200`` are 800 and 200
+images drawn without overlap from the task's training pool by a permutation seeded with
+``split_seed``; ``train800val200`` is their union (800 + 200, in that order); ``test`` is the
+official test split or the held-out remainder. The same seed always gives the same images.
+VTAB-1k: the official definitions of google-research/task_adaptation (``data.vtab.official``),
+which are not seeded: every seed gives the same images (:attr:`Task.split_is_seeded` is False).
 
 Images are served as PIL RGB images at their native size; :func:`backbone_transform` resizes
 them to the backbone's square input size (bicubic, no crop, no augmentation) and normalises with
@@ -194,6 +194,12 @@ class Task(abc.ABC):
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def split_is_seeded(self) -> bool:
+        """Whether ``seed`` changes which images the splits hold (False: every seed repeats the
+        same draw, e.g. VTAB-1k's official splits)."""
+        return True
+
     def availability(self) -> tuple[bool, str]:
         """(True, "") when the data is here, else (False, how to get it)."""
         return True, ""
@@ -209,7 +215,8 @@ class Task(abc.ABC):
 
         Args:
             split: the split name.
-            seed: seed of the train800/val200 draw (recorded with every result).
+            seed: seed of the train800/val200 draw (recorded with every result); ignored by
+                tasks whose splits are fixed (:attr:`split_is_seeded` False).
             transform: per-image transform, e.g. :func:`backbone_transform`.
 
         Raises:

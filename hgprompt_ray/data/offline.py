@@ -13,13 +13,22 @@
 | dsprites-shape | generated dSprites, shape | 3 |
 | dsprites-scale | generated dSprites, scale | 6 |
 | count | generated CLEVR-style scenes, 3-10 objects (VTAB's CLEVR count) | 8 |
+| closest-distance | generated CLEVR-style scenes in perspective, distance bin of the closest object (VTAB's CLEVR closest-object distance) | 6 |
+| shape-azimuth | generated smallNORB-style 3-D solids, azimuth in 8 bins of 45 degrees (VTAB's smallNORB azimuth) | 8 |
+| shape-elevation | the same images, elevation in 6 bins of 10 degrees, 20-70 degrees (VTAB's smallNORB elevation) | 6 |
+| digits-mirror | the digits images, a fixed half of them mirrored left-right: upright or mirrored | 2 |
+| texture-blur | new patches of the textures images, Gaussian blur sigma 0, 1, 2 or 4 px (train/val and test regions as in textures) | 4 |
+| texture-contrast | new patches of the textures images, contrast scaled by 1, 1/2, 1/4 or 1/8 about the patch mean | 4 |
 | fashion-mnist | Debian ``dataset-fashion-mnist`` (60k + 10k), when installed | 10 |
 | fashion-coarse | the same, grouped into tops / trousers-dresses / footwear / bags | 4 |
 
 Generated pools hold 2,000 images (data seed fixed at 0, so the images never change), cached as
 ``.npz`` under ``$HGPROMPT_CACHE/data`` (written atomically). train800 and val200 are drawn from
 the pool by the split seed; test is the rest of the pool (at least 500 images), or the official
-test split for Fashion-MNIST.
+test split for Fashion-MNIST. The texture-blur and texture-contrast pools, like textures, keep
+their test patches (600 of the 2,000) apart: they are cut from the bottom third of each image.
+Tasks that relabel or re-cut the same images share an image set (``registry.IMAGE_SETS``), so
+none is ever a source for another.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +53,20 @@ from hgprompt_ray.data.base import (
     pool_split_indices,
     vtab_split_indices,
 )
-from hgprompt_ray.data.synthetic import render_counting, render_dsprites, sample_dsprites_factors
+from hgprompt_ray.data.shapes3d import render_shapes, sample_shape_factors
+from hgprompt_ray.data.synthetic import (
+    CLOSEST_BINS,
+    render_closest,
+    render_counting,
+    render_dsprites,
+    sample_dsprites_factors,
+)
+from hgprompt_ray.data.texture_patches import (
+    TEXTURE_LEVELS,
+    TEXTURE_SOURCES,
+    cut_degraded_patches,
+    cut_texture_patches,
+)
 from hgprompt_ray.paths import cache_root
 
 __all__ = ["FASHION_MNIST_ENV", "OFFLINE_TASKS", "offline_task"]
@@ -77,6 +101,15 @@ def _cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dic
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
     return arrays
+
+
+def _data_rng(name: str) -> np.random.Generator:
+    """The generator of pool ``name``'s images: seeded by the data seed and the name.
+
+    Never ``default_rng(_DATA_SEED)`` alone: its first permutation is the split draw's at split
+    seed 0, which would tie the labels to train800 (every mirrored digit in it, for one).
+    """
+    return np.random.default_rng([_DATA_SEED, zlib.crc32(name.encode())])
 
 
 class _PoolTask(Task):
@@ -117,6 +150,16 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
+def _digits_mirror() -> tuple[np.ndarray, np.ndarray]:
+    """The digits images, a fixed random half mirrored left-right; label 1 = mirrored."""
+    images, _ = _digits()
+    order = _data_rng("digits-mirror").permutation(len(images))
+    mirrored = np.zeros(len(images), dtype=np.int64)
+    mirrored[order[: len(images) // 2]] = 1
+    images = np.where(mirrored[:, None, None] == 1, images[:, :, ::-1], images)
+    return images, mirrored
+
+
 def _dsprites() -> dict[str, np.ndarray]:
     def build() -> dict[str, np.ndarray]:
         factors = sample_dsprites_factors(_POOL, np.random.default_rng(_DATA_SEED))
@@ -134,56 +177,56 @@ def _counting() -> dict[str, np.ndarray]:
     return _cached_arrays("count", build)
 
 
-_TEXTURE_SOURCES = ("brick", "grass", "gravel", "moon", "hubble_deep_field", "immunohistochemistry")
+def _closest() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        rng = _data_rng("closest-distance")
+        labels = rng.permutation(np.arange(_POOL) % CLOSEST_BINS)
+        return {"images": render_closest(labels, rng), "labels": labels}
+
+    return _cached_arrays("closest-distance", build)
+
+
+def _shapes() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        rng = _data_rng("shapes3d")
+        factors = sample_shape_factors(_POOL, rng)
+        return {"images": render_shapes(factors, rng), **factors._asdict()}
+
+    return _cached_arrays("shapes3d", build)
+
+
+def _array_pool(
+    arrays: Callable[[], dict[str, np.ndarray]], key: str
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """A pool of a cached generator's images, labelled by its array ``key``."""
+
+    def pool() -> tuple[np.ndarray, np.ndarray]:
+        stored = arrays()
+        return stored["images"], stored[key].astype(np.int64)
+
+    return pool
 
 
 def _textures() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        import skimage.data
-        from skimage.color import rgb2gray
-
-        rng = np.random.default_rng(_DATA_SEED)
-        patch = 64
-        out: dict[str, list[np.ndarray]] = {
-            "train_images": [],
-            "train_labels": [],
-            "test_images": [],
-            "test_labels": [],
-        }
-        for label, source in enumerate(_TEXTURE_SOURCES):
-            image = getattr(skimage.data, source)()
-            if image.ndim == 3:
-                image = np.round(rgb2gray(image[..., :3]) * 255).astype(np.uint8)
-            height, width = image.shape
-            cut = (2 * height) // 3  # train/val patches above, test patches below: no overlap
-            for part, (low, high, count) in {
-                "train": (0, cut - patch, 180),
-                "test": (cut, height - patch, 100),
-            }.items():
-                rows = rng.integers(low, high + 1, count)
-                cols = rng.integers(0, width - patch + 1, count)
-                for r, c in zip(rows, cols):
-                    out[f"{part}_images"].append(image[r : r + patch, c : c + patch])
-                    out[f"{part}_labels"].append(label)
-        return {key: np.asarray(value) for key, value in out.items()}
-
-    return _cached_arrays("textures", build)
+    return _cached_arrays("textures", lambda: cut_texture_patches(np.random.default_rng(_DATA_SEED)))
 
 
-class _TexturesTask(Task):
-    def __init__(self) -> None:
-        self.info = TaskInfo(
-            name="textures",
-            suite="offline",
-            num_classes=len(_TEXTURE_SOURCES),
-            class_names=_TEXTURE_SOURCES,
-            native_size=(64, 64),
-            description="which scikit-image texture a 64 px grey patch comes from",
-            source="scikit-image data (bundled images)",
-        )
+def _texture_levels(kind: str) -> dict[str, np.ndarray]:
+    """``_POOL`` new texture patches at 4 levels of ``kind`` (texture_patches.cut_degraded_patches)."""
+    return _cached_arrays(
+        f"texture-{kind}", lambda: cut_degraded_patches(kind, _POOL, _data_rng(f"texture-{kind}"))
+    )
+
+
+class _HeldOutTask(Task):
+    """A task with a training pool (train800 / val200 drawn from it) and a separate test set."""
+
+    def __init__(self, info: TaskInfo, arrays: Callable[[], dict[str, np.ndarray]]) -> None:
+        self.info = info
+        self._arrays = arrays
 
     def _split(self, split: str, seed: int) -> ImageSplit:
-        arrays = _textures()
+        arrays = self._arrays()
         if split == "test":
             return ArraySplit(arrays["test_images"], arrays["test_labels"])
         index = vtab_split_indices(len(arrays["train_labels"]), split, seed)
@@ -314,7 +357,15 @@ def _dsprites_pool(
     return pool
 
 
+def _texture_task(name: str, kind: str, description: str) -> Task:
+    classes = tuple(f"{kind}{level:g}" for level in TEXTURE_LEVELS[kind])
+    source = "scikit-image data (bundled images): new patches of the textures task's images"
+    info = TaskInfo(name, "offline", len(classes), classes, (64, 64), description, source)
+    return _HeldOutTask(info, partial(_texture_levels, kind))
+
+
 _DSPRITES_SOURCE = "generated (dSprites factors: 3 shapes, 6 scales, 40 orientations, 32 x 32 positions)"
+_SHAPES_SOURCE = "generated (smallNORB-style: 5 solids, per-axis stretch, azimuth, elevation, lighting)"
 _DIGIT_NAMES = tuple(str(i) for i in range(10))
 
 OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
@@ -339,7 +390,18 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
     ),
     "textile": lambda: _TextileTask("textile", coarse=False),
     "textile-defect": lambda: _TextileTask("textile-defect", coarse=True),
-    "textures": _TexturesTask,
+    "textures": lambda: _HeldOutTask(
+        TaskInfo(
+            "textures",
+            "offline",
+            len(TEXTURE_SOURCES),
+            TEXTURE_SOURCES,
+            (64, 64),
+            "which scikit-image texture a 64 px grey patch comes from",
+            "scikit-image data (bundled images)",
+        ),
+        _textures,
+    ),
     "dsprites-location": lambda: _pool_task(
         "dsprites-location",
         tuple(f"x{i}" for i in range(16)),
@@ -379,6 +441,44 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         "number of objects in a CLEVR-style scene (3-10)",
         "generated (CLEVR-style scenes)",
         _count_pool,
+    ),
+    "closest-distance": lambda: _pool_task(
+        "closest-distance",
+        tuple(f"d{i}" for i in range(CLOSEST_BINS)),
+        (64, 64),
+        "distance bin of the closest object in a CLEVR-style scene (0 = nearest)",
+        "generated (CLEVR-style scenes in perspective, 3-10 objects)",
+        _array_pool(_closest, "labels"),
+    ),
+    "shape-azimuth": lambda: _pool_task(
+        "shape-azimuth",
+        tuple(f"az{45 * i}" for i in range(8)),
+        (64, 64),
+        "azimuth of a shaded 3-D solid (8 bins of 45 degrees)",
+        _SHAPES_SOURCE,
+        _array_pool(_shapes, "azimuth"),
+    ),
+    "shape-elevation": lambda: _pool_task(
+        "shape-elevation",
+        tuple(f"el{20 + 10 * i}" for i in range(6)),
+        (64, 64),
+        "camera elevation over a shaded 3-D solid (6 bins of 10 degrees, 20-70)",
+        _SHAPES_SOURCE,
+        _array_pool(_shapes, "elevation"),
+    ),
+    "digits-mirror": lambda: _pool_task(
+        "digits-mirror",
+        ("upright", "mirrored"),
+        (8, 8),
+        "is a handwritten digit mirrored left-right",
+        "scikit-learn load_digits (a fixed half mirrored)",
+        _digits_mirror,
+    ),
+    "texture-blur": lambda: _texture_task(
+        "texture-blur", "blur", "Gaussian blur of a texture patch (sigma 0, 1, 2, 4 px)"
+    ),
+    "texture-contrast": lambda: _texture_task(
+        "texture-contrast", "contrast", "contrast of a texture patch (x1, 1/2, 1/4, 1/8 about its mean)"
     ),
     "fashion-mnist": lambda: _FashionTask("fashion-mnist", coarse=False),
     "fashion-coarse": lambda: _FashionTask("fashion-coarse", coarse=True),

@@ -25,6 +25,12 @@ IMAGE_SETS: dict[str, str] = {
     "dsprites-shape": "dsprites",
     "dsprites-scale": "dsprites",
     "count": "clevr-style-count",
+    "closest-distance": "clevr-style-closest",
+    "shape-azimuth": "smallnorb-style-shapes",
+    "shape-elevation": "smallnorb-style-shapes",
+    "digits-mirror": "sklearn-digits",  # the digits images, half of them mirrored
+    "texture-blur": "skimage-textures",  # new patches of the textures task's images
+    "texture-contrast": "skimage-textures",
     "fashion-mnist": "fashion-mnist",
     "fashion-coarse": "fashion-mnist",
     # VTAB-1k
@@ -45,8 +51,9 @@ IMAGE_SETS: dict[str, str] = {
 }
 """The image set every registered task draws its images from. Tasks that share one are the same
 images under other labels (digits / digits-parity / digits-high; every dsprites task, offline or
-VTAB; ...): a prompt trained on one has seen a target's images, so it is never a source of
-another (``related_tasks``; ``prompts.select_sources`` leaves them out). A test checks every
+VTAB; ...) or derived from them (digits-mirror flips half the digits; texture-blur and
+texture-contrast re-cut and degrade the textures images): a prompt trained on one has seen a
+target's images, so it is never a source of another (``related_tasks``; ``prompts.select_sources`` leaves them out). A test checks every
 registered task has an entry."""
 
 

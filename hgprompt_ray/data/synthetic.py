@@ -1,4 +1,4 @@
-"""Procedural image generators for the offline suite: dSprites-style sprites and CLEVR-style counts.
+"""Procedural image generators for the offline suite: dSprites-style sprites, CLEVR-style scenes.
 
 dSprites (Matthey et al., 2017) has five factors: shape (square, ellipse, heart), scale
 (6 values in [0.5, 1]), orientation (40 values in [0, 2 pi)), and x / y position (32 values each
@@ -9,7 +9,8 @@ supersampling). Factors are drawn uniformly and independently, as in dSprites.
 :func:`render_counting` draws CLEVR-style scenes: 3 to 10 non-overlapping objects (spheres,
 cubes, cylinders seen from above: shaded discs, squares, rounded squares) of random colour and
 size on a grey floor with a light gradient, at 64 x 64. Colours are saturated (HSV s >= 0.45)
-so every object stands out from the floor.
+so every object stands out from the floor. :func:`render_closest` puts the same objects in
+perspective, for VTAB's closest-object distance (see its docstring).
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
+    "CLOSEST_BINS",
     "DSPRITES_ORIENTATIONS",
     "DSPRITES_POSITIONS",
     "DSPRITES_SCALES",
     "DSPRITES_SHAPES",
     "DspritesFactors",
+    "closest_bin_rows",
+    "render_closest",
     "render_counting",
     "render_dsprites",
     "sample_dsprites_factors",
@@ -105,6 +109,29 @@ def _saturated_colour(rng: np.random.Generator) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
 
 
+def _draw_object(
+    canvas: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray],
+    centre: tuple[float, float],
+    radius: float,
+    kind: int,
+    colour: np.ndarray,
+) -> None:
+    """Paint one CLEVR-style object (0 sphere, 1 cube, 2 cylinder, seen from above) onto ``canvas``."""
+    yy, xx = grid
+    dx, dy = (xx - centre[0]) / radius, (yy - centre[1]) / radius
+    if kind == 0:  # sphere: shaded disc
+        mask = dx * dx + dy * dy <= 1.0
+        shade = 1.15 - 0.45 * np.clip((dx + 0.4) ** 2 + (dy + 0.4) ** 2, 0, 1)
+    elif kind == 1:  # cube seen from above
+        mask = np.maximum(np.abs(dx), np.abs(dy)) <= 0.85
+        shade = 1.0 - 0.2 * (dy > 0)
+    else:  # cylinder: rounded square
+        mask = np.abs(dx) ** 4 + np.abs(dy) ** 4 <= 0.7
+        shade = 1.05 - 0.25 * np.clip(dy, 0, 1)
+    canvas[mask] = np.clip(colour[None, :] * shade[mask][:, None], 0, 255)
+
+
 def render_counting(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """CLEVR-style scenes with ``counts[i]`` objects each, as uint8 RGB (N, 64, 64, 3).
 
@@ -123,18 +150,57 @@ def render_counting(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             cx, cy = rng.uniform(radius + 1, _SIZE - radius - 1, size=2)
             if all((cx - px) ** 2 + (cy - py) ** 2 > (radius + pr + 1.5) ** 2 for px, py, pr in placed):
                 placed.append((cx, cy, radius))
-                kind = rng.integers(0, 3)
-                colour = _saturated_colour(rng)
-                dx, dy = (xx - cx) / radius, (yy - cy) / radius
-                if kind == 0:  # sphere: shaded disc
-                    mask = dx * dx + dy * dy <= 1.0
-                    shade = 1.15 - 0.45 * np.clip((dx + 0.4) ** 2 + (dy + 0.4) ** 2, 0, 1)
-                elif kind == 1:  # cube seen from above
-                    mask = np.maximum(np.abs(dx), np.abs(dy)) <= 0.85
-                    shade = 1.0 - 0.2 * (dy > 0)
-                else:  # cylinder: rounded square
-                    mask = np.abs(dx) ** 4 + np.abs(dy) ** 4 <= 0.7
-                    shade = 1.05 - 0.25 * np.clip(dy, 0, 1)
-                canvas[mask] = np.clip(colour[None, :] * shade[mask][:, None], 0, 255)
+                kind = int(rng.integers(0, 3))
+                _draw_object(canvas, (yy, xx), (cx, cy), radius, kind, _saturated_colour(rng))
+        images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
+    return images
+
+
+CLOSEST_BINS = 6
+_HORIZON = -10.0  # image row of the horizon (above the image: the camera looks down at the floor)
+_FOCAL = 64.0  # px; world units are the camera height: a floor point at depth Z is at row H + f / Z
+_NEAREST_ROW, _FARTHEST_ROW = 62.0, 30.0  # the closest object's floor-contact row spans the bins
+_MIN_ROW = 10.0  # the farthest any object stands
+
+
+def closest_bin_rows(label: int) -> tuple[float, float]:
+    """The floor-contact rows (low, high) of distance bin ``label`` (0 = nearest); equal-width bands."""
+    width = (_NEAREST_ROW - _FARTHEST_ROW) / CLOSEST_BINS
+    return _NEAREST_ROW - (label + 1) * width, _NEAREST_ROW - label * width
+
+
+def render_closest(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """CLEVR-style scenes in perspective whose closest object lies in distance bin ``labels[i]``.
+
+    A pinhole camera one unit above the floor sees 3 to 10 objects (radius 0.10-0.16) standing
+    on it: an object at depth Z touches the floor at row ``horizon + f / Z`` and its image shrinks
+    as 1 / Z. The bins split the closest object's floor-contact row into 6 equal bands, bin 0 the
+    nearest (VTAB's CLEVR closest-object distance has 6 classes). Every other object stands
+    deeper by more than the two radii, so none touches it, and objects are painted far to near,
+    so the closest one is never hidden. The objects are the counting scenes' (:func:`render_counting`).
+
+    Shape:
+        labels: (N,) ints in [0, 6). returns: (N, 64, 64, 3) uint8.
+    """
+    yy, xx = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64) + 0.5
+    deepest = _FOCAL / (_MIN_ROW - _HORIZON)
+    images = np.empty((len(labels), _SIZE, _SIZE, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        floor = 110 + 25 * (yy / _SIZE) + rng.normal(0, 2, size=(_SIZE, _SIZE))
+        canvas = np.repeat(floor[:, :, None], 3, axis=2)
+        low, high = closest_bin_rows(int(label))
+        count = int(rng.integers(3, 11))
+        radii = rng.uniform(0.10, 0.16, count)
+        depths = np.empty(count)
+        depths[0] = _FOCAL / (rng.uniform(low, high) - _HORIZON)
+        for k in range(1, count):
+            nearest = depths[0] + radii[0] + radii[k]
+            depths[k] = rng.uniform(nearest, max(deepest, nearest + 0.1))
+        for k in np.argsort(-depths, kind="stable"):  # far to near
+            radius = radii[k] * _FOCAL / depths[k]
+            row = _HORIZON + _FOCAL / depths[k]
+            cx = rng.uniform(radius + 1, _SIZE - radius - 1)
+            kind = int(rng.integers(0, 3))
+            _draw_object(canvas, (yy, xx), (cx, row - radius), radius, kind, _saturated_colour(rng))
         images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
     return images

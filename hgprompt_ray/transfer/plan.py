@@ -269,6 +269,9 @@ def plan_evaluation(
                 "an ensemble needs at least 2. Fix: add prompts to the library."
             )
         tasks[target], sources[target] = task, usable
+        if "init-probe" in settings.protocols and settings.seeds > 1 and not task.split_is_seeded:
+            logger.warning("%s has fixed splits (%s): its %d init-probe seeds repeat one draw and will agree",
+                           target, getattr(task, "SPLIT_PROTOCOL", "not seeded"), settings.seeds)  # fmt: skip
     scaling_targets = tuple(targets[:1] if settings.scaling_targets is None else settings.scaling_targets)
     unknown = [t for t in scaling_targets if t not in targets]
     if unknown:

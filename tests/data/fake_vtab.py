@@ -1,7 +1,9 @@
 """Write small fake datasets in each VTAB dataset's real on-disk format.
 
 Every image is a constant colour that encodes its label (:func:`colour_of`), so a test can check
-that a loader pairs each image with the right label.
+that a loader pairs each image with the right label. The writers that know their files' order
+return ``{part: labels in file order}`` (parts as in ``OfficialSplits``); each writes enough
+images for the official slices (800 before the cut, 200 after it).
 """
 
 from __future__ import annotations
@@ -39,28 +41,38 @@ def _labels(count: int, classes: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, classes, count)
 
 
-def write_cifar100(root: Path, train: int = 1100, test: int = 60) -> None:
+def write_cifar100(root: Path, train: int = 2000, test: int = 60) -> dict[str, np.ndarray]:
     folder = root / "cifar-100-binary"
     folder.mkdir(parents=True)
+    written = {}
     for name, count, seed in (("train.bin", train, 0), ("test.bin", test, 1)):
         labels = _labels(count, 100, seed)
         pixels = _array(labels, 32).transpose(0, 3, 1, 2).reshape(count, -1)
         coarse = (labels // 5).astype(np.uint8)
         records = np.concatenate([coarse[:, None], labels.astype(np.uint8)[:, None], pixels], axis=1)
         records.astype(np.uint8).tofile(folder / name)
+        written[name.split(".")[0]] = labels
+    return written
 
 
-def write_svhn(root: Path, train: int = 1050, test: int = 40) -> None:
+def write_svhn(root: Path, train: int = 2000, test: int = 40) -> dict[str, np.ndarray]:
     from scipy.io import savemat
 
     root.mkdir(parents=True, exist_ok=True)
-    for name, count, seed in (("train_32x32.mat", train, 0), ("test_32x32.mat", test, 1)):
+    written = {}
+    for part, count, seed in (("train", train, 0), ("test", test, 1)):
         labels = _labels(count, 10, seed)
         stored = np.where(labels == 0, 10, labels)  # SVHN stores 0 as 10
-        savemat(root / name, {"X": _array(labels, 32).transpose(1, 2, 3, 0), "y": stored[:, None]})
+        savemat(
+            root / f"{part}_32x32.mat", {"X": _array(labels, 32).transpose(1, 2, 3, 0), "y": stored[:, None]}
+        )
+        written[part] = labels
+    return written
 
 
-def write_flowers102(root: Path, total: int = 1100) -> None:
+def write_flowers102(
+    root: Path, total: int = 1100, train: int = 820, val: int = 220
+) -> dict[str, np.ndarray]:
     from scipy.io import savemat
 
     folder = root / "flowers-102"
@@ -69,40 +81,54 @@ def write_flowers102(root: Path, total: int = 1100) -> None:
     for i, label in enumerate(labels, start=1):
         _image(int(label)).save(folder / "jpg" / f"image_{i:05d}.jpg")
     savemat(folder / "imagelabels.mat", {"labels": (labels + 1)[None, :]})
-    ids = np.arange(1, total + 1)
+    ids = np.random.default_rng(2).permutation(np.arange(1, total + 1))  # the lists are not sorted by id
+    lists = {"train": ids[:train], "validation": ids[train : train + val], "test": ids[train + val :]}
     savemat(
         folder / "setid.mat",
-        {"trnid": ids[None, :600], "valid": ids[None, 600:1020], "tstid": ids[None, 1020:]},
+        {"trnid": lists["train"][None], "valid": lists["validation"][None], "tstid": lists["test"][None]},
     )
+    return {part: labels[chosen - 1] for part, chosen in lists.items()}
 
 
-def write_dtd(root: Path, per_class: int = 40, classes: int = 47) -> None:
+def write_dtd(
+    root: Path, classes: int = 47, train: int = 18, val: int = 12, test: int = 10
+) -> dict[str, np.ndarray]:
+    """Per class: ``train`` images in train1.txt, ``val`` in val1.txt, ``test`` in test1.txt; each
+    list class by class, like the real one."""
     folder = root / "dtd" / "dtd"
     names = [f"texture{c:02d}" for c in range(classes)]
-    lines: dict[str, list[str]] = {"train1.txt": [], "val1.txt": [], "test1.txt": []}
+    files = {"train": "train1.txt", "validation": "val1.txt", "test": "test1.txt"}
+    lines: dict[str, list[str]] = {part: [] for part in files}
+    written: dict[str, list[int]] = {part: [] for part in files}
     for c, name in enumerate(names):
         (folder / "images" / name).mkdir(parents=True)
-        for i in range(per_class):
+        for i in range(train + val + test):
             file = f"{name}/{name}_{i:04d}.jpg"
             _image(c).save(folder / "images" / file)
-            lines[("train1.txt", "val1.txt", "test1.txt")[i % 3] if i < 36 else "train1.txt"].append(file)
+            part = "train" if i < train else "validation" if i < train + val else "test"
+            lines[part].append(file)
+            written[part].append(c)
     (folder / "labels").mkdir()
-    for name, entries in lines.items():
-        (folder / "labels" / name).write_text("\n".join(entries) + "\n")
+    for part, entries in lines.items():
+        (folder / "labels" / files[part]).write_text("\n".join(entries) + "\n")
+    return {part: np.array(labels) for part, labels in written.items()}
 
 
-def write_pets(root: Path, trainval: int = 1050, test: int = 40) -> None:
+def write_pets(root: Path, trainval: int = 1050, test: int = 40) -> dict[str, np.ndarray]:
     folder = root / "oxford-iiit-pet"
     (folder / "images").mkdir(parents=True)
     (folder / "annotations").mkdir()
     breeds = [f"Breed{c:02d}" for c in range(37)]
+    written = {}
     for name, count, seed in (("trainval.txt", trainval, 0), ("test.txt", test, 1)):
         rows = []
+        written["train" if seed == 0 else "test"] = _labels(count, 37, seed)
         for i, label in enumerate(_labels(count, 37, seed)):
             image_id = f"{breeds[label]}_{seed}{i}"
             _image(int(label)).save(folder / "images" / f"{image_id}.jpg")
             rows.append(f"{image_id} {label + 1} 1 1")
         (folder / "annotations" / name).write_text("\n".join(rows) + "\n")
+    return written
 
 
 def write_image_folder(folder: Path, names: list[str], per_class: int, prefix: str = "img") -> None:
@@ -112,7 +138,7 @@ def write_image_folder(folder: Path, names: list[str], per_class: int, prefix: s
             _image(c).save(folder / name / f"{prefix}_{i:04d}.jpg")
 
 
-def write_eurosat(root: Path) -> None:
+def write_eurosat(root: Path, per_class: int = 140) -> dict[str, np.ndarray]:
     names = [
         "AnnualCrop",
         "Forest",
@@ -125,10 +151,11 @@ def write_eurosat(root: Path) -> None:
         "River",
         "SeaLake",
     ]
-    write_image_folder(root / "eurosat" / "2750", names, per_class=130)
+    write_image_folder(root / "eurosat" / "2750", names, per_class=per_class)
+    return {"train": np.repeat(np.arange(len(names)), per_class)}  # torchvision: class folder by folder
 
 
-def write_caltech101(root: Path, classes: int = 35, per_class: int = 32) -> None:
+def write_caltech101(root: Path, classes: int = 68, per_class: int = 31) -> dict[str, np.ndarray]:
     folder = root / "caltech101" / "101_ObjectCategories"
     (folder / "BACKGROUND_Google").mkdir(parents=True)  # present in the real archive, not a class
     _image(99).save(folder / "BACKGROUND_Google" / "image_0001.jpg")
@@ -136,9 +163,10 @@ def write_caltech101(root: Path, classes: int = 35, per_class: int = 32) -> None
         (folder / f"cat{c:03d}").mkdir(parents=True)
         for i in range(1, per_class + 1):
             _image(c).save(folder / f"cat{c:03d}" / f"image_{i:04d}.jpg")
+    return {}  # the parts are a drawn partition: checked by the test itself
 
 
-def write_sun397(root: Path, classes: int = 25, per_class: int = 52) -> None:
+def write_sun397(root: Path, classes: int = 25, per_class: int = 80) -> dict[str, np.ndarray]:
     folder = root / "SUN397"
     names = [f"/{chr(97 + c % 26)}/scene{c:02d}" for c in range(classes)]
     folder.mkdir(parents=True)
@@ -147,26 +175,32 @@ def write_sun397(root: Path, classes: int = 25, per_class: int = 52) -> None:
         (folder / name[1:]).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             _image(c).save(folder / name[1:] / f"sun_{c:02d}{i:04d}.jpg")
+    return {}  # the parts are a partition (TFDS's lists or a drawn one): checked by the tests
 
 
-def write_pcam(root: Path, train: int = 1000, test: int = 30) -> None:
+def write_pcam(root: Path, train: int = 900, val: int = 210, test: int = 30) -> dict[str, np.ndarray]:
     import h5py
 
     folder = root / "pcam"
     folder.mkdir(parents=True)
-    for split, count, seed in (("train", train, 0), ("test", test, 1)):
+    written = {}
+    for split, count, seed in (("train", train, 0), ("valid", val, 2), ("test", test, 1)):
         labels = _labels(count, 2, seed)
         with h5py.File(folder / f"camelyonpatch_level_2_split_{split}_x.h5", "w") as handle:
             handle.create_dataset("x", data=_array(labels, 96), compression="gzip")
         with h5py.File(folder / f"camelyonpatch_level_2_split_{split}_y.h5", "w") as handle:
             handle.create_dataset("y", data=labels.astype(np.uint8).reshape(-1, 1, 1, 1))
+        written["validation" if split == "valid" else split] = labels
+    return written
 
 
-def write_clevr(root: Path, train: int = 1000, val: int = 30) -> None:
+def write_clevr(root: Path, train: int = 2000, val: int = 30) -> dict[str, np.ndarray]:
     base = root / "clevr" / "CLEVR_v1.0"
+    written = {}
     for split, count, seed in (("train", train, 0), ("val", val, 1)):
         (base / "images" / split).mkdir(parents=True)
         scenes = []
+        written["validation" if split == "val" else split] = _labels(count, 8, seed)
         for i, label in enumerate(_labels(count, 8, seed)):
             name = f"CLEVR_{split}_{i:06d}.png"
             _image(int(label)).save(base / "images" / split / name)
@@ -174,9 +208,10 @@ def write_clevr(root: Path, train: int = 1000, val: int = 30) -> None:
         (base / "scenes").mkdir(exist_ok=True)
         (base / "scenes" / f"CLEVR_{split}_scenes.json").write_text(json.dumps({"scenes": scenes}))
     (base / "images" / "test").mkdir()
+    return written
 
 
-def write_dsprites(root: Path, count: int = 1300) -> np.ndarray:
+def write_dsprites(root: Path, count: int = 2000) -> np.ndarray:
     rng = np.random.default_rng(0)
     classes = np.stack(
         [
@@ -211,7 +246,7 @@ def _norb_bytes(array: np.ndarray) -> bytes:
 
 
 def write_smallnorb(
-    root: Path, train: int = 1000, test: int = 30, gzipped: bool = False
+    root: Path, train: int = 1000, test: int = 400, gzipped: bool = False
 ) -> dict[str, np.ndarray]:
     folder = root / "smallnorb"
     folder.mkdir(parents=True)

@@ -4,6 +4,7 @@ target's sources never include a prompt trained on the same images under another
 from __future__ import annotations
 
 import pytest
+import torch
 
 from hgprompt_ray.data import IMAGE_SETS, image_set, list_tasks, related_tasks
 from hgprompt_ray.paths import DEFAULT_LIBRARY
@@ -16,11 +17,27 @@ def test_every_registered_task_records_its_image_set():
 
 
 def test_known_relabellings_are_related():
-    assert related_tasks("digits-parity") == ("digits", "digits-high")
+    assert related_tasks("digits-parity") == ("digits", "digits-high", "digits-mirror")
     assert set(related_tasks("dsprites-scale")) >= {"dsprites-location", "dsprites-orientation", "dsprites-shape"}
     assert "dsprites-loc" in related_tasks("dsprites-shape")  # the VTAB dSprites tasks are the same images
     assert related_tasks("textile-defect") == ("textile",)
     assert related_tasks("count") == ()
+
+
+def test_the_structured_targets_declare_their_image_sets():
+    # digits-mirror is the digits images with half of them flipped: related both ways
+    assert related_tasks("digits-mirror") == ("digits", "digits-high", "digits-parity")
+    for name in ("digits", "digits-high", "digits-parity"):
+        assert "digits-mirror" in related_tasks(name)
+    # two labellings of the same rendered solids, and not VTAB's smallNORB photographs
+    assert related_tasks("shape-azimuth") == ("shape-elevation",)
+    assert related_tasks("shape-elevation") == ("shape-azimuth",)
+    # new patches cut from the textures task's images
+    assert related_tasks("texture-blur") == ("texture-contrast", "textures")
+    assert related_tasks("texture-contrast") == ("texture-blur", "textures")
+    assert {"texture-blur", "texture-contrast"} <= set(related_tasks("textures"))
+    # new scenes: the count renderer's objects, not its images
+    assert related_tasks("closest-distance") == ()
 
 
 @pytest.mark.parametrize("target", list_tasks("offline"))
@@ -36,6 +53,20 @@ def test_no_offline_target_gets_a_source_on_its_own_images(target):
         assert image_set(record.source_task) != targets_images, (target, record.name)
     dropped = {r.name for r in library.records() if image_set(r.source_task) == targets_images}
     assert dropped <= set(selection.left_out)
+
+
+def test_no_offline_task_is_a_source_for_a_target_on_its_images(tmp_path):
+    """Both directions, the new tasks included: a library with a prompt from every offline task."""
+    library = PromptLibrary(tmp_path / "lib", create=True)
+    for name in list_tasks("offline"):
+        library.add(name, torch.zeros(2, 8), source_task=name, backbone="b", img_size=32)
+    for target in list_tasks("offline"):
+        selection = select_sources(library, target, related=related_tasks(target))
+        chosen = {record.source_task for record in selection.records}
+        assert not chosen & {name for name in IMAGE_SETS if image_set(name) == image_set(target)}, target
+        assert set(selection.left_out) == {target, *related_tasks(target)} & set(library.names)
+    selection = select_sources(library, "digits", related=related_tasks("digits"))
+    assert {"digits-mirror", "digits-parity"} <= set(selection.left_out)
 
 
 def test_the_search_plan_leaves_related_sources_out(tmp_path):

@@ -9,12 +9,26 @@ import numpy as np
 import pytest
 import torch
 
-from hgprompt_ray.data import TaskUnavailableError, backbone_transform, get_task, list_tasks
+from hgprompt_ray.data import TaskUnavailableError, backbone_transform, get_task, list_tasks, offline
 from hgprompt_ray.data.offline import FASHION_MNIST_ENV, OFFLINE_TASKS, read_idx
-from hgprompt_ray.data.synthetic import render_counting, render_dsprites, sample_dsprites_factors
-from hgprompt_ray.paths import cache_root
+from hgprompt_ray.data.synthetic import (
+    closest_bin_rows,
+    render_closest,
+    render_counting,
+    render_dsprites,
+    sample_dsprites_factors,
+)
+from hgprompt_ray.paths import CACHE_ENV, cache_root
 
 PIP_ONLY = [name for name in OFFLINE_TASKS if not name.startswith("fashion")]
+STRUCTURED = {  # the VTAB-structured-style targets and their class counts
+    "closest-distance": 6,
+    "shape-azimuth": 8,
+    "shape-elevation": 6,
+    "digits-mirror": 2,
+    "texture-blur": 4,
+    "texture-contrast": 4,
+}
 
 
 def test_suite_has_at_least_ten_pip_only_tasks():
@@ -31,11 +45,83 @@ def test_splits_have_vtab_sizes_and_do_not_overlap(name):
     assert set(np.unique(train.labels)) <= set(range(task.info.num_classes))
     assert len(np.unique(train.labels)) == task.info.num_classes  # every class is seen in training
     train_pixels = {np.asarray(train.image(i)).tobytes() for i in range(0, 800, 7)}
-    if name not in ("digits", "digits-parity", "digits-high", "dsprites-shape", "dsprites-scale"):
+    if name not in (
+        "digits",
+        "digits-parity",
+        "digits-high",
+        "digits-mirror",
+        "dsprites-shape",
+        "dsprites-scale",
+    ):
         # (tiny 8 px digits and coarse sprites can repeat exactly; the others must not leak)
         assert not train_pixels & {np.asarray(test.image(i)).tobytes() for i in range(0, len(test), 5)}
     image, label = train[0]
     assert image.mode == "RGB" and isinstance(label, int)
+
+
+@pytest.mark.parametrize("name", STRUCTURED)
+def test_structured_tasks_have_every_class_in_every_split(name):
+    task = get_task(name)
+    assert task.info.num_classes == len(task.info.class_names) == STRUCTURED[name]
+    assert task.info.description and task.info.source and task.info.native_size in ((64, 64), (8, 8))
+    classes = np.arange(STRUCTURED[name])
+    for split in ("train800", "val200", "test"):
+        counts = np.bincount(task.split(split).labels, minlength=len(classes))
+        assert len(counts) == len(classes) and counts.min() > 0, (split, counts)
+        assert counts.min() >= 0.4 * counts.mean(), (split, counts)  # roughly balanced
+
+
+_BUILDERS = {  # each generated image set once: name -> its images, built from _DATA_SEED
+    "closest-distance": lambda: offline._closest()["images"],
+    "shape-azimuth": lambda: offline._shapes()["images"],
+    "digits-mirror": lambda: offline._digits_mirror()[0],
+    "texture-blur": lambda: offline._texture_levels("blur")["train_images"],
+    "texture-contrast": lambda: offline._texture_levels("contrast")["test_images"],
+}
+
+
+@pytest.mark.parametrize("name", _BUILDERS)
+def test_structured_images_are_a_function_of_the_data_seed(name, tmp_path, monkeypatch):
+    monkeypatch.setattr(offline, "_POOL", 60)  # small pools, built afresh in empty caches
+    built = []
+    for seed, cache in ((0, "a"), (0, "b"), (1, "c")):
+        monkeypatch.setattr(offline, "_DATA_SEED", seed)
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / cache))
+        built.append(_BUILDERS[name]())
+    first, again, other = built
+    assert first.dtype == np.uint8 and first.shape[1:3] in ((64, 64), (8, 8))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)  # (digits-mirror: another half is mirrored)
+
+
+def test_digits_mirror_flips_exactly_the_mirrored_half():
+    digits, _ = offline._digits()
+    images, mirrored = offline._digits_mirror()
+    assert abs(int(mirrored.sum()) - len(mirrored) // 2) <= 1
+    np.testing.assert_array_equal(images[mirrored == 1], digits[mirrored == 1][:, :, ::-1])
+    np.testing.assert_array_equal(images[mirrored == 0], digits[mirrored == 0])
+
+
+def test_shape_azimuth_and_elevation_label_the_same_images():
+    azimuth, elevation = get_task("shape-azimuth").split("test"), get_task("shape-elevation").split("test")
+    np.testing.assert_array_equal(azimuth.images, elevation.images)
+    stored = offline._shapes()
+    assert np.all(np.abs(stored["azimuth_deg"] - 45.0 * stored["azimuth"]) <= 45.0 / 2)
+    assert np.all(np.abs(stored["elevation_deg"] - (20.0 + 10.0 * stored["elevation"])) <= 5.0)
+
+
+def test_closest_object_stands_in_its_distance_bin():
+    labels = np.repeat(np.arange(6), 3)
+    images = render_closest(labels, np.random.default_rng(3))
+    assert images.shape == (18, 64, 64, 3) and images.dtype == np.uint8
+    bottoms = []
+    for image, label in zip(images, labels):
+        saturated = image.max(axis=2).astype(int) - image.min(axis=2).astype(int) > 25  # the floor is grey
+        bottom = np.flatnonzero(saturated.any(axis=1)).max() + 1  # lowest object pixel's lower edge
+        low, high = closest_bin_rows(int(label))
+        assert low - 2.5 <= bottom <= high + 1, (label, bottom, low, high)  # a cube ends 0.15 r above
+        bottoms.append(bottom)
+    assert np.all(np.diff(np.array(bottoms).reshape(6, 3).mean(axis=1)) < 0)  # nearer bins sit lower
 
 
 def test_splits_are_deterministic_for_a_seed():

@@ -1,8 +1,9 @@
 """Readers (and downloaders) of the VTAB datasets torchvision has no reader for, or one that
 unpickles: CIFAR-100 (binary version), SVHN, Flowers102, dSprites and smallNORB.
 
-Each ``*_read(root, part)`` returns the :data:`Pool` of ``part`` (``"pool"`` or ``"test"``);
-each ``*_fetch(root)`` downloads the files into ``root``.
+Each ``*_read(root, part)`` returns the :data:`Pool` of ``part``, the files standing for one TFDS
+split (``"train"``, ``"validation"`` or ``"test"``), in file order; each ``*_fetch(root)``
+downloads the files into ``root``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from hgprompt_ray.data.base import ArraySplit
-from hgprompt_ray.data.vtab.task import Pool, _seeded_partition
+from hgprompt_ray.data.vtab.task import Pool
 
 __all__ = ["read_norb"]
 
@@ -24,7 +25,7 @@ __all__ = ["read_norb"]
 # ------------------------------------------------------------------------------------------- CIFAR-100
 def _cifar_read(root: Path, part: str) -> Pool:
     folder = root / "cifar-100-binary"
-    raw = np.fromfile(folder / ("train.bin" if part == "pool" else "test.bin"), dtype=np.uint8)
+    raw = np.fromfile(folder / {"train": "train.bin", "test": "test.bin"}[part], dtype=np.uint8)
     record = 2 + 3 * 32 * 32
     if raw.size % record:
         raise ValueError(f"{folder}: file size is not a multiple of the {record}-byte CIFAR-100 record")
@@ -44,7 +45,7 @@ def _cifar_fetch(root: Path) -> None:
 def _svhn_read(root: Path, part: str) -> Pool:
     from scipy.io import loadmat
 
-    mat = loadmat(root / ("train_32x32.mat" if part == "pool" else "test_32x32.mat"))
+    mat = loadmat(root / {"train": "train_32x32.mat", "test": "test_32x32.mat"}[part])
     images = np.ascontiguousarray(mat["X"].transpose(3, 0, 1, 2))
     labels = mat["y"].reshape(-1).astype(np.int64) % 10  # SVHN stores the digit 0 as 10
     split = ArraySplit(images, labels)
@@ -64,13 +65,9 @@ def _flowers_read(root: Path, part: str) -> Pool:
 
     folder = root / "flowers-102"
     labels = loadmat(folder / "imagelabels.mat")["labels"].reshape(-1).astype(np.int64) - 1
-    setid = loadmat(folder / "setid.mat")
-    ids = (
-        np.concatenate([setid["trnid"].reshape(-1), setid["valid"].reshape(-1)])
-        if part == "pool"
-        else (setid["tstid"].reshape(-1))
-    )
-    ids = ids.astype(np.int64)
+    # TFDS's train / validation / test are setid.mat's trnid / valid / tstid (TFDS oxford_flowers102).
+    key = {"train": "trnid", "validation": "valid", "test": "tstid"}[part]
+    ids = loadmat(folder / "setid.mat")[key].reshape(-1).astype(np.int64)
     return (lambda i: Image.open(folder / "jpg" / f"image_{ids[i]:05d}.jpg")), labels[ids - 1]
 
 
@@ -86,16 +83,16 @@ _DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 
 def _dsprites_reader(factor: str) -> Callable[[Path, str], Pool]:
     def read(root: Path, part: str) -> Pool:
+        if part != "train":  # TFDS dsprites has one split, "train": all 737,280 images
+            raise KeyError(part)
         with np.load(root / "dsprites" / _DSPRITES_FILE, allow_pickle=False) as archive:
             classes = archive["latents_classes"]  # (N, 6): color, shape, scale, orientation, x, y
-            index = _seeded_partition(len(classes), part)
-            images = archive["imgs"][index]
+            images = archive["imgs"]  # (N, 64, 64) of 0/1, kept as is (3 GB for the real file)
         if factor == "location":
-            labels = classes[index, 4] // 2
+            labels = classes[:, 4] // 2
         else:
-            labels = (classes[index, 3] * 16) // 40
-        split = ArraySplit((images * 255).astype(np.uint8), labels.astype(np.int64))
-        return split.image, split.labels
+            labels = (classes[:, 3] * 16) // 40
+        return (lambda i: Image.fromarray(images[i] * np.uint8(255))), labels.astype(np.int64)
 
     return read
 
@@ -111,7 +108,7 @@ def _dsprites_fetch(root: Path) -> None:
 # ------------------------------------------------------------------------------------------- smallNORB
 _NORB_MAGIC = {0x1E3D4C55: np.uint8, 0x1E3D4C54: np.int32}
 _NORB_STEM = {
-    "pool": "smallnorb-5x46789x9x18x6x2x96x96-training",
+    "train": "smallnorb-5x46789x9x18x6x2x96x96-training",
     "test": "smallnorb-5x01235x9x18x6x2x96x96-testing",
 }
 

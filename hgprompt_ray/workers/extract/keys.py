@@ -39,11 +39,13 @@ def backbone_fingerprint(backbone: torch.nn.Module) -> str:
 
 
 def target_fingerprint(task: Task, split_seed: int) -> str:
-    """The target's identity: its registry name, or for folders/CSVs the exact split (files,
-    labels, sizes and modification times), so editing the data changes every cache key."""
+    """The target's identity: its registry name (with its split protocol where it has one: VTAB's
+    official task_adaptation splits), or for folders/CSVs the exact split (files, labels, sizes
+    and modification times), so editing the data changes every cache key."""
     describe = getattr(task, "describe_splits", None)
     if describe is None:
-        return f"task:{task.name}"
+        protocol = getattr(task, "SPLIT_PROTOCOL", None)
+        return f"task:{task.name}" if protocol is None else f"task:{task.name}@{protocol}"
     description = describe(split_seed)
     files = []
     for rows in description["splits"].values():
