@@ -184,7 +184,9 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
         probe=probe,
         probe_positions=positions,
         evaluations=plan.settings.search_trials,
-    )
+        search_subset=() if found is None else tuple(sources.index(s) for s in found.best.get("subset") or ()
+                                                     if s in sources),
+    )  # fmt: skip
     return inputs, found
 
 

@@ -432,7 +432,9 @@ def _protocol_section(output: Path, frame: pd.DataFrame, protocol: str, labels: 
             "separates weightings only where p is small (< 0.01 with >= 5 seeds).\n\n" + markdown(informative, ".3g")
         )
     if not ablation.isna().all().all() and (ablation != "-").any().any():
-        parts.append(f"### Ablation ({protocol}; initial-prompt weights; test top-1 %)\n\n{markdown(ablation)}")
+        parts.append(f"### Ablation ({protocol}; test top-1 %)\n\nThe four objectives on the same sources: the subset "
+                     "that the HGPrompt search's best trial chose, weighted uniformly, by argmax H, by argmin L_align "
+                     f"and by the search's alpha; only the objective differs between rows.\n\n{markdown(ablation)}")  # fmt: skip
     return "\n\n".join(parts), display
 
 

@@ -96,7 +96,12 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert list(spearman.index) == ["data", "Average"] and "HGPrompt" in spearman.columns
         assert "## Scaling with the number of sources" in report
         ablation = pd.read_csv(out / "ablation.csv", index_col=0)
-        assert list(ablation.index) == ["neither (uniform)", "H-ensemble (= H only)", "alignment only", "both (HGPrompt)"]
+        assert list(ablation.index) == ["neither (uniform)", "H only", "alignment only", "both (HGPrompt)"]
+        subset = [weights["sources"].index(s) for s in search["subset"]]  # the ablation's rows: one subset
+        for method in ("search-uniform", "search-h-only", "align-only"):
+            alpha = weights["methods"][method]
+            assert all(alpha[i] == 0 for i in range(3) if i not in subset), method
+        assert weights["methods"]["search-uniform"] == [1 / len(subset) if i in subset else 0 for i in range(3)]
         for image in ("scaling.png", "tsne.png", "weights_data.png", "learning_curve.png"):
             with Image.open(out / image) as png:
                 assert png.format == "PNG" and png.width > 200

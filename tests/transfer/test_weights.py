@@ -88,3 +88,24 @@ def test_h_ensemble_maximises_h_of_the_weighted_feature_sum():
     assert max(ensemble_h_score(statistics.train, g) for g in grid) <= best + 1e-9
     assert np.isclose(alpha.sum(), 1) and (alpha >= 0).all()
     assert np.allclose(alpha, h_only_weights(statistics))  # one method: "H-ensemble (= H only)"
+
+
+def test_the_ablation_solves_every_objective_on_the_search_subset():
+    """The ablation's rows share the search's subset: zeros outside it, and on it the same solver
+    as over every source restricted to those prompts."""
+    from hgprompt_ray.transfer.methods import get_method
+
+    statistics = _statistics(seed=3)
+    inputs = WeightingInputs(statistics.prompts, torch.zeros(3, 1, 6), {}, statistics, search_subset=(0, 2))
+    part = inputs.subset([0, 2], None)
+    uniform = get_method("search-uniform").weights(inputs, 0)
+    h_only = get_method("search-h-only").weights(inputs, 0)
+    align = get_method("align-only").weights(inputs, 0)
+    assert uniform.tolist() == [0.5, 0.0, 0.5]
+    assert h_only[1] == 0 and np.allclose(h_only[[0, 2]], h_only_weights(part.statistics))
+    assert align[1] == 0 and np.allclose(align[[0, 2]], alignment_only_weights(part.statistics))
+    assert not np.allclose(h_only, h_ensemble_weights(inputs))  # over every source it is H-ensemble, another row
+    fallback = WeightingInputs(statistics.prompts, torch.zeros(3, 1, 6), {}, statistics, np.array([0.6, 0.0, 0.4]))
+    assert fallback.search_positions() == [0, 2]  # without the search's subset: its positive weights
+    with pytest.raises(InvalidValueError, match="search_subset"):
+        WeightingInputs(statistics.prompts, torch.zeros(3, 1, 6), {}, statistics).search_positions()

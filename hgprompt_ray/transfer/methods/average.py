@@ -25,7 +25,6 @@ METHOD = register_method(
         trains_text="prompt + head (from P0 = mean of the sources)",
         reads=("sources",),
         weights=average_weights,
-        ablation_row="neither (uniform)",
         scaling=True,
         tsne=True,
         order=50,

@@ -34,7 +34,6 @@ METHOD = register_method(
         trains_text="prompt + head (from argmax H of the weighted feature sum)",
         reads=("train800", "sources"),
         weights=h_ensemble_weights,
-        ablation_row="H-ensemble (= H only)",
         needs=("search",),
         order=54,
     )

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from hgprompt_ray.errors import InvalidValueError, invalid_value
+
 __all__ = ["WeightingInputs"]
 
 
@@ -33,6 +35,8 @@ class WeightingInputs(NamedTuple):
         probe: the search's ``ProbeData`` (train800 / val200 images) or an ObjectRef of it, or None.
         probe_positions: positions of ``sources`` in ``probe.prompts``.
         evaluations: the black-box weighting's budget: the HGPrompt search's number of trials.
+        search_subset: positions in ``sources`` of the subset the search's best trial chose (the
+            ablation's four objectives are all solved on it); empty: the positive ``search_weights``.
     """
 
     sources: tuple[str, ...]
@@ -44,6 +48,25 @@ class WeightingInputs(NamedTuple):
     probe: Any = None
     probe_positions: tuple[int, ...] = ()
     evaluations: int = 32
+    search_subset: tuple[int, ...] = ()
+
+    def search_positions(self) -> list[int]:
+        """Positions of the search's chosen subset in ``sources`` (see ``search_subset``)."""
+        if self.search_subset:
+            return list(self.search_subset)
+        if self.search_weights is not None:
+            return [int(i) for i in np.flatnonzero(np.asarray(self.search_weights) > 0)]
+        raise InvalidValueError(
+            invalid_value("search_subset", (), "is required (no search was run)", "Run the HGPrompt search first.")
+        )
+
+    def on_search_subset(self, solve: Any) -> np.ndarray:
+        """``solve(inputs restricted to the search's subset)`` -> weights over the subset, scattered
+        into a (K,) alpha with zeros outside it."""
+        index = self.search_positions()
+        alpha = np.zeros(len(self.sources))
+        alpha[index] = np.asarray(solve(self.subset(index, None)), dtype=np.float64)
+        return alpha
 
     def subset(self, index: Sequence[int], search_weights: np.ndarray | None) -> WeightingInputs:
         """The inputs restricted to the sources at ``index`` (the scaling curve's subsets)."""
@@ -60,9 +83,11 @@ class WeightingInputs(NamedTuple):
         return self._replace(
             sources=tuple(self.sources[i] for i in index),
             prompts=self.prompts[index],
-            zero_shot_val={self.sources[i]: self.zero_shot_val[self.sources[i]] for i in index},
+            zero_shot_val={self.sources[i]: self.zero_shot_val[self.sources[i]] for i in index
+                           if self.sources[i] in self.zero_shot_val},  # fmt: skip
             statistics=statistics,
             search_weights=search_weights,
             spot_similarities={s: np.asarray(v)[index] for s, v in self.spot_similarities.items()},
             probe_positions=tuple(self.probe_positions[i] for i in index) if self.probe_positions else (),
+            search_subset=(),
         )

@@ -26,6 +26,7 @@ from hgprompt_ray.transfer.plan import EvaluationSettings
 PAPER_BASELINES = {  # the paper's 11 comparisons, VPT's transfer types and this project's extras
     "linear-probe", "full", "partial", "mlp", "bias", "adapter", "sidetune", "vpt", "average", "single-best",
     "spot-best", "spot-weighted", "h-ensemble", "attempt", "panda", "cma-es", "hgprompt", "align-only",
+    "search-uniform", "search-h-only",  # the ablation's rows on the search's subset
 }  # fmt: skip
 
 
@@ -50,9 +51,11 @@ def test_declarations():
             assert method.protocols == ("tuned",) and method.build is not None
     assert get_method("h-ensemble").label == "H-ensemble (= H only)"
     assert "h-only" not in method_names()  # H only is H-ensemble: one method, shown once
-    assert [m.name for m in registered(table="ablation")] == ["align-only"]
-    assert {m.ablation_row for m in registered() if m.ablation_row} == {
-        "neither (uniform)", "H-ensemble (= H only)", "alignment only", "both (HGPrompt)"}  # fmt: skip
+    assert [m.name for m in registered(table="ablation")] == ["search-uniform", "search-h-only", "align-only"]
+    # the four objectives of the same search over the same sources (the search's subset), in this order
+    assert [m.ablation_row for m in registered() if m.ablation_row] == [
+        "neither (uniform)", "H only", "alignment only", "both (HGPrompt)"]  # fmt: skip
+    assert all("search" in m.needs for m in registered() if m.ablation_row)
 
 
 def test_bad_declarations_are_refused():
