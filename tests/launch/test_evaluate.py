@@ -24,7 +24,8 @@ def _argv(config, out, *extra):
         "--prompts", config.library,
         "--output", str(out),
         "--seeds", "2",
-        "--epochs", "2",
+        "--epochs", "1",
+        "--max-steps", "3",  # a few steps per fit: the test checks the plumbing, not convergence
         "--lr-scales", "1",
         "--base-lr", "0.4",
         "--max-test", "60",
@@ -75,7 +76,7 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert weights["methods"]["hgprompt"] == [search["alpha"][s] for s in weights["sources"]]
         recorded = json.loads((out / "runs" / "data" / "hgprompt" / "seed1.json").read_text())
         assert recorded["job"]["weights"] == weights["methods"]["hgprompt"]
-        assert recorded["epochs"] in (1, 2) and recorded["lr_scale"] == 1 and recorded["num_test"] == 60
+        assert 0 < recorded["epochs"] <= 1 and recorded["lr_scale"] == 1 and recorded["num_test"] == 60
         assert recorded["trainable_parameters"] == 4 * EMBED_DIM + 2 * EMBED_DIM + 2
         full = json.loads((out / "runs" / "data" / "full" / "seed0.json").read_text())
         assert full["trainable_parameters"] > 300_000 and full["precision"] in ("bf16", "fp32")
@@ -136,7 +137,7 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
         assert main(["--report-only", "--output", str(out)]) == 0
         capsys.readouterr()
-        assert main([*argv, "--epochs", "3"]) == 2  # another budget: refused, kept
+        assert main([*argv, "--epochs", "2"]) == 2  # another budget: refused, kept
         assert "holds an evaluation with another budget" in capsys.readouterr().err
         assert main([*argv, "--partial-k", "2"]) == 2  # a method's setting is budget too
         capsys.readouterr()

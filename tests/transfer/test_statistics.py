@@ -10,14 +10,8 @@ import pytest
 import scipy.stats
 
 from hgprompt_ray.errors import InvalidValueError
-from hgprompt_ray.transfer.statistics import (
-    format_ci,
-    mean_ci,
-    one_way_anova,
-    paired_differences,
-    spearman_ci,
-    win_tie_loss,
-)
+from hgprompt_ray.transfer.statistics import format_ci, mean_ci, paired_differences, win_tie_loss
+from hgprompt_ray.transfer.target_statistics import one_way_anova, spearman_ci
 
 TARGETS = ("cifar", "dtd", "pets")
 SEEDS = (0, 1, 2, 3, 4)
