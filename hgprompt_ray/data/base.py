@@ -208,6 +208,18 @@ class Task(abc.ABC):
     def _split(self, split: str, seed: int) -> ImageSplit:
         """Build a split (name already validated, data available)."""
 
+    def require_available(self, split: str) -> None:
+        """Check ``split``'s name and that the data is here.
+
+        Raises:
+            InvalidValueError: an unknown split name.
+            TaskUnavailableError: the data is not on this machine (the message says how to get it).
+        """
+        check_split(split)
+        available, reason = self.availability()
+        if not available:
+            raise TaskUnavailableError(f"Task {self.name!r} is not available here: {reason}")
+
     def split(
         self, split: str, *, seed: int = 0, transform: Callable[[Image.Image], Any] | None = None
     ) -> ImageSplit:
@@ -222,9 +234,6 @@ class Task(abc.ABC):
         Raises:
             TaskUnavailableError: the data is not on this machine (the message says how to get it).
         """
-        check_split(split)
-        available, reason = self.availability()
-        if not available:
-            raise TaskUnavailableError(f"Task {self.name!r} is not available here: {reason}")
+        self.require_available(split)
         result = self._split(split, seed)
         return result.with_transform(transform) if transform is not None else result

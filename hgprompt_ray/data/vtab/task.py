@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hgprompt_ray.data.base import ImageSplit, Task, TaskInfo, TaskUnavailableError, check_split
+from hgprompt_ray.data.base import ImageSplit, Task, TaskInfo
 from hgprompt_ray.data.vtab.official import OfficialSplits, part_order
 
 __all__ = ["DATA_ENV", "Pool", "VtabTask", "default_data_root"]
@@ -122,10 +122,7 @@ class VtabTask(Task):
         Raises:
             TaskUnavailableError: the data is not on this machine (the message says how to get it).
         """
-        check_split(split)
-        available, reason = self.availability()
-        if not available:
-            raise TaskUnavailableError(f"Task {self.name!r} is not available here: {reason}")
+        self.require_available(split)
         return self._sources(split)
 
     def _sources(self, split: str) -> tuple[tuple[str, np.ndarray], ...]:
