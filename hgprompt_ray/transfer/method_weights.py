@@ -215,18 +215,23 @@ def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str
 
     name, tag = plan.target_name(target), split_tag(plan, target, seed)
     path = plan.output / "weights" / f"{tag}.json"
+    settings = plan.settings
+    methods = [get_method(m) for m in settings.all_methods if get_method(m).weights is not None]
+    if seed:  # only the init-probe runs of this seed read this entry
+        methods = [m for m in methods if "init-probe" in m.protocols]
     if path.is_file():
         import json
 
-        return dict(json.loads(path.read_text()))
-    settings = plan.settings
+        cached = dict(json.loads(path.read_text()))
+        missing = sorted({m.name for m in methods} - set(cached["methods"]) - set(cached.get("per_seed", {})))
+        if not missing:
+            return cached
+        # a method registered after this entry was written (the search and SPoT resume from disk)
+        logger.info("%s lacks %s (registered after it was written): recomputing it", path, ", ".join(missing))
     if seed:
         transfer = dataclasses.replace(plan.transfer, split_seed=plan.transfer.split_seed + seed)
         plan = dataclasses.replace(plan, transfer=transfer)
     sources = list(plan.sources[target])
-    methods = [get_method(m) for m in settings.all_methods if get_method(m).weights is not None]
-    if seed:  # only the init-probe runs of this seed read this entry
-        methods = [m for m in methods if "init-probe" in m.protocols]
     in_scaling = target in plan.scaling_targets and seed < settings.scaling_seeds
     scaling = [m for m in methods if m.scaling] if in_scaling else []
     needs = {n for m in methods for n in m.needs}

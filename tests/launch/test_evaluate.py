@@ -132,9 +132,17 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert probe_table.loc["HGPrompt", "Fit"] == "probe on P0's features"
 
         (out / "runs" / "data" / "attempt" / "seed0.json").unlink()  # a run lost (e.g. killed job)
+        # weights written before a method was registered (a resumed evaluation after the registry
+        # grew): that method's weights are computed, the search resumes without a new trial
+        stale = {**weights, "methods": {k: v for k, v in weights["methods"].items() if k != "search-uniform"}}
+        (out / "weights" / "data.json").write_text(json.dumps(stale))
+        (out / "runs" / "data" / "search-uniform" / "seed0.json").unlink()
+        trials = pd.read_csv(out / "searches" / "data" / "trials.csv")
         assert main(argv) == 0
-        assert f"(1 runs this time, {runs} in all)" in capsys.readouterr().out
+        assert f"(2 runs this time, {runs} in all)" in capsys.readouterr().out
         assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
+        assert json.loads((out / "weights" / "data.json").read_text())["methods"] == weights["methods"]
+        pd.testing.assert_frame_equal(pd.read_csv(out / "searches" / "data" / "trials.csv"), trials)
         assert main(["--report-only", "--output", str(out)]) == 0
         capsys.readouterr()
         assert main([*argv, "--epochs", "2"]) == 2  # another budget: refused, kept
