@@ -106,3 +106,22 @@ def start_ray(args: argparse.Namespace, log_file: Path | None = None) -> Any:
             flush=True,
         )
     return context
+
+
+def describe_machine() -> str:
+    """The cluster this driver runs on, for reports: CPU model, Ray's CPUs and GPUs, torch version."""
+    import platform
+
+    import ray
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
+                 if line.startswith("model name")]  # fmt: skip
+        model = names[0] if names else model
+    resources = ray.cluster_resources() if ray.is_initialized() else {}
+    gpus = int(resources.get("GPU", 0))
+    gpu = f", {gpus} GPU ({torch.cuda.get_device_name(0)})" if gpus and torch.cuda.is_available() else f", {gpus} GPU"
+    return f"{model}; Ray: {int(resources.get('CPU', 0))} CPUs{gpu}; torch {torch.__version__}"

@@ -39,7 +39,7 @@ from hgprompt_ray.transfer.plan import (
     plan_evaluation,
 )
 from launch._cli import UsageError, add_config_flags, cli_main, command_line, config_kwargs, configure_logging
-from launch._ray import add_ray_flags, check_address, start_ray
+from launch._ray import add_ray_flags, check_address, describe_machine, start_ray
 
 STATE_SCHEMA = 1
 TRANSFER_FLAGS = ("epochs", "lr_scales", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "max_steps",
@@ -66,27 +66,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _state(plan: EvaluationPlan, command: str) -> dict:
+def _union(first: list, then: list) -> list:
+    return list(dict.fromkeys([*first, *then]))
+
+
+def _state(plan: EvaluationPlan, command: str, machine: str) -> dict:
+    """``evaluate.json``: what the folder holds. A rerun with other ``--targets`` (a chunk of a
+    long evaluation: same budget and library) adds its targets; each invocation is a chunk with its
+    command, targets, machine and wall time."""
     names = [plan.target_name(t) for t in plan.targets]
-    state = {
+    previous = {}
+    if (plan.output / STATE_FILE).is_file():
+        previous = json.loads((plan.output / STATE_FILE).read_text())
+    chunks = list(previous.get("chunks", []))
+    if previous and not chunks:  # a folder from before chunks: its one invocation
+        chunks = [{k: previous.get(k) for k in ("command", "target_names", "started", "seconds")}]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    chunks.append({"command": command, "target_names": names, "machine": machine, "started": now, "seconds": None})
+    return {
         "schema_version": STATE_SCHEMA,
         "command": command,
         "library": library_label(plan.library.root),
         "backbone": plan.backbone,
         "img_size": plan.img_size,
-        "targets": list(plan.targets),
-        "target_names": names,
-        "scaling_targets": list(plan.scaling_targets),
-        "scaling_target_names": [plan.target_name(t) for t in plan.scaling_targets],
+        "targets": _union(previous.get("targets", []), list(plan.targets)),
+        "target_names": _union(previous.get("target_names", []), names),
+        "scaling_targets": _union(previous.get("scaling_targets", []), list(plan.scaling_targets)),
+        "scaling_target_names": _union(previous.get("scaling_target_names", []),
+                                       [plan.target_name(t) for t in plan.scaling_targets]),  # fmt: skip
         "scaling_seeds": plan.settings.scaling_seeds,
         "seeds": plan.settings.seeds,
         "budget": plan.budget,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "started": previous.get("started", now),
+        "chunks": chunks,
     }
-    previous = plan.output / STATE_FILE
-    if previous.is_file():
-        state["started"] = json.loads(previous.read_text()).get("started", state["started"])
-    return state
 
 
 def report_only(output: Path) -> int:
@@ -123,7 +137,7 @@ def run(argv: list[str] | None = None) -> int:
     if start_ray(args) is None:
         return 2
     plan.output.mkdir(parents=True, exist_ok=True)
-    state = _state(plan, command_line("evaluate.py", argv))
+    state = _state(plan, command_line("evaluate.py", argv), describe_machine())
     atomic_write_json(plan.output / STATE_FILE, state)
     weights = {t: target_weights(plan, t) for t in plan.targets}
     split_weights = {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
@@ -137,8 +151,9 @@ def run(argv: list[str] | None = None) -> int:
     ran = run_jobs(plan, jobs)
     if not (plan.output / "tsne.png").is_file() or ran:
         write_tsne(plan, weights)
-    state["seconds"] = time.perf_counter() - start
-    state["runs"] = len(jobs)
+    state["chunks"][-1]["seconds"] = time.perf_counter() - start
+    state["seconds"] = sum(c["seconds"] or 0.0 for c in state["chunks"])  # every invocation's
+    state["runs"] = sum(1 for _ in (plan.output / "runs").glob("*/*/*.json"))
     atomic_write_json(plan.output / STATE_FILE, state)
     path, display = write_report(plan.output, state)
     print(display.drop(columns=["Trains"]).to_string())

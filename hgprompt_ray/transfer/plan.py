@@ -42,7 +42,7 @@ TRANSFER_BUDGET = (
 )  # fmt: skip
 SETTINGS_BUDGET = (
     "search_metric", "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes", "scaling_seeds",
-    "protocols",
+    "protocols", "tuned_seeds",
 )  # fmt: skip
 BUDGET_FIELDS = TRANSFER_BUDGET + SETTINGS_BUDGET
 """What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``)."""
@@ -57,6 +57,10 @@ class EvaluationSettings:
     )
     output: str = field(default="reports/evaluation", metadata={"help": "report folder (reruns resume)"})
     seeds: int = field(default=3, metadata={"help": "seeds per (method, target)"})
+    tuned_seeds: int | None = field(
+        default=None,
+        metadata={"help": "seeds of the tuned protocol when fewer than --seeds (init-probe is cheap, tuned is not)"},
+    )
     methods: tuple[str, ...] = field(
         default=method_names(),
         metadata={"help": "methods to run (default: every registered one)", "nargs": "+", "choices": list(method_names())},
@@ -132,11 +136,22 @@ class EvaluationSettings:
                     "initial prompt: a weighting, or the linear probe's bare backbone). Fix: add such methods, "
                     "e.g. --methods hgprompt average single-best linear-probe."
                 )
+        if self.tuned_seeds is not None:
+            require_positive_flag("tuned-seeds", self.tuned_seeds)
+            if self.tuned_seeds > self.seeds:
+                raise InvalidValueError(
+                    f"--tuned-seeds {self.tuned_seeds} exceeds --seeds {self.seeds} (it lowers the tuned protocol's "
+                    f"count). Fix: pass --seeds {self.tuned_seeds}, or a lower --tuned-seeds."
+                )
         if self.scaling_seeds > self.seeds:
             raise InvalidValueError(
                 f"--scaling-seeds {self.scaling_seeds} exceeds --seeds {self.seeds} (the full-size point reuses "
                 "the main runs). Fix: lower --scaling-seeds."
             )
+
+    def seeds_of(self, protocol: str) -> int:
+        """Seeds per (method, target) under ``protocol``: ``tuned_seeds`` for tuned when given."""
+        return self.tuned_seeds if protocol == "tuned" and self.tuned_seeds is not None else self.seeds
 
     def protocol_methods(self, protocol: str) -> tuple[str, ...]:
         """The methods of :attr:`all_methods` that have ``protocol`` (the others are skipped there)."""
@@ -326,6 +341,7 @@ def _check_output(plan: EvaluationPlan) -> None:
         budget = {
             "search_metric": "val-h",  # evaluations before --search-metric
             "protocols": ["tuned"],  # evaluations before --protocol
+            "tuned_seeds": None,  # evaluations before --tuned-seeds
             **previous.get("budget", {}),
         }
         if budget != plan.budget or previous.get("library") != library_label(plan.library.root):

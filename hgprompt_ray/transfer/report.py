@@ -141,6 +141,19 @@ def _protocol_section(output: Path, frame: pd.DataFrame, protocol: str, labels: 
     return "\n\n".join(parts), display
 
 
+def _chunks_text(state: Mapping[str, Any]) -> str:
+    """Every invocation that filled the folder (a chunk of targets each), with its wall time."""
+    chunks = state.get("chunks") or [{"command": state["command"], "seconds": state.get("seconds")}]
+    if len(chunks) == 1:
+        return f"    {chunks[0]['command']}"
+    lines = []
+    for chunk in chunks:
+        seconds = chunk.get("seconds")
+        took = "did not finish" if seconds is None else f"{seconds / 60:.1f} min"
+        lines.append(f"    {chunk['command']}\n      # {', '.join(chunk.get('target_names') or [])}: {took}")
+    return "Chunks, one invocation each (the same budget and library; a repeated target resumes):\n\n" + "\n".join(lines)
+
+
 def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataFrame]:
     """Rebuild every table, plot and ``report.md`` of an evaluation folder from its files.
 
@@ -215,12 +228,14 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
                 f"{c} {v:.2f}" for c, v in spearman.loc["Average"].items() if np.isfinite(v)
             )
     text = Template(TEMPLATE.read_text()).substitute(
-        command=state["command"],
+        commands=_chunks_text(state),
+        machine=state.get("machine", "not recorded"),
         library=state["library"],
         backbone=state["backbone"],
         img_size=state["img_size"],
         targets=", ".join(state["target_names"]),
-        seeds=state["seeds"],
+        seeds=", ".join(f"{p} {budget.get('tuned_seeds') or state['seeds'] if p == 'tuned' else state['seeds']}"
+                        for p in protocols),
         protocols=", ".join(protocols),
         minutes=f"{state.get('seconds', float('nan')) / 60:.1f}",
         lr_scales=", ".join(f"{s:g}" for s in budget.get("lr_scales", [1.0])),

@@ -72,13 +72,13 @@ def build_jobs(
     for target in plan.targets:
         name, sources = weights[target]["target"], tuple(weights[target]["sources"])
         for protocol in protocols:
-            for seed in range(settings.seeds):
+            for seed in range(settings.seeds_of(protocol)):
                 entry = entry_of(target, protocol, seed)
                 for method in settings.protocol_methods(protocol):
                     jobs.append(EvaluationJob(target, name, method, seed, sources, _alpha(entry, method, seed),
                                               settings=plan.method_settings.get(method), protocol=protocol))  # fmt: skip
         for protocol in protocols:
-            for seed in range(settings.scaling_seeds):
+            for seed in range(min(settings.scaling_seeds, settings.seeds_of(protocol))):
                 for size, point in entry_of(target, protocol, seed)["scaling"].items():
                     for method, values in point["methods"].items():
                         if protocol not in get_method(method).protocols:

@@ -48,10 +48,10 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
     names = method_names()
     probed = [m for m in names if "init-probe" in get_method(m).protocols]  # the weightings + the linear probe
     assert len(probed) >= 9 and "linear-probe" in probed and "vpt" not in probed
-    # every registered method x 2 seeds (tuned) + the probed ones x 2 seeds (init-probe), and the
-    # scaling point's 3 methods under each protocol
-    runs = 2 * len(names) + 2 * len(probed) + 2 * 3
-    argv = _argv(extraction_setup, out, "--protocol", "tuned", "init-probe")
+    # every registered method x 1 seed (tuned: --tuned-seeds) + the probed ones x 2 seeds
+    # (init-probe), and the scaling point's 3 methods under each protocol
+    runs = len(names) + 2 * len(probed) + 2 * 3
+    argv = _argv(extraction_setup, out, "--protocol", "tuned", "init-probe", "--tuned-seeds", "1")
     try:
         assert main(argv) == 0
         first = capsys.readouterr().out
@@ -60,7 +60,8 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert tuple(results.columns) == RESULT_COLUMNS
         assert set(results["method"]) == set(names) and set(results["protocol"]) == {"tuned", "init-probe"}
         assert set(results[results["protocol"] == "init-probe"]["method"]) == set(probed)
-        assert (results.groupby(["method", "protocol"]).size() == 2).all()
+        assert results.groupby(["method", "protocol"]).size().to_dict() == {
+            **{(m, "tuned"): 1 for m in names}, **{(m, "init-probe"): 2 for m in probed}}
         assert results["test_accuracy"].between(0, 1).all() and (results["wall_seconds"] > 0).all()
         assert (results[results["method"] == "linear-probe"]["test_accuracy"] > 0.75).all()
         weights = json.loads((out / "weights" / "data.json").read_text())
@@ -74,7 +75,7 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert weights["methods"]["single-best"][weights["sources"].index(best)] == 1
         search = json.loads((out / "searches" / "data" / "best.json").read_text())
         assert weights["methods"]["hgprompt"] == [search["alpha"][s] for s in weights["sources"]]
-        recorded = json.loads((out / "runs" / "data" / "hgprompt" / "seed1.json").read_text())
+        recorded = json.loads((out / "runs" / "data" / "hgprompt" / "seed0.json").read_text())
         assert recorded["job"]["weights"] == weights["methods"]["hgprompt"]
         assert 0 < recorded["epochs"] <= 1 and recorded["lr_scale"] == 1 and recorded["num_test"] == 60
         assert recorded["trainable_parameters"] == 4 * EMBED_DIM + 2 * EMBED_DIM + 2
@@ -86,6 +87,7 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert set(runs_frame[~runs_frame["main"]]["method"]) == scaling
         report = (out / "report.md").read_text()
         assert "python launch/evaluate.py --targets" in report
+        assert "seeds: tuned 1, init-probe 2; protocols: tuned, init-probe" in report
         labels = [get_method(m).display_label() for m in names]
         for label in (*labels, "Where HGPrompt does not win", "Learning curve of VPT from scratch"):
             assert label in report, label
@@ -143,6 +145,9 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
         assert json.loads((out / "weights" / "data.json").read_text())["methods"] == weights["methods"]
         pd.testing.assert_frame_equal(pd.read_csv(out / "searches" / "data" / "trials.csv"), trials)
+        state = json.loads((out / "evaluate.json").read_text())
+        assert len(state["chunks"]) == 2 and state["runs"] == runs and "Ray: 2 CPUs" in state["machine"]
+        assert state["seconds"] == pytest.approx(sum(c["seconds"] for c in state["chunks"]))
         assert main(["--report-only", "--output", str(out)]) == 0
         capsys.readouterr()
         assert main([*argv, "--epochs", "2"]) == 2  # another budget: refused, kept
@@ -190,6 +195,7 @@ def test_bad_inputs(extraction_setup, tmp_path, capsys):
         "distillation weight": (["--panda-distill-weight", "-1"], "panda_distill_weight must be a finite number >= 0, but got -1.0"),
         "seeds": (["--seeds", "0"], "--seeds must be a positive integer"),
         "scaling seeds": (["--scaling-seeds", "3"], "--scaling-seeds 3 exceeds --seeds 2"),
+        "tuned seeds": (["--tuned-seeds", "3"], "--tuned-seeds 3 exceeds --seeds 2 (it lowers the tuned protocol's count). Fix: pass --seeds 3"),
         "used output": (["--output", str(used)], "already holds other files"),
         "protocol without methods": (["--methods", "vpt", "full", "--protocol", "init-probe"],
                                      "--protocol init-probe: none of --methods ['vpt', 'full'] has it"),  # fmt: skip
@@ -223,3 +229,26 @@ def test_leave_one_out_uses_every_task_of_the_zoo_and_never_its_own_prompt(tmp_p
         assert len(plan.sources[target]) == len(library) - len(own) - len(same_images)
     assert len(plan.sources["digits-parity"]) == len(library) - 3  # digits, digits-high: the same images
     assert plan.scaling_targets == tuple(tasks[:1])
+
+
+def test_chunks_of_targets_fill_one_folder(tmp_path):
+    """A long evaluation runs as chunks of targets into one folder: each invocation adds its
+    targets and its wall time, and the report lists every chunk's command."""
+    from hgprompt_ray.transfer.plan import EvaluationSettings, plan_evaluation
+    from hgprompt_ray.transfer.report import _chunks_text
+    from launch.evaluate import _state
+
+    settings = EvaluationSettings(output=str(tmp_path / "loo"), methods=("average",), protocols=("init-probe",))
+    first = _state(plan_evaluation(settings, {}, ["count", "dsprites-scale"]), "evaluate.py --targets A", "m1")
+    assert first["target_names"] == ["count", "dsprites-scale"] and len(first["chunks"]) == 1
+    first["chunks"][-1]["seconds"] = 60.0
+    (tmp_path / "loo").mkdir()
+    (tmp_path / "loo" / "evaluate.json").write_text(json.dumps(first))
+    second = _state(plan_evaluation(settings, {}, ["textile", "count"]), "evaluate.py --targets B", "m2")
+    assert second["target_names"] == ["count", "dsprites-scale", "textile"]  # count: resumed, not twice
+    assert [c["target_names"] for c in second["chunks"]] == [["count", "dsprites-scale"], ["textile", "count"]]
+    assert second["started"] == first["started"] and second["machine"] == "m2"
+    text = _chunks_text(second)
+    assert "evaluate.py --targets A\n      # count, dsprites-scale: 1.0 min" in text
+    assert "evaluate.py --targets B\n      # textile, count: did not finish" in text
+    assert _chunks_text(first) == "    evaluate.py --targets A"
