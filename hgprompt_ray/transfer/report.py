@@ -26,6 +26,7 @@ from hgprompt_ray.transfer.plots import (
     write_weights_plot,
 )
 from hgprompt_ray.transfer.tables import (
+    INFORMATIVE,
     RESULT_COLUMNS,
     ablation_table,
     baselines_beating,
@@ -104,18 +105,42 @@ def _suffix(protocol: str) -> str:
     return "" if protocol == "tuned" else f"_{protocol}"
 
 
-def _protocol_section(output: Path, frame: pd.DataFrame, protocol: str, labels: Mapping[str, str]) -> tuple[str, pd.DataFrame]:
+def _informative(frame: pd.DataFrame, protocols: list[str], spread: Mapping[str, float]) -> tuple[list[str], list[str]]:
+    """(informative targets, the others) by the init-probe runs (the issue's definition), or by the
+    tuned ones when there are no init-probe runs; both empty without weightings."""
+    protocol = "init-probe" if "init-probe" in protocols else protocols[0]
+    table = informative_table(frame, protocol, None, spread)
+    if table.empty:
+        return [], []
+    return list(table.index[table["informative"]]), list(table.index[~table["informative"]])
+
+
+def _protocol_section(
+    output: Path,
+    frame: pd.DataFrame,
+    protocol: str,
+    labels: Mapping[str, str],
+    spread: Mapping[str, float],
+    informative_targets: tuple[list[str], list[str]],
+) -> tuple[str, pd.DataFrame]:
     """One protocol's tables (written as CSV too) as Markdown, and its main table as displayed."""
     suffix = _suffix(protocol)
-    display, means = main_table(frame, labels, protocol)
+    chosen, others = informative_targets
+    display, means = main_table(frame, labels, protocol, order=chosen, marked=others)
     _write_csv(display, output / f"main_table{suffix}.csv")
     ablation = ablation_table(frame, protocol)
     _write_csv(ablation, output / f"ablation{suffix}.csv")
     paired = paired_table(frame, protocol, labels)
-    informative = informative_table(frame, protocol, labels)
+    informative = informative_table(frame, protocol, labels, spread)
+    mark = ""
+    if others:
+        mark = (f"\n\nInformative targets first; † marks a target that is not informative (sources' zero-shot "
+                f"test spread < {INFORMATIVE['zero_shot_spread']:g} points, or init-probe weightings not different "
+                f"at ANOVA p < {INFORMATIVE['p']:g} over >= {INFORMATIVE['seeds']} seeds): saturated for comparing "
+                "weightings.")  # fmt: skip
     parts = [
         f"## Main table, {protocol} (test top-1 %, mean ± 95% CI half-width over seeds; trainable "
-        f"parameters; wall time per run)\n\nProtocol: {_PROTOCOL_TEXT[protocol]}.\n\n{markdown(display)}",
+        f"parameters; wall time per run)\n\nProtocol: {_PROTOCOL_TEXT[protocol]}.{mark}\n\n{markdown(display)}",
         f"### Where HGPrompt does not win ({protocol})\n\n{_verdict(means, labels)}",
     ]
     if not paired.empty:
@@ -131,8 +156,10 @@ def _protocol_section(output: Path, frame: pd.DataFrame, protocol: str, labels: 
         _write_csv(informative, output / f"informative{suffix}.csv")
         parts.append(
             f"### Do the weightings differ on each target? ({protocol})\n\n"
-            "Spread of the weightings' mean test top-1 and a one-way ANOVA across them over seeds: a target "
-            "separates weightings only where p is small (< 0.01 with >= 5 seeds).\n\n" + markdown(informative, ".3g")
+            "Spread of the weightings' mean test top-1 and a one-way ANOVA across them over seeds, and the "
+            "spread of the sources' zero-shot test accuracies: a target is informative when both spreads are "
+            f"real (zero-shot >= {INFORMATIVE['zero_shot_spread']:g} points, p < {INFORMATIVE['p']:g} with "
+            f">= {INFORMATIVE['seeds']} seeds).\n\n" + markdown(informative, ".3g")
         )
     if not ablation.isna().all().all() and (ablation != "-").any().any():
         parts.append(f"### Ablation ({protocol}; test top-1 %)\n\nThe four objectives on the same sources: the subset "
@@ -177,15 +204,17 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
     _write_csv(results_table(frame), output / "results.csv", index=False)
     _write_csv(frame, output / "runs.csv", index=False)
     protocols = [p for p in PROTOCOL_ORDER if not protocol_runs(frame, p).empty] or ["tuned"]
-    protocol_parts, displays = [], {}
-    for protocol in protocols:
-        text, displays[protocol] = _protocol_section(output, frame, protocol, labels)
-        protocol_parts.append(text)
-    display = displays[protocols[0]]
     zero_shot = pd.DataFrame(
         [{"source": s, "target": t, "val_accuracy": e.get("zero_shot_val", {}).get(s, np.nan), "test_accuracy": a}
          for t, e in weights.items() for s, a in e["zero_shot"].items()]  # fmt: skip
     )
+    spread = {} if zero_shot.empty else (100 * zero_shot.groupby("target")["test_accuracy"].agg(lambda v: v.max() - v.min())).to_dict()
+    targets = _informative(frame, protocols, spread)
+    protocol_parts, displays = [], {}
+    for protocol in protocols:
+        text, displays[protocol] = _protocol_section(output, frame, protocol, labels, spread, targets)
+        protocol_parts.append(text)
+    display = displays[protocols[0]]
     weightings = [m.name for m in registered() if m.weights is not None]
     spearman_column = "val_accuracy" if not zero_shot.empty and zero_shot["val_accuracy"].notna().all() else "test_accuracy"
     spearman, spearman_long = (spearman_table(weights, zero_shot, weightings, labels, spearman_column)

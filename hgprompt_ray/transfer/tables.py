@@ -20,6 +20,7 @@ from hgprompt_ray.transfer.statistics import mean_ci, paired_differences, win_ti
 from hgprompt_ray.transfer.target_statistics import one_way_anova, spearman_ci
 
 __all__ = [
+    "INFORMATIVE",
     "RESULT_COLUMNS",
     "ablation_table",
     "baselines_beating",
@@ -39,6 +40,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 RESULT_COLUMNS = ("target", "method", "protocol", "seed", "test_accuracy", "val_accuracy", "wall_seconds")
 """The columns of ``results.csv`` (one row per main run)."""
+INFORMATIVE = {"zero_shot_spread": 5.0, "p": 0.01, "seeds": 5}
+"""An informative target (the evaluation issue's bar): its sources' zero-shot test accuracies
+spread by >= 5 points, and the init-probe weightings differ beyond seed noise (one-way ANOVA
+p < 0.01 over >= 5 seeds). Other targets are saturated for this purpose and marked in the tables."""
 _LEGACY = {"h-only": "h-ensemble"}
 """Runs of schema 1 (before the registry): "h-only" was argmax_alpha H, which is H-ensemble."""
 _LEGACY_DROPPED = ("h-ensemble",)
@@ -126,7 +131,11 @@ def _fit_text(method: Any, protocol: str) -> str:
 
 
 def main_table(
-    frame: pd.DataFrame, labels: Mapping[str, str] | None = None, protocol: str = "tuned"
+    frame: pd.DataFrame,
+    labels: Mapping[str, str] | None = None,
+    protocol: str = "tuned",
+    order: Sequence[str] = (),
+    marked: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(display table, numeric means): one row per method in the registry's order (VPT's layout),
     over the main runs of ``protocol``.
@@ -135,9 +144,12 @@ def main_table(
     target's test top-1 "mean ± h" in % (h: the 95% CI half-width over seeds), the average over
     targets (the mean of per-target means; "-" when the method is missing on a target) and the
     wall time per run. The numeric means have targets as rows and method names as columns.
+    Targets come in ``order`` first (the informative ones), then the rest sorted; a target in
+    ``marked`` (not informative) is shown as "<target> †".
     """
     main = protocol_runs(frame, protocol)
-    targets = sorted(main["target"].unique())
+    found = set(main["target"].unique())
+    targets = [t for t in order if t in found] + sorted(found - set(order))
     present = [m for m in method_names() if m in set(main["method"])]
     rows = {}
     means = pd.DataFrame(index=targets, columns=present, dtype=float)
@@ -151,7 +163,7 @@ def main_table(
         }
         for target in targets:
             values = runs[runs["target"] == target]["test_accuracy"]
-            row[target] = _cell(values)
+            row[f"{target} †" if target in marked else target] = _cell(values)
             means.loc[target, name] = values.mean() if not values.empty else np.nan
         column = means[name]
         row["Average"] = "-" if column.isna().any() else f"{100 * column.mean():.1f}"
@@ -275,10 +287,16 @@ def paired_table(frame: pd.DataFrame, protocol: str, labels: Mapping[str, str] |
     return table
 
 
-def informative_table(frame: pd.DataFrame, protocol: str, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+def informative_table(
+    frame: pd.DataFrame,
+    protocol: str,
+    labels: Mapping[str, str] | None = None,
+    zero_shot_spread: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
     """Per target, whether the weightings differ beyond seed noise: the spread of their mean test
-    accuracy (points), the best and worst weighting, and a one-way ANOVA across them (p < 0.01
-    with >= 5 seeds is the issue's bar for an informative target)."""
+    accuracy (points), the best and worst weighting, a one-way ANOVA across them, the sources'
+    zero-shot spread (points, when given) and whether the target is informative (:data:`INFORMATIVE`).
+    Rows: the informative targets first, then by p."""
     runs = protocol_runs(frame, protocol)
     weightings = {m.name for m in registered(kind="weighting")}
     runs = runs[runs["method"].isin(weightings)]
@@ -296,8 +314,15 @@ def informative_table(frame: pd.DataFrame, protocol: str, labels: Mapping[str, s
             "worst": label_of(str(means.idxmin()), labels),
             "F": f_statistic,
             "p (ANOVA)": p_value,
+            "zero-shot spread (points)": (zero_shot_spread or {}).get(target, np.nan),
         })  # fmt: skip
-    return pd.DataFrame(rows).set_index("target") if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).set_index("target")
+    table["informative"] = ((table["zero-shot spread (points)"] >= INFORMATIVE["zero_shot_spread"])
+                            & (table["p (ANOVA)"] < INFORMATIVE["p"]) & (table["seeds"] >= INFORMATIVE["seeds"]))  # fmt: skip
+    table["_p"] = table["p (ANOVA)"].fillna(np.inf)
+    return table.sort_values(["informative", "_p"], ascending=[False, True], kind="stable").drop(columns="_p")
 
 
 def baselines_beating(means: pd.DataFrame, method: str = "hgprompt") -> list[tuple[str, str, float, float]]:

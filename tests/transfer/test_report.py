@@ -100,6 +100,15 @@ def test_protocols_have_their_own_tables_with_paired_tests():
     assert informative.loc["a", "p (ANOVA)"] < 0.01 and informative.loc["a", "seeds"] == 5
     assert informative.loc["a", "spread (points)"] == pytest.approx(100 * (means.loc["a"].max() - means.loc["a"].min()))
     assert informative.loc["a", "best"] == "HGPrompt" and informative.loc["b", "worst"] == "Single-Best"
+    assert not informative["informative"].any()  # no zero-shot spread given: not shown to be informative
+    # both targets separate the weightings (ANOVA p < 0.01, 5 seeds); a's sources spread too little
+    spread = report.informative_table(frame, "init-probe", zero_shot_spread={"a": 3.0, "b": 12.0})
+    assert list(spread.index) == ["b", "a"] and spread["informative"].tolist() == [True, False]
+    assert spread.loc["a", "zero-shot spread (points)"] == 3.0
+    fewer = report.informative_table(frame[frame["seed"] < 4], "init-probe", zero_shot_spread={"a": 9.0, "b": 9.0})
+    assert not fewer["informative"].any()  # 4 seeds are below the bar
+    ordered, _ = report.main_table(frame, protocol="init-probe", order=["b"], marked=["a"])
+    assert [c for c in ordered.columns if c in ("a †", "b")] == ["b", "a †"]
 
 
 def test_scaling_and_weights_plots(tmp_path):
