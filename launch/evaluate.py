@@ -129,7 +129,7 @@ def run(argv: list[str] | None = None) -> int:
     check_address(args.address)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-    from hgprompt_ray.transfer.method_weights import target_weights
+    from hgprompt_ray.transfer.method_weights import target_weights, zero_shot_columns
     from hgprompt_ray.transfer.report import write_report
     from hgprompt_ray.transfer.runner import build_jobs, run_jobs, write_tsne
 
@@ -139,6 +139,10 @@ def run(argv: list[str] | None = None) -> int:
     plan.output.mkdir(parents=True, exist_ok=True)
     state = _state(plan, command_line("evaluate.py", argv), describe_machine())
     atomic_write_json(plan.output / STATE_FILE, state)
+    seeded = [t for t in plan.targets if plan.tasks[t].split_is_seeded]
+    if "init-probe" in plan.settings.protocols and plan.settings.seeds > 1:
+        for target in seeded:  # every draw's zero-shot column in one pass over their distinct images
+            zero_shot_columns(plan, target, list(range(plan.settings.seeds)))
     weights = {t: target_weights(plan, t) for t in plan.targets}
     split_weights = {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
     if "init-probe" in plan.settings.protocols:

@@ -8,8 +8,9 @@ probe is fitted on the target's train800 features under that prompt (C chosen on
 scored on val200 (``val_accuracy``: the column that methods such as Single-Best and PANDA choose
 by) and on test (``test_accuracy``, a seeded subset of ``--max-test`` images when the test split is
 larger: the ground truth of the report's Spearman table, read by no method). The bare backbone is
-the row ``(none)``. Finished targets are kept under ``OUT/parts/`` so an
-interrupted run resumes where it stopped.
+the row ``(none)``. ``--split-seeds 0 1 2 3 4`` computes the columns of several train800/val200
+draws (the init-probe protocol's seeds) with each distinct image forwarded once. Finished targets
+(and draws) are kept under ``OUT/parts/`` so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path
+from hgprompt_ray.config import PRECISIONS
 from hgprompt_ray.data import resolve_target
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import open_library
@@ -74,7 +76,10 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-test", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--split-seeds", "--split-seed", type=int, nargs="+", default=[0],
+                        help="train800/val200 draws (several: each distinct image is forwarded once)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                        help="network precision (auto: bf16 where the CPU or GPU runs it natively)")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
     library = open_library(args.prompts)
@@ -96,7 +101,7 @@ def run(argv: list[str] | None = None) -> int:
             raise UsageError(f"target {target!r} is not available: {reason}")
 
     from hgprompt_ray.models import PromptedViT, load_backbone
-    from hgprompt_ray.transfer.zero_shot import zero_shot_target
+    from hgprompt_ray.transfer.zero_shot import zero_shot_draws
 
     out = Path(args.out)
     parts = out / "parts"
@@ -107,31 +112,30 @@ def run(argv: list[str] | None = None) -> int:
     model = PromptedViT(model_backbone, num_prompt_tokens=prompts.shape[1]).eval()
     for target in targets:
         part = parts / f"{resolve_target(target, data_root=args.data_root).info.name}.parquet"
-        if part.is_file():
+        done = pd.read_parquet(part) if part.is_file() else pd.DataFrame()
+        have = set(done["split_seed"]) if "split_seed" in done else ({0} if not done.empty else set())
+        missing = [seed for seed in dict.fromkeys(args.split_seeds) if seed not in have]
+        if not missing:
             logging.info("skipping %s (done: %s)", target, part)
             continue
-        rows = zero_shot_target(
-            model,
-            prompts,
-            names,
-            target,
-            img_size=img_size,
-            split_seed=args.split_seed,
-            max_test=args.max_test,
-            batch_size=args.batch_size,
-            data_root=args.data_root,
-        )
+        rows = zero_shot_draws(model, prompts, names, target, img_size=img_size, split_seeds=missing,
+                               max_test=args.max_test, batch_size=args.batch_size, data_root=args.data_root,
+                               precision=args.precision)  # fmt: skip
         with atomic_path(part) as tmp:
-            pd.DataFrame(rows).to_parquet(tmp, index=False)
+            pd.concat([done, pd.DataFrame(rows)], ignore_index=True).to_parquet(tmp, index=False)
     frame = pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))], ignore_index=True)
+    if "split_seed" not in frame:
+        frame["split_seed"] = 0  # parts from before the column: split 0
+    frame["split_seed"] = frame["split_seed"].fillna(0).astype(int)
     with atomic_path(out / "zero_shot.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "zero_shot.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    write_heatmap(frame, out / "zero_shot.png")
+    first = frame[frame["split_seed"] == args.split_seeds[0]]  # the heatmap and the printout: one draw
+    write_heatmap(first, out / "zero_shot.png")
     for column in ("val_accuracy", "test_accuracy"):
-        print(f"{column} (rows: source prompts, columns: targets)")
-        print(frame.pivot(index="source", columns="target", values=column).round(3).to_string())
+        print(f"{column} (rows: source prompts, columns: targets; split seed {args.split_seeds[0]})")
+        print(first.pivot(index="source", columns="target", values=column).round(3).to_string())
     print(f"wrote {out / 'zero_shot.parquet'}, {out / 'zero_shot.csv'}, {out / 'zero_shot.png'}")
     return 0
 

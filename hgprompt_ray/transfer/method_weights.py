@@ -30,7 +30,7 @@ from hgprompt_ray.tuning.plan import plan_search
 from hgprompt_ray.tuning.run import SearchResult, run_search
 from hgprompt_ray.tuning.spec import SearchSpec
 
-__all__ = ["split_tag", "target_weights", "weights_task", "zero_shot_column", "zero_shot_val"]
+__all__ = ["split_tag", "target_weights", "weights_task", "zero_shot_column", "zero_shot_columns", "zero_shot_val"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +45,10 @@ def zero_shot_val(column: pd.DataFrame, sources: list[str]) -> dict[str, float]:
     return {s: float(column.loc[s, "val_accuracy"]) for s in sources}
 
 
-def zero_shot_column(plan: EvaluationPlan, target: str, tag: str | None = None) -> pd.DataFrame:
-    """The target's zero-shot accuracies per source (columns ``val_accuracy``, ``test_accuracy``,
-    indexed by source) on the plan's split draw: from the matrix, else computed (a Ray task) and
-    kept as ``zero_shot/<tag>.parquet`` (``tag``: the target's name, with ``~split<k>`` for
-    another split draw)."""
-    import ray
-
+def _find_column(plan: EvaluationPlan, target: str, split_seed: int, tag: str) -> pd.DataFrame | None:
+    """The target's zero-shot column on split draw ``split_seed``, from the library's matrix (and its
+    parts) or this evaluation's ``zero_shot/<tag>.parquet``; None when neither has it."""
     name, sources = plan.target_name(target), list(plan.sources[target])
-    tag = tag or name
     frames = [pd.read_parquet(plan.zero_shot)] if plan.zero_shot.is_file() else []
     parts = plan.zero_shot.parent / "parts"
     if parts.is_dir():
@@ -65,33 +60,65 @@ def zero_shot_column(plan: EvaluationPlan, target: str, tag: str | None = None) 
     for frame in frames:
         split = frame["split_seed"] if "split_seed" in frame else 0  # matrices before the column: split 0
         column = frame[(frame["target"] == name) & (frame["num_test"] == _num_test(plan, target))
-                       & (split == plan.transfer.split_seed)]  # fmt: skip
+                       & (split == split_seed)]  # fmt: skip
         column = column.drop_duplicates("source").set_index("source")
         if set(sources) <= set(column.index) and set(columns) <= set(column.columns):
             return column[columns]
-    logger.info("zero-shot column of %s missing: computing it (%d sources)", name, len(sources))
+    return None
+
+
+def zero_shot_columns(plan: EvaluationPlan, target: str, seeds: list[int]) -> None:
+    """Compute the zero-shot columns of the split draws ``split_seed + k`` (k in ``seeds``) that
+    neither the matrix nor this folder has, in one Ray task that passes each distinct image of
+    those draws through the network once (``zero_shot_draws``); each is kept as
+    ``zero_shot/<tag>.parquet``. The init-probe seeds' draws of a pool overlap heavily."""
+    _compute_columns(plan, target, {plan.transfer.split_seed + k: split_tag(plan, target, k) for k in seeds})
+
+
+def _compute_columns(plan: EvaluationPlan, target: str, tags: dict[int, str]) -> None:
+    """:func:`zero_shot_columns` for the draws ``tags`` maps (split seed -> file tag)."""
+    import ray
+
+    missing = [draw for draw, tag in tags.items() if _find_column(plan, target, draw, tag) is None]
+    if not missing:
+        return
+    sources = list(plan.sources[target])
+    logger.info("zero-shot columns of %s on split draws %s: computing them (%d sources)",
+                plan.target_name(target), missing, len(sources))  # fmt: skip
     config = dataclasses.replace(plan.transfer, task=target)
-    rows = ray.get(remote(_zero_shot_task, plan).remote(str(plan.library.root), sources, config))
-    local.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows)
-    with atomic_path(local) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return frame.set_index("source")[columns]
+    rows = pd.DataFrame(ray.get(remote(_zero_shot_task, plan).remote(str(plan.library.root), sources, config, missing)))
+    for draw in missing:
+        local = plan.output / "zero_shot" / f"{tags[draw]}.parquet"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(local) as tmp:
+            rows[rows["split_seed"] == draw].to_parquet(tmp, index=False)
 
 
-def _zero_shot_task(library: str, sources: list[str], config: Any) -> list[dict[str, Any]]:
+def zero_shot_column(plan: EvaluationPlan, target: str, tag: str | None = None) -> pd.DataFrame:
+    """The target's zero-shot accuracies per source (columns ``val_accuracy``, ``test_accuracy``,
+    indexed by source) on the plan's split draw: from the matrix, else computed (a Ray task) and
+    kept as ``zero_shot/<tag>.parquet`` (``tag``: the target's name, with ``~split<k>`` for
+    another split draw)."""
+    tag = tag or plan.target_name(target)
+    _compute_columns(plan, target, {plan.transfer.split_seed: tag})
+    found = _find_column(plan, target, plan.transfer.split_seed, tag)
+    assert found is not None  # computed above when missing
+    return found
+
+
+def _zero_shot_task(library: str, sources: list[str], config: Any, draws: list[int]) -> list[dict[str, Any]]:
     from hgprompt_ray.models import PromptedViT, load_backbone
     from hgprompt_ray.prompts import PromptLibrary
-    from hgprompt_ray.transfer.zero_shot import zero_shot_target
+    from hgprompt_ray.transfer.zero_shot import zero_shot_draws
 
     backbone = load_backbone(config.backbone, config.img_size)
     prompts = PromptLibrary(library).load_many(
         sources, backbone=config.backbone, embed_dim=backbone.embed_dim
     )
     model = PromptedViT(backbone, num_prompt_tokens=prompts.shape[1]).eval()
-    return zero_shot_target(model, prompts, sources, config.task, img_size=config.img_size,
-                            split_seed=config.split_seed, max_test=config.max_test,
-                            data_root=config.data_root, progress=False)  # fmt: skip
+    return zero_shot_draws(model, prompts, sources, config.task, img_size=config.img_size, split_seeds=draws,
+                           max_test=config.max_test, data_root=config.data_root, precision=config.precision,
+                           progress=False)  # fmt: skip
 
 
 def search(plan: EvaluationPlan, target: str, sources: list[str], folder: Path) -> SearchResult:

@@ -9,24 +9,128 @@ ensemble weights are judged (Spearman correlation of alpha with zero-shot accura
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, Subset
 
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models.features import extract_cls_features
+from hgprompt_ray.models.precision import autocast
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.linear_probe import linear_probe
 from hgprompt_ray.transfer.splits import load_transfer_splits
 
-__all__ = ["NO_PROMPT", "zero_shot_matrix", "zero_shot_target"]
+__all__ = ["NO_PROMPT", "distinct_images", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
 
 logger = logging.getLogger(__name__)
 NO_PROMPT = "(none)"
+
+
+def distinct_images(draws: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Any, int]], list[dict[str, np.ndarray]]]:
+    """Every distinct image of several split draws once, and where each split's images are in it.
+
+    The splits of seeded draws of one pool overlap (five draws of a 2,000-image pool hold 7,500
+    images, of at most 2,000 distinct ones); an image is its raw pixels (size, mode and bytes).
+
+    Args:
+        draws: per draw, split name -> an ``ImageSplit`` (or a ``Subset`` of one).
+
+    Returns:
+        (picks, positions): ``picks[u]`` = (split, index) to load distinct image u from;
+        ``positions[k][name]`` = the distinct-image positions of draw k's split ``name``, in order.
+    """
+    picks: list[tuple[Any, int]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    positions = []
+    for draw in draws:
+        where: dict[str, np.ndarray] = {}
+        for name, dataset in draw.items():
+            base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, range(len(dataset)))
+            found = []
+            for index in indices:
+                image = base.image(index)
+                key = (image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+                if key not in seen:
+                    seen[key] = len(picks)
+                    picks.append((base, int(index)))
+                found.append(seen[key])
+            where[name] = np.asarray(found, dtype=np.int64)
+        positions.append(where)
+    return picks, positions
+
+
+class _Picked(Dataset):
+    """The distinct images, each under its split's transform (labels unused)."""
+
+    def __init__(self, picks: list[tuple[Any, int]]) -> None:
+        self.picks = picks
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, position: int) -> tuple[Any, int]:
+        split, index = self.picks[position]
+        image = split.image(index)
+        return (split.transform(image) if split.transform else image), 0
+
+
+def zero_shot_draws(
+    model: PromptedViT,
+    prompts: torch.Tensor,
+    names: Sequence[str],
+    target: str,
+    *,
+    img_size: int,
+    split_seeds: Sequence[int] = (0,),
+    max_test: int | None = None,
+    batch_size: int = 32,
+    data_root: str | None = None,
+    precision: str = "fp32",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows (source, target, test_accuracy, val_accuracy, c, num_test, split_seed, precision) for
+    one target on each split draw in ``split_seeds``: every distinct image of the draws is passed
+    through the network once (:func:`distinct_images`), under all K prompts and with none.
+
+    Shape:
+        prompts: (K, m, d), in the order of ``names``.
+    """
+    start = time.perf_counter()
+    mean, std = model.backbone.pretrained_cfg["mean"], model.backbone.pretrained_cfg["std"]
+    draws, labels, task = [], [], None
+    for seed in split_seeds:
+        task, splits, split_labels = load_transfer_splits(target, img_size=img_size, mean=mean, std=std,
+                                                          split_seed=seed, max_test=max_test, data_root=data_root,
+                                                          splits=("train800", "val200", "test"))  # fmt: skip
+        draws.append(splits)
+        labels.append(split_labels)
+    picks, positions = distinct_images(draws)
+    images = _Picked(picks)
+    bare = PromptedViT(model.backbone, num_prompt_tokens=0).eval()
+    device = next(model.parameters()).device
+    with autocast(precision, device) as resolved:
+        features = extract_cls_features(model, images, prompts=prompts, batch_size=batch_size,
+                                        progress=progress, description=f"{task.name}: {len(images)} images")  # fmt: skip
+        bare_features = extract_cls_features(bare, images, batch_size=batch_size)
+    rows = []
+    for seed, where, split_labels in zip(split_seeds, positions, labels):
+        for index, name in enumerate([*names, NO_PROMPT]):
+            pick = bare_features if name == NO_PROMPT else features[index]
+            result = linear_probe(*[(pick[where[s]], split_labels[s]) for s in ("train800", "val200", "test")])
+            rows.append({"source": name, "target": task.name, "test_accuracy": result.test_accuracy,
+                         "val_accuracy": result.val_accuracy, "c": result.c,
+                         "num_test": int(len(split_labels["test"])), "split_seed": int(seed),
+                         "precision": resolved})  # fmt: skip
+    total = sum(len(w) for draw in positions for w in draw.values())
+    logger.info("zero-shot %s: %d sources x %d draws in %.0f s (%d distinct images of %d)", task.name, len(names),
+                len(split_seeds), time.perf_counter() - start, len(images), total)  # fmt: skip
+    return rows
 
 
 def zero_shot_target(
@@ -35,56 +139,11 @@ def zero_shot_target(
     names: Sequence[str],
     target: str,
     *,
-    img_size: int,
     split_seed: int = 0,
-    max_test: int | None = None,
-    batch_size: int = 32,
-    data_root: str | None = None,
-    progress: bool = True,
+    **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Rows (source, target, test_accuracy, val_accuracy, c, ...) for one target.
-
-    Shape:
-        prompts: (K, m, d), in the order of ``names``.
-    """
-    start = time.perf_counter()
-    mean, std = model.backbone.pretrained_cfg["mean"], model.backbone.pretrained_cfg["std"]
-    task, splits, labels = load_transfer_splits(
-        target,
-        img_size=img_size,
-        mean=mean,
-        std=std,
-        split_seed=split_seed,
-        max_test=max_test,
-        data_root=data_root,
-        splits=("train800", "val200", "test"),
-    )
-    bare = PromptedViT(model.backbone, num_prompt_tokens=0).eval()
-    rows = []
-    features: dict[str, np.ndarray] = {}
-    bare_features: dict[str, np.ndarray] = {}
-    for split, dataset in splits.items():
-        label = f"{task.name}/{split}"
-        features[split] = extract_cls_features(
-            model, dataset, prompts=prompts, batch_size=batch_size, progress=progress, description=label
-        )
-        bare_features[split] = extract_cls_features(bare, dataset, batch_size=batch_size)
-    for index, name in enumerate([*names, NO_PROMPT]):
-        pick = bare_features if name == NO_PROMPT else {s: f[index] for s, f in features.items()}
-        result = linear_probe(*[(pick[s], labels[s]) for s in ("train800", "val200", "test")])
-        rows.append(
-            {
-                "source": name,
-                "target": task.name,
-                "test_accuracy": result.test_accuracy,
-                "val_accuracy": result.val_accuracy,
-                "c": result.c,
-                "num_test": int(len(labels["test"])),
-                "split_seed": split_seed,
-            }
-        )
-    logger.info("zero-shot %s: %d sources in %.0f s", task.name, len(names), time.perf_counter() - start)
-    return rows
+    """:func:`zero_shot_draws` on one split draw."""
+    return zero_shot_draws(model, prompts, names, target, split_seeds=(split_seed,), **kwargs)
 
 
 def zero_shot_matrix(

@@ -114,6 +114,8 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         # init-probe (the issue's contract): seed 1 is split draw 1 with its own weights, so no
         # choice reads an image of that draw's test split
         other = json.loads((out / "weights" / "data~split1.json").read_text())
+        for tag, split in (("data", 0), ("data~split1", 1)):  # both draws' zero-shot columns, one pass
+            assert pd.read_parquet(out / "zero_shot" / f"{tag}.parquet")["split_seed"].unique().tolist() == [split]
         assert (weights["split_seed"], other["split_seed"]) == (0, 1)
         for folder, split in (("data", 0), ("data~split1", 1)):  # each draw's own search
             assert json.loads((out / "searches" / folder / "search.json").read_text())["arguments"]["split_seed"] == split

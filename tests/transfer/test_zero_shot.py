@@ -68,3 +68,57 @@ def test_linear_probe_picks_c_on_validation():
     y = (x[:, 0] > 0).astype(int)
     result = linear_probe((x[:200], y[:200]), (x[200:250], y[200:250]), (x[250:], y[250:]))
     assert result.test_accuracy > 0.9 and result.c in (0.01, 0.1, 1.0, 10.0)
+
+
+def test_distinct_images_of_overlapping_draws():
+    from hgprompt_ray.data.base import ArraySplit, pool_split_indices
+    from hgprompt_ray.transfer.zero_shot import distinct_images
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(1300, 8, 8, 3), dtype=np.uint8)
+    images[1] = images[0]  # the same pixels twice in the pool: one distinct image
+    labels = rng.integers(0, 3, size=1300)
+    draws = [{name: ArraySplit(images[pool_split_indices(1300, name, seed)], labels[pool_split_indices(1300, name, seed)])
+              for name in ("train800", "val200", "test")} for seed in (0, 1, 2)]  # fmt: skip
+    picks, positions = distinct_images(draws)
+    assert len(picks) == 1299  # three draws of 1,300 images each cover the pool, less the duplicate
+    for draw, where in zip(draws, positions):
+        for name, split in draw.items():
+            assert len(where[name]) == len(split)
+            for i in (0, len(split) // 2, len(split) - 1):
+                base, index = picks[where[name][i]]
+                assert np.array_equal(np.asarray(base.image(index)), np.asarray(split.image(i)))
+
+
+def test_several_draws_in_one_pass_equal_one_draw_at_a_time(tiny_library):
+    from hgprompt_ray.models import PromptedViT, load_backbone
+    from hgprompt_ray.transfer.zero_shot import zero_shot_draws, zero_shot_target
+
+    root, library = tiny_library
+    record = library.records()[0]
+    backbone = load_backbone(record.backbone, record.img_size)
+    prompts = library.load_many(library.names, backbone=record.backbone, embed_dim=backbone.embed_dim)
+    model = PromptedViT(backbone, num_prompt_tokens=prompts.shape[1]).eval()
+    target = str(root / "redblue")
+    together = pd.DataFrame(zero_shot_draws(model, prompts, library.names, target, img_size=32, split_seeds=(0, 1),
+                                            max_test=20, progress=False))  # fmt: skip
+    assert set(together["split_seed"]) == {0, 1} and len(together) == 2 * 3 and (together["precision"] == "fp32").all()
+    for seed in (0, 1):
+        alone = pd.DataFrame(zero_shot_target(model, prompts, library.names, target, img_size=32, split_seed=seed,
+                                              max_test=20, progress=False)).set_index("source")  # fmt: skip
+        same = together[together["split_seed"] == seed].set_index("source")
+        for column in ("val_accuracy", "test_accuracy"):  # batches differ: at most one image may flip
+            assert np.abs(same[column] - alone.loc[same.index, column]).max() <= 1 / 20 + 1e-9
+
+
+def test_more_split_seeds_extend_the_parts(tiny_library):
+    root, library = tiny_library
+    out = root / "zs"
+    base = ["--prompts", str(library.root), "--out", str(out), "--max-test", "20", "--precision", "fp32"]
+    assert main(base) == 0
+    first = pd.read_parquet(out / "parts" / "redblue.parquet")
+    assert main([*base, "--split-seeds", "0", "1"]) == 0
+    both = pd.read_parquet(out / "parts" / "redblue.parquet")
+    assert sorted(both["split_seed"].unique()) == [0, 1] and len(both) == 2 * len(first)
+    pd.testing.assert_frame_equal(both[both["split_seed"] == 0].reset_index(drop=True), first)  # kept, not redone
+    assert set(pd.read_parquet(out / "zero_shot.parquet")["split_seed"]) == {0, 1}
