@@ -82,7 +82,8 @@ def _state(plan: EvaluationPlan, command: str, machine: str) -> dict:
     if previous and not chunks:  # a folder from before chunks: its one invocation
         chunks = [{k: previous.get(k) for k in ("command", "target_names", "started", "seconds")}]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    chunks.append({"command": command, "target_names": names, "machine": machine, "started": now, "seconds": None})
+    chunks.append({"command": command, "target_names": names, "protocols": list(plan.settings.protocols),
+                   "machine": machine, "started": now, "seconds": None})  # fmt: skip
     return {
         "schema_version": STATE_SCHEMA,
         "command": command,

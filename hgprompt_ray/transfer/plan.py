@@ -42,10 +42,12 @@ TRANSFER_BUDGET = (
 )  # fmt: skip
 SETTINGS_BUDGET = (
     "search_metric", "spot_steps", "search_trials", "samples", "gradient_samples", "seeds", "scaling_sizes", "scaling_seeds",
-    "protocols", "tuned_seeds",
+    "tuned_seeds",
 )  # fmt: skip
 BUDGET_FIELDS = TRANSFER_BUDGET + SETTINGS_BUDGET
-"""What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``)."""
+"""What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``).
+The protocols and methods may differ between invocations (each run is stored under its method
+and protocol): e.g. init-probe for every target, then tuned for a few."""
 
 
 @dataclass(frozen=True)
@@ -340,10 +342,10 @@ def _check_output(plan: EvaluationPlan) -> None:
             ) from error
         budget = {
             "search_metric": "val-h",  # evaluations before --search-metric
-            "protocols": ["tuned"],  # evaluations before --protocol
             "tuned_seeds": None,  # evaluations before --tuned-seeds
             **previous.get("budget", {}),
         }
+        budget.pop("protocols", None)  # in the budget of evaluations before chunks
         if budget != plan.budget or previous.get("library") != library_label(plan.library.root):
             raise InvalidValueError(
                 f"--output {output} holds an evaluation with another budget or library "
