@@ -9,7 +9,9 @@ methods themselves live in the registry (``transfer.methods``).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,19 @@ class EvaluationJob:
         return f"{self.target_name}/{tag}/seed{self.seed}"
 
 
+def _progress_to_stderr() -> None:
+    """Send the transfer modules' INFO lines (a tuned run's epochs) to this worker's stderr, which
+    Ray forwards to the driver's console under the task's name and pid: a tuned run takes minutes."""
+    progress = logging.getLogger("hgprompt_ray.transfer")
+    if not any(getattr(h, "hgprompt_progress", False) for h in progress.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.hgprompt_progress = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+
+
 def _threads() -> None:
     count = os.environ.get("OMP_NUM_THREADS")
     if count and count.isdigit() and int(count) > 0:
@@ -100,6 +115,7 @@ def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[
     method = get_method(job.method)
     config = replace(transfer, task=job.target, seed=job.seed)
     _threads()
+    _progress_to_stderr()
     backbone = load_backbone(config.backbone, config.img_size)
     prompts = PromptLibrary(library).load_many(
         list(job.sources), backbone=config.backbone, embed_dim=backbone.embed_dim

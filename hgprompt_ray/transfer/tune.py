@@ -196,6 +196,8 @@ def select_setting(
         def score(epoch: float, loss: float, scale: float = scale, classifier: nn.Module = classifier) -> None:
             val_curve.append((scale, epoch, _accuracy(classifier, val200, config, device)))
             loss_curve.append((scale, epoch, loss))
+            logger.info("%s %s seed %d: lr x%g, epoch %.2f/%g: train loss %.3f, val200 %.3f", config.task,
+                        method.name, config.seed, scale, epoch, config.epochs, loss, val_curve[-1][2])  # fmt: skip
 
         _fit(classifier, train800, config.epochs, method, config, scale, device, on_epoch=score)
     order = {s: i for i, s in enumerate(config.lr_scales)}
@@ -247,6 +249,8 @@ def tune_transfer(
         return model.to(device)
 
     chosen = select_setting(build, method, config, datasets["train800"], datasets["val200"], device)
+    logger.info("%s %s seed %d: refit on train800val200 at lr x%g for %.2f epochs (val200 %.3f)", config.task,
+                method.name, config.seed, chosen.lr_scale, chosen.epochs, chosen.val_accuracy)  # fmt: skip
     classifier = build()
     _fit(classifier, datasets["train800val200"], chosen.epochs, method, config, chosen.lr_scale, device)
     test_accuracy = _accuracy(classifier, datasets["test"], config, device)

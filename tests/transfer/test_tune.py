@@ -4,6 +4,7 @@ refit on train800val200, test scored last; the probe in closed form; ATTEMPT's m
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -107,10 +108,14 @@ def test_init_probe_fits_the_probe_on_the_features_under_p0(transfer_config, bac
     assert found.num_test == 80 and found.precision == "fp32"
 
 
-def test_max_steps_caps_every_fit(transfer_config, backbone):
+def test_max_steps_caps_every_fit(transfer_config, backbone, caplog):
     capped = dataclasses.replace(transfer_config, max_steps=2, lr_scales=(1.0,))
-    result = tune_transfer(capped, "vpt", num_prompt_tokens=4, backbone=backbone)
+    with caplog.at_level(logging.INFO, logger="hgprompt_ray.transfer.tune"):
+        result = tune_transfer(capped, "vpt", num_prompt_tokens=4, backbone=backbone)
     assert [e for _, e, _ in result.val_curve] == [pytest.approx(2 / 7)]  # 240 images, batch 32: 7 steps an epoch
+    lines = [r.getMessage() for r in caplog.records if r.name == "hgprompt_ray.transfer.tune"]  # progress per epoch
+    assert lines[0].startswith(f"{capped.task} vpt seed 0: lr x1, epoch 0.29/{capped.epochs}: train loss ")
+    assert lines[0].endswith(f"val200 {result.val_curve[0][2]:.3f}") and "refit on train800val200" in lines[-1]
 
 
 def test_brief_tune_moves_the_prompt(transfer_config, backbone):
