@@ -123,5 +123,6 @@ def describe_machine() -> str:
         model = names[0] if names else model
     resources = ray.cluster_resources() if ray.is_initialized() else {}
     gpus = int(resources.get("GPU", 0))
-    gpu = f", {gpus} GPU ({torch.cuda.get_device_name(0)})" if gpus and torch.cuda.is_available() else f", {gpus} GPU"
+    kinds = sorted(k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:"))  # no CUDA context here
+    gpu = f", {gpus} GPU" + (f" ({', '.join(kinds)})" if kinds else "")
     return f"{model}; Ray: {int(resources.get('CPU', 0))} CPUs{gpu}; torch {torch.__version__}"

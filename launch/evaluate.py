@@ -104,6 +104,21 @@ def _state(plan: EvaluationPlan, command: str, machine: str) -> dict:
     }
 
 
+def _finished(plan: EvaluationPlan, state: dict) -> dict:
+    """The folder's record at the end of this chunk: re-read, so that a chunk that ran beside this
+    one into the same folder keeps its own record and targets; this chunk's entry gets its time."""
+    path = plan.output / STATE_FILE
+    current = json.loads(path.read_text()) if path.is_file() else state
+    mine = state["chunks"][-1]
+    chunks = [c for c in current.get("chunks", []) if (c.get("started"), c.get("command")) != (mine["started"], mine["command"])]
+    merged = {**current, "budget": state["budget"], "chunks": [*chunks, mine]}
+    for key in ("targets", "target_names", "scaling_targets", "scaling_target_names"):
+        merged[key] = _union(current.get(key, []), state[key])
+    merged["seconds"] = sum(c.get("seconds") or 0.0 for c in merged["chunks"])  # every invocation's
+    merged["runs"] = sum(1 for _ in (plan.output / "runs").glob("*/*/*.json"))
+    return merged
+
+
 def report_only(output: Path) -> int:
     from hgprompt_ray.transfer.report import write_report
 
@@ -157,8 +172,7 @@ def run(argv: list[str] | None = None) -> int:
     if not (plan.output / "tsne.png").is_file() or ran:
         write_tsne(plan, weights)
     state["chunks"][-1]["seconds"] = time.perf_counter() - start
-    state["seconds"] = sum(c["seconds"] or 0.0 for c in state["chunks"])  # every invocation's
-    state["runs"] = sum(1 for _ in (plan.output / "runs").glob("*/*/*.json"))
+    state = _finished(plan, state)
     atomic_write_json(plan.output / STATE_FILE, state)
     path, display = write_report(plan.output, state)
     print(display.drop(columns=["Trains"]).to_string())

@@ -64,6 +64,12 @@ def write_heatmap(frame: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
+def _with_split_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows from before the ``split_seed`` column were computed on split draw 0."""
+    seeds = frame["split_seed"] if "split_seed" in frame else pd.Series(0, index=frame.index)
+    return frame.assign(split_seed=seeds.fillna(0).astype(int))
+
+
 def run(argv: list[str] | None = None) -> int:
     configure_logging(None, verbose=True)
     parser = argparse.ArgumentParser(
@@ -112,8 +118,8 @@ def run(argv: list[str] | None = None) -> int:
     model = PromptedViT(model_backbone, num_prompt_tokens=prompts.shape[1]).eval()
     for target in targets:
         part = parts / f"{resolve_target(target, data_root=args.data_root).info.name}.parquet"
-        done = pd.read_parquet(part) if part.is_file() else pd.DataFrame()
-        have = set(done["split_seed"]) if "split_seed" in done else ({0} if not done.empty else set())
+        done = _with_split_seed(pd.read_parquet(part)) if part.is_file() else pd.DataFrame()
+        have = set(done["split_seed"]) if not done.empty else set()
         missing = [seed for seed in dict.fromkeys(args.split_seeds) if seed not in have]
         if not missing:
             logging.info("skipping %s (done: %s)", target, part)
@@ -123,10 +129,8 @@ def run(argv: list[str] | None = None) -> int:
                                precision=args.precision)  # fmt: skip
         with atomic_path(part) as tmp:
             pd.concat([done, pd.DataFrame(rows)], ignore_index=True).to_parquet(tmp, index=False)
-    frame = pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))], ignore_index=True)
-    if "split_seed" not in frame:
-        frame["split_seed"] = 0  # parts from before the column: split 0
-    frame["split_seed"] = frame["split_seed"].fillna(0).astype(int)
+    frame = pd.concat([_with_split_seed(pd.read_parquet(p)) for p in sorted(parts.glob("*.parquet"))],
+                      ignore_index=True)  # fmt: skip
     with atomic_path(out / "zero_shot.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "zero_shot.csv") as tmp:

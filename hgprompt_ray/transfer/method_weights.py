@@ -47,7 +47,9 @@ def zero_shot_val(column: pd.DataFrame, sources: list[str]) -> dict[str, float]:
 
 def _find_column(plan: EvaluationPlan, target: str, split_seed: int, tag: str) -> pd.DataFrame | None:
     """The target's zero-shot column on split draw ``split_seed``, from the library's matrix (and its
-    parts) or this evaluation's ``zero_shot/<tag>.parquet``; None when neither has it."""
+    parts) or this evaluation's ``zero_shot/<tag>.parquet``; None when neither has it. The rows'
+    precision (fp32 in matrices without the column, else the resolved ``--precision``) is recorded
+    in them but not matched: a matrix computed in fp32 serves a bf16 evaluation."""
     name, sources = plan.target_name(target), list(plan.sources[target])
     frames = [pd.read_parquet(plan.zero_shot)] if plan.zero_shot.is_file() else []
     parts = plan.zero_shot.parent / "parts"
@@ -224,6 +226,41 @@ def split_tag(plan: EvaluationPlan, target: str, seed: int = 0) -> str:
     return name if seed == 0 else f"{name}~split{plan.transfer.split_seed + seed}"
 
 
+def _cached_entry(path: Path, sources: list[str]) -> dict[str, Any] | None:
+    """The cached weights entry, or None when absent or over other sources (a changed library)."""
+    if not path.is_file():
+        return None
+    import json
+
+    cached = dict(json.loads(path.read_text()))
+    if cached.get("sources") != sources:
+        logger.warning("%s holds weights over other sources %s: recomputing them", path, cached.get("sources"))
+        return None
+    return cached
+
+
+def _lacks(cached: dict[str, Any], method: Any, seeds: list[int]) -> bool:
+    """Whether ``cached`` lacks ``method``'s weights (a per-seed method's: for any of ``seeds``)."""
+    if method.per_seed:
+        return any(str(s) not in cached.get("per_seed", {}).get(method.name, {}) for s in seeds)
+    return method.name not in cached["methods"]
+
+
+def _merged(cached: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``cached`` with ``new``'s methods and scaling points added (the rest as cached: same draw)."""
+    merged = {**new, **cached}
+    merged["methods"] = {**cached["methods"], **new["methods"]}
+    merged["per_seed"] = {**cached.get("per_seed", {})}  # a seed that runs may have used keeps its weights
+    for name, values in new["per_seed"].items():
+        merged["per_seed"][name] = {**values, **merged["per_seed"].get(name, {})}
+    merged["spot_similarities"] = {**new["spot_similarities"], **cached.get("spot_similarities", {})}
+    merged["search"] = cached.get("search") or new["search"]
+    merged["scaling"] = {size: {**point, "methods": dict(point["methods"])} for size, point in cached["scaling"].items()}
+    for size, point in new["scaling"].items():
+        merged["scaling"].setdefault(size, {"sources": point["sources"], "methods": {}})["methods"].update(point["methods"])
+    return merged
+
+
 def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str, Any]:
     """Every method's weights for one target (and the scaling subsets), from the registry; cached
     as ``weights/<tag>.json`` (:func:`split_tag`).
@@ -246,27 +283,27 @@ def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str
     methods = [get_method(m) for m in settings.all_methods if get_method(m).weights is not None]
     if seed:  # only the init-probe runs of this seed read this entry
         methods = [m for m in methods if "init-probe" in m.protocols]
-    if path.is_file():
-        import json
-
-        cached = dict(json.loads(path.read_text()))
-        missing = sorted({m.name for m in methods} - set(cached["methods"]) - set(cached.get("per_seed", {})))
-        if not missing:
+    seeds = [seed] if seed else sorted(set(range(settings.seeds)) | set(range(settings.scaling_seeds)))
+    in_scaling = target in plan.scaling_targets and seed < settings.scaling_seeds
+    scaling = [m for m in methods if m.scaling] if in_scaling else []
+    cached = _cached_entry(path, list(plan.sources[target]))
+    if cached is not None:  # what a resumed folder lacks: methods registered or chosen since, a scaling curve
+        methods = [m for m in methods if _lacks(cached, m, seeds)]
+        points = [p["methods"] for p in cached["scaling"].values()]
+        scaling = [m for m in scaling if not points or any(m.name not in p for p in points)]
+        if not methods and not scaling:
             return cached
-        # a method registered after this entry was written (the search and SPoT resume from disk)
-        logger.info("%s lacks %s (registered after it was written): recomputing it", path, ", ".join(missing))
+        logger.info("%s lacks %s: computing them (the search and SPoT resume from disk)", path,
+                    ", ".join(sorted({m.name for m in methods} | {f"{m.name} (scaling)" for m in scaling})))  # fmt: skip
     if seed:
         transfer = dataclasses.replace(plan.transfer, split_seed=plan.transfer.split_seed + seed)
         plan = dataclasses.replace(plan, transfer=transfer)
     sources = list(plan.sources[target])
-    in_scaling = target in plan.scaling_targets and seed < settings.scaling_seeds
-    scaling = [m for m in methods if m.scaling] if in_scaling else []
-    needs = {n for m in methods for n in m.needs}
-    seeds = [seed] if seed else sorted(set(range(settings.seeds)) | set(range(settings.scaling_seeds)))
+    needs = {n for m in [*methods, *scaling] for n in m.needs}
     zero_shot = zero_shot_column(plan, target, tag)
     inputs, found = _inputs(plan, target, sources, needs, seeds, zero_shot, tag)
     task = remote(weights_task, plan)
-    computed = ray.get(task.remote(inputs, [m.name for m in methods], seeds))
+    computed = ray.get(task.remote(inputs, [m.name for m in methods], seeds)) if methods else {}
     entry: dict[str, Any] = {
         "target": name,
         "split_seed": plan.transfer.split_seed,
@@ -295,6 +332,9 @@ def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str
             point = ray.get(task.remote(inputs.subset(index, scaled), [m.name for m in scaling],
                                         [seed] if seed else list(range(settings.scaling_seeds))))  # fmt: skip
             entry["scaling"][str(size)] = {"sources": subset, "methods": point}
+    if cached is not None:
+        entry = _merged(cached, entry)
+        entry["methods"].update({n: v[str(seed)] for n, v in entry["per_seed"].items() if str(seed) in v})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, entry)
     return entry

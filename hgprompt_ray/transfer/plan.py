@@ -203,6 +203,7 @@ class EvaluationPlan:
         values = {**asdict(self.transfer), **asdict(self.settings)}
         budget = {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in BUDGET_FIELDS}
         budget["method_settings"] = {name: asdict(s) for name, s in sorted(self.method_settings.items())}
+        budget["tuned_seeds"] = self.settings.seeds_of("tuned")  # --tuned-seeds 3 --seeds 3 = no flag
         return budget
 
     def target_name(self, target: str) -> str:
@@ -241,7 +242,9 @@ def plan_evaluation(
     for name in ("epochs", "batch_size", "max_test", "max_steps"):
         if transfer.get(name) is not None:
             require_positive_flag(name.replace("_", "-"), transfer[name])
-    chosen_settings = {m: get_method(m).default_settings() for m in settings.all_methods}
+    # every registered method's settings (not only the chosen ones'), so that chunks choosing other
+    # --methods share one budget
+    chosen_settings = {m: get_method(m).default_settings() for m in method_names()}
     chosen_settings.update({m: s for m, s in (method_settings or {}).items() if m in chosen_settings})
     chosen_settings = {m: s for m, s in chosen_settings.items() if s is not None}
     library = open_library(settings.library)
@@ -289,7 +292,11 @@ def plan_evaluation(
         if "init-probe" in settings.protocols and settings.seeds > 1 and not task.split_is_seeded:
             logger.warning("%s has fixed splits (%s): its %d init-probe seeds repeat one draw and will agree",
                            target, getattr(task, "SPLIT_PROTOCOL", "not seeded"), settings.seeds)  # fmt: skip
-    scaling_targets = tuple(targets[:1] if settings.scaling_targets is None else settings.scaling_targets)
+    scaling_targets = settings.scaling_targets
+    if scaling_targets is None:  # the first target; in a folder that has them, its scaling targets
+        recorded = _recorded_scaling_targets(Path(settings.output).expanduser())
+        scaling_targets = tuple(targets[:1] if recorded is None else
+                                [t for t in targets if tasks[t].info.name in recorded])  # fmt: skip
     unknown = [t for t in scaling_targets if t not in targets]
     if unknown:
         raise InvalidValueError(
@@ -331,6 +338,19 @@ def plan_evaluation(
     return plan
 
 
+def _recorded_scaling_targets(output: Path) -> list[str] | None:
+    """The scaling targets (names) of the evaluation in ``output``, or None when it has none recorded:
+    a later chunk of targets adds no scaling curve of its own unless --scaling-targets asks."""
+    state = output / STATE_FILE
+    if not state.is_file():
+        return None
+    try:
+        names = json.loads(state.read_text()).get("scaling_target_names")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # _check_output reports it
+    return None if names is None else list(names)
+
+
 def _check_output(plan: EvaluationPlan) -> None:
     output, state = plan.output, plan.output / STATE_FILE
     if state.is_file():
@@ -342,10 +362,11 @@ def _check_output(plan: EvaluationPlan) -> None:
             ) from error
         budget = {
             "search_metric": "val-h",  # evaluations before --search-metric
-            "tuned_seeds": None,  # evaluations before --tuned-seeds
             **previous.get("budget", {}),
         }
         budget.pop("protocols", None)  # in the budget of evaluations before chunks
+        if budget.get("tuned_seeds") is None:  # evaluations before --tuned-seeds
+            budget["tuned_seeds"] = budget.get("seeds")
         if budget != plan.budget or previous.get("library") != library_label(plan.library.root):
             raise InvalidValueError(
                 f"--output {output} holds an evaluation with another budget or library "

@@ -112,7 +112,8 @@ def _informative(frame: pd.DataFrame, protocols: list[str], spread: Mapping[str,
     table = informative_table(frame, protocol, None, spread)
     if table.empty:
         return [], []
-    return list(table.index[table["informative"]]), list(table.index[~table["informative"]])
+    chosen = list(table.index[table["informative"]])
+    return chosen, sorted(set(frame[frame["main"]]["target"]) - set(chosen))  # with no verdict: marked too
 
 
 def _protocol_section(
@@ -134,10 +135,11 @@ def _protocol_section(
     informative = informative_table(frame, protocol, labels, spread)
     mark = ""
     if others:
-        mark = (f"\n\nInformative targets first; † marks a target that is not informative (sources' zero-shot "
-                f"test spread < {INFORMATIVE['zero_shot_spread']:g} points, or init-probe weightings not different "
-                f"at ANOVA p < {INFORMATIVE['p']:g} over >= {INFORMATIVE['seeds']} seeds): saturated for comparing "
-                "weightings.")  # fmt: skip
+        mark = ("\n\nInformative targets first; † marks a target not shown to be informative (its verdict is in "
+                "the table \"Do the weightings differ on each target?\" of the init-probe protocol, or of tuned "
+                f"without init-probe runs: the sources' zero-shot test spread >= {INFORMATIVE['zero_shot_spread']:g} "
+                f"points and ANOVA p < {INFORMATIVE['p']:g} over >= {INFORMATIVE['seeds']} seeds make a target "
+                "informative).")  # fmt: skip
     parts = [
         f"## Main table, {protocol} (test top-1 %, mean ± 95% CI half-width over seeds; trainable "
         f"parameters; wall time per run)\n\nProtocol: {_PROTOCOL_TEXT[protocol]}.{mark}\n\n{markdown(display)}",
@@ -177,7 +179,10 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
     for chunk in chunks:
         seconds = chunk.get("seconds")
         took = "did not finish" if seconds is None else f"{seconds / 60:.1f} min"
-        lines.append(f"    {chunk['command']}\n      # {', '.join(chunk.get('target_names') or [])}: {took}")
+        protocols = f" ({', '.join(chunk['protocols'])})" if chunk.get("protocols") else ""
+        machine = f" on {chunk['machine']}" if chunk.get("machine") else ""
+        lines.append(f"    {chunk['command']}\n      # {', '.join(chunk.get('target_names') or [])}{protocols}: "
+                     f"{took}{machine}")  # fmt: skip
     return "Chunks, one invocation each (the same budget and library; a repeated target resumes):\n\n" + "\n".join(lines)
 
 
@@ -222,9 +227,10 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
     _write_csv(spearman, output / "spearman.csv")
     _write_csv(spearman_long, output / "spearman_ci.csv", index=False)
     sections = []
-    names = state.get("target_names", [])
-    if names:
-        sections.append(_learning_section(output, names[0], labels))
+    tuned_vpt = set(protocol_runs(frame, "tuned").query("method == 'vpt'")["target"])
+    shown = [n for n in state.get("target_names", []) if n in tuned_vpt]  # the first with VPT's tuned runs
+    if shown:
+        sections.append(_learning_section(output, shown[0], labels))
     scaling_methods = [m.name for m in registered() if m.scaling]
     for protocol in protocols:
         runs = frame[frame["target"].isin(state.get("scaling_target_names", []))]
@@ -235,7 +241,8 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
         summary = write_scaling_plot(runs[runs["seed"] < state["scaling_seeds"]], scaling_methods,
                                      output / f"scaling{suffix}.png", lambda m: labels[m])  # fmt: skip
         _write_csv(summary, output / f"scaling{suffix}.csv", index=False)
-        table = summary.pivot_table(index="scale", columns="method", values="mean")
+        by = ["target", "scale"] if summary["target"].nunique() > 1 else "scale"  # never mean over targets
+        table = summary.pivot_table(index=by, columns="method", values="mean")
         table.columns = [labels[m] for m in table.columns]
         sections.append(f"## Scaling with the number of sources ({protocol})\n\n![scaling](scaling{suffix}.png)\n\n"
                         "Test top-1 (fraction, mean over seeds; the plot's bars are 95% CIs) per number of sources "
@@ -258,7 +265,8 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
             )
     text = Template(TEMPLATE.read_text()).substitute(
         commands=_chunks_text(state),
-        machine=state.get("machine", "not recorded"),
+        machine="; ".join(dict.fromkeys(c["machine"] for c in state.get("chunks", []) if c.get("machine")))
+        or state.get("machine", "not recorded"),
         library=state["library"],
         backbone=state["backbone"],
         img_size=state["img_size"],

@@ -319,10 +319,27 @@ def informative_table(
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows).set_index("target")
-    table["informative"] = ((table["zero-shot spread (points)"] >= INFORMATIVE["zero_shot_spread"])
-                            & (table["p (ANOVA)"] < INFORMATIVE["p"]) & (table["seeds"] >= INFORMATIVE["seeds"]))  # fmt: skip
+    noise = {t: runs[runs["target"] == t].groupby("method")["test_accuracy"].std().fillna(0).max() for t in table.index}
+    table["verdict"] = [_verdict_of(row, noise[t]) for t, row in table.iterrows()]
+    table["informative"] = table["verdict"] == "informative"
     table["_p"] = table["p (ANOVA)"].fillna(np.inf)
     return table.sort_values(["informative", "_p"], ascending=[False, True], kind="stable").drop(columns="_p")
+
+
+def _verdict_of(row: pd.Series, seed_noise: float) -> str:
+    """Why a target is or is not informative (:data:`INFORMATIVE`), in words."""
+    if row["seeds"] < INFORMATIVE["seeds"]:
+        return f"undetermined: {row['seeds']} < {INFORMATIVE['seeds']} seeds"
+    if seed_noise == 0:  # a task with fixed splits: every seed repeats one draw, the ANOVA is degenerate
+        return "undetermined: the seeds agree exactly (one split draw)"
+    spread = row["zero-shot spread (points)"]
+    if not np.isfinite(spread):
+        return "undetermined: no zero-shot column"
+    if spread < INFORMATIVE["zero_shot_spread"]:
+        return f"saturated: zero-shot spread {spread:.1f} < {INFORMATIVE['zero_shot_spread']:g} points"
+    if not row["p (ANOVA)"] < INFORMATIVE["p"]:
+        return f"weightings within seed noise: p = {row['p (ANOVA)']:.2g}"
+    return "informative"
 
 
 def baselines_beating(means: pd.DataFrame, method: str = "hgprompt") -> list[tuple[str, str, float, float]]:

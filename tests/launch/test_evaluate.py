@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -95,7 +96,7 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert list(table.index) == labels and "PARTIAL-1" in labels and "MLP-3" in labels
         # 2 init-probe seeds cannot show a target informative: its column is marked, with the reason
         assert {"Params", "Wall s/run", "data †", "Average"} <= set(table.columns)
-        assert "† marks a target that is not informative" in report
+        assert "† marks a target not shown to be informative" in report
         assert table.loc["Linear probe", "Fit"] == "closed form"
         spearman = pd.read_csv(out / "spearman.csv", index_col=0)  # values: tests/transfer/test_report.py
         assert list(spearman.index) == ["data", "Average"] and "HGPrompt" in spearman.columns
@@ -141,13 +142,15 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         # weights written before a method was registered (a resumed evaluation after the registry
         # grew): that method's weights are computed, the search resumes without a new trial
         stale = {**weights, "methods": {k: v for k, v in weights["methods"].items() if k != "search-uniform"}}
+        stale["methods"]["average"] = [1.0, 0.0, 0.0]  # a marker: what the entry has is kept, not recomputed
         (out / "weights" / "data.json").write_text(json.dumps(stale))
         (out / "runs" / "data" / "search-uniform" / "seed0.json").unlink()
         trials = pd.read_csv(out / "searches" / "data" / "trials.csv")
         assert main(argv) == 0
         assert f"(2 runs this time, {runs} in all)" in capsys.readouterr().out
         assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
-        assert json.loads((out / "weights" / "data.json").read_text())["methods"] == weights["methods"]
+        assert json.loads((out / "weights" / "data.json").read_text())["methods"] == {
+            **weights["methods"], "average": [1.0, 0.0, 0.0]}
         pd.testing.assert_frame_equal(pd.read_csv(out / "searches" / "data" / "trials.csv"), trials)
         state = json.loads((out / "evaluate.json").read_text())
         assert len(state["chunks"]) == 2 and state["runs"] == runs and "Ray: 2 CPUs" in state["machine"]
@@ -242,7 +245,7 @@ def test_chunks_of_targets_fill_one_folder(tmp_path):
     targets and its wall time, and the report lists every chunk's command."""
     from hgprompt_ray.transfer.plan import EvaluationSettings, plan_evaluation
     from hgprompt_ray.transfer.report import _chunks_text
-    from launch.evaluate import _state
+    from launch.evaluate import _finished, _state
 
     settings = EvaluationSettings(output=str(tmp_path / "loo"), methods=("average",), protocols=("init-probe",))
     first = _state(plan_evaluation(settings, {}, ["count", "dsprites-scale"]), "evaluate.py --targets A", "m1")
@@ -254,7 +257,22 @@ def test_chunks_of_targets_fill_one_folder(tmp_path):
     assert second["target_names"] == ["count", "dsprites-scale", "textile"]  # count: resumed, not twice
     assert [c["target_names"] for c in second["chunks"]] == [["count", "dsprites-scale"], ["textile", "count"]]
     assert second["started"] == first["started"] and second["machine"] == "m2"
+    assert second["scaling_target_names"] == ["count"]  # the first chunk's: one scaling curve in all
+    (tmp_path / "loo" / "evaluate.json").write_text(json.dumps(second))
+    assert plan_evaluation(settings, {}, ["textile", "count"]).scaling_targets == ("count",)
+    assert plan_evaluation(settings, {}, ["textile"]).scaling_targets == ()
+    wanted = dataclasses.replace(settings, scaling_targets=("textile",))
+    assert plan_evaluation(wanted, {}, ["textile"]).scaling_targets == ("textile",)
     text = _chunks_text(second)
-    assert "evaluate.py --targets A\n      # count, dsprites-scale: 1.0 min" in text
-    assert "evaluate.py --targets B\n      # textile, count: did not finish" in text
+    assert "evaluate.py --targets A\n      # count, dsprites-scale (init-probe): 1.0 min on m1" in text
+    assert "evaluate.py --targets B\n      # textile, count (init-probe): did not finish on m2" in text
     assert _chunks_text(first) == "    evaluate.py --targets A"
+    # two chunks at once into one folder: the one that ends first keeps the other's record
+    plan_c, plan_d = (plan_evaluation(settings, {}, [t]) for t in ("dsprites-location", "dsprites-shape"))
+    started = _state(plan_c, "evaluate.py --targets C", "m3")
+    (tmp_path / "loo" / "evaluate.json").write_text(json.dumps(started))
+    (tmp_path / "loo" / "evaluate.json").write_text(json.dumps(_state(plan_d, "evaluate.py --targets D", "m3")))
+    started["chunks"][-1]["seconds"] = 30.0
+    done = _finished(plan_c, started)
+    assert [c["command"][-1] for c in done["chunks"]] == ["A", "B", "D", "C"] and done["seconds"] == 90.0
+    assert {"dsprites-location", "dsprites-shape"} <= set(done["target_names"])

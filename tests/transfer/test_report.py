@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,7 +108,7 @@ def test_protocols_have_their_own_tables_with_paired_tests():
     assert list(spread.index) == ["b", "a"] and spread["informative"].tolist() == [True, False]
     assert spread.loc["a", "zero-shot spread (points)"] == 3.0
     fewer = report.informative_table(frame[frame["seed"] < 4], "init-probe", zero_shot_spread={"a": 9.0, "b": 9.0})
-    assert not fewer["informative"].any()  # 4 seeds are below the bar
+    assert not fewer["informative"].any() and (fewer["verdict"] == "undetermined: 4 < 5 seeds").all()
     ordered, _ = report.main_table(frame, protocol="init-probe", order=["b"], marked=["a"])
     assert [c for c in ordered.columns if c in ("a †", "b")] == ["b", "a †"]
 
@@ -124,3 +126,39 @@ def test_scaling_and_weights_plots(tmp_path):
     for name in ("scaling.png", "w.png", "tsne.png"):
         with Image.open(tmp_path / name) as png:
             assert png.format == "PNG"
+
+
+def _write_run(root, target, method, protocol, seed, accuracy):
+    folder = root / "runs" / target / (method if protocol == "tuned" else f"{method}~{protocol}")
+    folder.mkdir(parents=True, exist_ok=True)
+    job = {"target_name": target, "method": method, "protocol": protocol, "seed": seed, "scale": None,
+           "sources": ["s1", "s2", "s3"]}  # fmt: skip
+    record = {"schema_version": 2, "job": job, "test_accuracy": accuracy, "val_accuracy": accuracy, "seconds": 3.0,
+              "key": f"{target}/{method}/seed{seed}", "trainable_parameters": 10}  # fmt: skip
+    (folder / f"seed{seed}.json").write_text(json.dumps(record))
+
+
+def test_the_report_puts_informative_targets_first_and_says_why_the_others_are_not(tmp_path):
+    """Three targets, 5 init-probe seeds: a separates the weightings over spread sources; b's
+    sources are saturated; c repeats one split draw (its seeds agree exactly)."""
+    rng = np.random.default_rng(0)
+    spreads = {"a": [0.3, 0.5, 0.6], "b": [0.9, 0.91, 0.92], "c": [0.2, 0.4, 0.6]}
+    for target in ("a", "b", "c"):
+        for seed in range(5):
+            base = 0.6 + (0.0 if target == "c" else 0.02 * rng.normal())
+            for method, gap in (("average", 0.0), ("hgprompt", 0.05), ("single-best", -0.1)):
+                _write_run(tmp_path, target, method, "init-probe", seed, base + gap)
+        entry = {"target": target, "sources": ["s1", "s2", "s3"], "methods": {"hgprompt": [0.2, 0.3, 0.5]},
+                 "zero_shot": dict(zip(["s1", "s2", "s3"], spreads[target])), "scaling": {}}  # fmt: skip
+        (tmp_path / "weights").mkdir(exist_ok=True)
+        (tmp_path / "weights" / f"{target}.json").write_text(json.dumps(entry))
+    state = {"command": "evaluate.py --targets a b c", "library": "lib", "backbone": "vit", "img_size": 32,
+             "target_names": ["b", "c", "a"], "scaling_target_names": [], "scaling_seeds": 1, "seeds": 5,
+             "budget": {"tuned_seeds": 3}, "machine": "test machine"}  # fmt: skip
+    path, display = report.write_report(tmp_path, state)
+    assert [c for c in display.columns if c in ("a", "b †", "c †")] == ["a", "b †", "c †"]
+    verdicts = pd.read_csv(tmp_path / "informative_init-probe.csv", index_col=0)["verdict"]
+    assert verdicts["a"] == "informative" and verdicts["b"] == "saturated: zero-shot spread 2.0 < 5 points"
+    assert verdicts["c"] == "undetermined: the seeds agree exactly (one split draw)"
+    text = path.read_text()
+    assert "seeds: init-probe 5; protocols: init-probe" in text and "Machine: test machine." in text

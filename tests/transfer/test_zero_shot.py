@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from hgprompt_ray.models.features import extract_cls_features
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer import linear_probe
+from hgprompt_ray.transfer.splits import load_transfer_splits
 from launch.zero_shot import main
 
 
@@ -103,12 +105,19 @@ def test_several_draws_in_one_pass_equal_one_draw_at_a_time(tiny_library):
     together = pd.DataFrame(zero_shot_draws(model, prompts, library.names, target, img_size=32, split_seeds=(0, 1),
                                             max_test=20, progress=False))  # fmt: skip
     assert set(together["split_seed"]) == {0, 1} and len(together) == 2 * 3 and (together["precision"] == "fp32").all()
-    for seed in (0, 1):
-        alone = pd.DataFrame(zero_shot_target(model, prompts, library.names, target, img_size=32, split_seed=seed,
-                                              max_test=20, progress=False)).set_index("source")  # fmt: skip
+    for seed in (0, 1):  # against the definition: each split of the draw extracted on its own
+        _, splits, labels = load_transfer_splits(target, img_size=32, mean=backbone.pretrained_cfg["mean"],
+                                                 std=backbone.pretrained_cfg["std"], split_seed=seed, max_test=20,
+                                                 splits=("train800", "val200", "test"))  # fmt: skip
+        features = {n: extract_cls_features(model, d, prompts=prompts) for n, d in splits.items()}
         same = together[together["split_seed"] == seed].set_index("source")
-        for column in ("val_accuracy", "test_accuracy"):  # batches differ: at most one image may flip
-            assert np.abs(same[column] - alone.loc[same.index, column]).max() <= 1 / 20 + 1e-9
+        for index, name in enumerate(library.names):
+            alone = linear_probe(*[(features[n][index], labels[n]) for n in ("train800", "val200", "test")])
+            for column, value in (("val_accuracy", alone.val_accuracy), ("test_accuracy", alone.test_accuracy)):
+                assert abs(same.loc[name, column] - value) <= 1 / 20 + 1e-9  # batches differ: one image may flip
+    one = pd.DataFrame(zero_shot_target(model, prompts, library.names, target, img_size=32, split_seed=1,
+                                        max_test=20, progress=False))  # fmt: skip
+    assert (one["split_seed"] == 1).all() and len(one) == 3
 
 
 def test_more_split_seeds_extend_the_parts(tiny_library):
@@ -122,3 +131,18 @@ def test_more_split_seeds_extend_the_parts(tiny_library):
     assert sorted(both["split_seed"].unique()) == [0, 1] and len(both) == 2 * len(first)
     pd.testing.assert_frame_equal(both[both["split_seed"] == 0].reset_index(drop=True), first)  # kept, not redone
     assert set(pd.read_parquet(out / "zero_shot.parquet")["split_seed"]) == {0, 1}
+
+
+def test_parts_from_before_the_split_column_count_as_draw_0(tiny_library):
+    root, library = tiny_library
+    out = root / "zs"
+    base = ["--prompts", str(library.root), "--out", str(out), "--max-test", "20", "--precision", "fp32"]
+    assert main(base) == 0
+    for part in (out / "parts").glob("*.parquet"):  # as an older version wrote them
+        pd.read_parquet(part).drop(columns=["split_seed", "precision"]).to_parquet(part, index=False)
+    for _ in range(2):  # extended once, then found complete
+        assert main([*base, "--split-seeds", "0", "1"]) == 0
+        frame = pd.read_parquet(out / "zero_shot.parquet")
+        assert frame.groupby(["target", "split_seed"]).size().to_dict() == {
+            (t, s): 3 for t in ("redblue", "darklight") for s in (0, 1)}
+        assert frame["split_seed"].dtype.kind == "i"
