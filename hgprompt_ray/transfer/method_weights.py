@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
+from hgprompt_ray.errors import IntegrityError
 from hgprompt_ray.transfer.methods.inputs import WeightingInputs
 from hgprompt_ray.transfer.plan import EvaluationPlan
 from hgprompt_ray.transfer.runner import remote
@@ -104,7 +105,11 @@ def zero_shot_column(plan: EvaluationPlan, target: str, tag: str | None = None) 
     tag = tag or plan.target_name(target)
     _compute_columns(plan, target, {plan.transfer.split_seed: tag})
     found = _find_column(plan, target, plan.transfer.split_seed, tag)
-    assert found is not None  # computed above when missing
+    if found is None:
+        raise IntegrityError(
+            f"the zero-shot column of {plan.target_name(target)!r} on split draw {plan.transfer.split_seed} is "
+            f"not in {plan.output / 'zero_shot' / (tag + '.parquet')} after computing it. Fix: delete that file and rerun."
+        )
     return found
 
 
