@@ -359,8 +359,8 @@ class TransferConfig:
        images at most, the fixed seeded subset the zero-shot matrix uses).
 
     AdamW with linear warmup over ``warmup_fraction`` of the steps and cosine decay. The head is
-    MAE's linear-probe head (a BatchNorm without affine parameters, then a zero-initialised
-    linear layer) for every method but MLP-k; it and the prompts learn at ``base_lr``, the other
+    MAE's linear-probe head (a BatchNorm without affine parameters, with running statistics,
+    then a zero-initialised linear layer) for every method but MLP-k; it and the prompts learn at ``base_lr``, the other
     trained parameters at their method's base rate (``hgprompt_ray.transfer.methods``), both
     times ``s * batch_size / 256``. Every network pass runs under ``precision``.
     """

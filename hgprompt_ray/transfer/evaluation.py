@@ -26,8 +26,10 @@ from hgprompt_ray.transfer.methods import get_method
 
 __all__ = ["RESULT_SCHEMA", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
 
-RESULT_SCHEMA = 2
-"""2: the registry's methods, lr scale and epochs chosen on val200, trainable parameters."""
+RESULT_SCHEMA = 3
+"""2: the registry's methods, lr scale and epochs chosen on val200, trainable parameters.
+3: the head's BatchNorm keeps running statistics (``methods.common.HEAD_BN_MOMENTUM``); a trained
+(not closed-form) run of an earlier schema used cumulative ones and is run again on resume."""
 
 
 @dataclass(frozen=True)

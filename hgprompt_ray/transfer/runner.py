@@ -8,6 +8,7 @@ its result is written atomically as it arrives, so a killed evaluation resumes w
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from hgprompt_ray.transfer.evaluation import EvaluationJob
 from hgprompt_ray.transfer.methods import get_method, registered
 
-__all__ = ["build_jobs", "remote", "run_jobs", "write_tsne"]
+__all__ = ["build_jobs", "remote", "run_jobs", "unfinished", "write_tsne"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,32 @@ def build_jobs(
     return jobs
 
 
+_RUNNING_HEAD_SCHEMA = 3
+"""The first result schema whose trained runs standardise with running statistics."""
+
+
+def _stale(path: Path) -> bool:
+    """A trained run written before the head's running statistics (see ``RESULT_SCHEMA``)."""
+    record = json.loads(path.read_text())
+    return int(record.get("schema_version", 1)) < _RUNNING_HEAD_SCHEMA and not record.get("closed_form", False)
+
+
+def unfinished(output: Path, jobs: list[EvaluationJob]) -> list[EvaluationJob]:
+    """The jobs with no run record under ``output/runs``, or a stale one (run again, overwritten)."""
+    todo, stale = [], []
+    for job in jobs:
+        path = output / "runs" / f"{job.key}.json"
+        if not path.is_file():
+            todo.append(job)
+        elif _stale(path):
+            todo.append(job)
+            stale.append(job.key)
+    if stale:
+        logger.warning("%d trained runs used the head's cumulative BatchNorm statistics (result schema < 3) "
+                       "and run again: %s", len(stale), ", ".join(stale))  # fmt: skip
+    return todo
+
+
 def run_jobs(plan: Any, jobs: list[EvaluationJob]) -> int:
     """Submit the unfinished jobs; write each result as it arrives. Returns the runs done now."""
     import ray
@@ -98,7 +125,7 @@ def run_jobs(plan: Any, jobs: list[EvaluationJob]) -> int:
     from hgprompt_ray.transfer.evaluation import run_job, write_result
 
     output = plan.output
-    todo = [j for j in jobs if not (output / "runs" / f"{j.key}.json").is_file()]
+    todo = unfinished(output, jobs)
     logger.info("%d runs, %d done before, %d to go", len(jobs), len(jobs) - len(todo), len(todo))
     if not todo:
         return 0

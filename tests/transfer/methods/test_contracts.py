@@ -170,3 +170,17 @@ def test_panda_distills_toward_the_weighted_teachers(tiny_vit, separable):
                               for w, f in zip(weights, teachers))  # the constant sum_i w_i ||f_i - t||^2
         assert torch.allclose(model.training_loss(images, labels, indices), expected, atol=1e-4)
     assert len(model._teacher) == 8  # each image's teacher target is kept for the next epochs
+
+
+def test_the_head_standardises_with_recent_statistics_when_features_move():
+    """A method's features move while it trains; the head must standardise the final ones with
+    statistics of the recent batches, not an average since step 0 (MAE's cumulative statistics)."""
+    from hgprompt_ray.transfer.methods.common import linear_head
+
+    head = linear_head(4, 2).train()
+    generator = torch.Generator().manual_seed(0)
+    for shift in [0.0] * 50 + [6.0] * 50:  # features that moved halfway through training
+        head(torch.randn(32, 4, generator=generator) + shift)
+    norm = head[0]
+    assert torch.allclose(norm.running_mean, torch.full((4,), 6.0), atol=0.3), norm.running_mean
+    assert torch.allclose(norm.running_var, torch.ones(4), atol=0.4), norm.running_var
