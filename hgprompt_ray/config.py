@@ -351,16 +351,18 @@ class ExtractionConfig:
 class TransferConfig:
     """One transfer run on a target: the VTAB-1k protocol, one budget for every method.
 
-    1. For every learning-rate scale s in ``lr_scales``: fit on train800 for ``epochs`` epochs,
-       scoring val200 after every epoch. The best (s, epoch) on val200 is the method's choice
-       (ties: the fewer epochs, then the smaller scale).
-    2. Fit again from the same start on train800val200 for the chosen number of epochs at the
-       chosen scale (the schedule shortened to them) and report top-1 on test (``max_test``
-       images at most, the fixed seeded subset the zero-shot matrix uses).
+    1. For every learning-rate scale s in ``lr_scales``: fit on train800 for ``epochs`` epochs
+       and score val200 at the end (and after every epoch, for the learning curve). The scale
+       with the best final val200 accuracy is the method's choice (ties: the earlier scale in
+       ``lr_scales``); every method trains for the same epochs, as in VTAB-1k.
+    2. Fit again from the same start on train800val200 for ``epochs`` epochs at the chosen scale
+       and report top-1 on test (``max_test`` images at most, the fixed seeded subset the
+       zero-shot matrix uses).
 
     AdamW with linear warmup over ``warmup_fraction`` of the steps and cosine decay. The head is
     MAE's linear-probe head (a BatchNorm without affine parameters, with running statistics,
-    then a zero-initialised linear layer) for every method but MLP-k; it and the prompts learn at ``base_lr``, the other
+    then a zero-initialised linear layer) for every method but MLP-k; it and the prompts learn at
+    ``base_lr``, the other
     trained parameters at their method's base rate (``hgprompt_ray.transfer.methods``), both
     times ``s * batch_size / 256``. Every network pass runs under ``precision``.
     """

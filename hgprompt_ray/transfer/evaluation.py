@@ -28,8 +28,11 @@ __all__ = ["RESULT_SCHEMA", "EvaluationJob", "brief_tune_task", "features_task",
 
 RESULT_SCHEMA = 3
 """2: the registry's methods, lr scale and epochs chosen on val200, trainable parameters.
-3: the head's BatchNorm keeps running statistics (``methods.common.HEAD_BN_MOMENTUM``); a trained
-(not closed-form) run of an earlier schema used cumulative ones and is run again on resume."""
+3: the head's BatchNorm keeps running statistics (``methods.common.RunningNorm``); the lr scale is
+chosen on val200 at the end of the schedule and every method trains for the budget's epochs (no
+stopping epoch chosen); val200 and test are scored at the training's precision (fp32 before);
+SideTune's side network starts at zero. A trained (not closed-form) run of an earlier schema is
+run again on resume."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Run one registered method on one target under the VTAB-1k protocol, one budget for all.
 
 See :class:`hgprompt_ray.config.TransferConfig` for the protocol. The selection phase
-(:func:`select_setting`) gets train800 and val200 only — the learning rate and the number of
-epochs are chosen there, on val200 — and only then does :func:`tune_transfer` refit on
-train800val200 and score test. The linear probe (``closed_form``) is fitted by L-BFGS to
+(:func:`select_setting`) gets train800 and val200 only — the learning rate is chosen there, on
+val200 after the whole schedule — and only then does :func:`tune_transfer` refit on
+train800val200 with the same schedule and score test. Every method trains for the same epochs. The linear probe (``closed_form``) is fitted by L-BFGS to
 convergence instead (C chosen on val200). Every network pass runs under
 ``models.precision.autocast(config.precision)``.
 """
@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_FAST_GROUP = ("head.*", "*prompt", "*.head.*")
-"""Parameters that learn at the config's ``base_lr`` (the head, the prompts) in every method."""
+_FAST_GROUP = ("head.*", "*prompt", "*.head.*", "side_alpha")
+"""Parameters that learn at the config's ``base_lr`` (the head, the prompts, SideTune's blending
+weight, a scalar of the head's kind) in every method."""
 
 
 class TransferResult(NamedTuple):
@@ -53,9 +54,9 @@ class TransferResult(NamedTuple):
 
     Attributes:
         test_accuracy: top-1 on test after the train800val200 refit.
-        val_accuracy: the best val200 accuracy of the selection phase.
+        val_accuracy: val200 accuracy at the end of the chosen scale's selection fit.
         lr_scale: the chosen learning-rate scale (nan for a closed-form fit).
-        epochs: the chosen number of epochs (0 for a closed-form fit).
+        epochs: the epochs trained, the budget's (0 for a closed-form fit).
         val_curve: (lr scale, epoch, val200 accuracy) of every selection fit, per epoch.
         loss_curve: (lr scale, epoch, mean training loss over the epoch) of the same fits.
         trainable_parameters: parameters that train (the probe: its weights and biases).
@@ -79,7 +80,8 @@ class TransferResult(NamedTuple):
 
 
 class Selection(NamedTuple):
-    """The choice made on val200: (scale, epochs, val accuracy) and the curves behind it."""
+    """The choice made on val200: (scale, epochs of the schedule, val accuracy at its end) and
+    the curves behind it."""
 
     lr_scale: float
     epochs: float
@@ -173,8 +175,9 @@ def _fit(
 
 
 def _accuracy(classifier: nn.Module, dataset: Any, config: TransferConfig, device: torch.device) -> float:
-    with autocast(config.precision, device):
-        return float(evaluate_accuracy(classifier, dataset, config.eval_batch_size, device))  # type: ignore[arg-type]
+    # evaluate_accuracy opens its own autocast (fp32 by default): pass the training's precision
+    return float(evaluate_accuracy(classifier, dataset, config.eval_batch_size, device,  # type: ignore[arg-type]
+                                   config.precision))  # fmt: skip
 
 
 def select_setting(
@@ -185,8 +188,11 @@ def select_setting(
     val200: Any,
     device: torch.device,
 ) -> Selection:
-    """Fit on train800 at every scale of ``config.lr_scales``, score val200 after every epoch and
-    keep the best (scale, epoch): ties go to fewer epochs, then to the earlier scale of the grid.
+    """Fit on train800 at every scale of ``config.lr_scales`` for the budget's epochs and keep the
+    scale with the best val200 accuracy at the end of its schedule (ties: the earlier scale of the
+    grid). Every method trains for the same epochs (the VTAB-1k protocol selects hyperparameters,
+    not a stopping epoch): an epoch picked mid-schedule, at a high learning rate, is not the model
+    a refit reproduces. val200 is also scored after every epoch, for the learning curve only.
     Reads train800 and val200 only (it is never given test)."""
     val_curve: list[tuple[float, float, float]] = []
     loss_curve: list[tuple[float, float, float]] = []
@@ -201,7 +207,8 @@ def select_setting(
 
         _fit(classifier, train800, config.epochs, method, config, scale, device, on_epoch=score)
     order = {s: i for i, s in enumerate(config.lr_scales)}
-    scale, epochs, accuracy = max(val_curve, key=lambda item: (item[2], -item[1], -order[item[0]]))
+    last = {s: (s, e, a) for s, e, a in val_curve}  # each scale's final score (after the last step)
+    scale, epochs, accuracy = max(last.values(), key=lambda item: (item[2], -order[item[0]]))
     return Selection(scale, epochs, accuracy, val_curve, loss_curve)
 
 
@@ -249,10 +256,10 @@ def tune_transfer(
         return model.to(device)
 
     chosen = select_setting(build, method, config, datasets["train800"], datasets["val200"], device)
-    logger.info("%s %s seed %d: refit on train800val200 at lr x%g for %.2f epochs (val200 %.3f)", config.task,
-                method.name, config.seed, chosen.lr_scale, chosen.epochs, chosen.val_accuracy)  # fmt: skip
+    logger.info("%s %s seed %d: refit on train800val200 at lr x%g for %g epochs (val200 %.3f)", config.task,
+                method.name, config.seed, chosen.lr_scale, config.epochs, chosen.val_accuracy)  # fmt: skip
     classifier = build()
-    _fit(classifier, datasets["train800val200"], chosen.epochs, method, config, chosen.lr_scale, device)
+    _fit(classifier, datasets["train800val200"], config.epochs, method, config, chosen.lr_scale, device)
     test_accuracy = _accuracy(classifier, datasets["test"], config, device)
     prompt = classifier.prompt if isinstance(classifier, PromptedViT) else None  # VPT and the weightings
     return TransferResult(
@@ -313,8 +320,9 @@ def probe_transfer(
 
     Nothing trains but the probe: C in ``linear_probe.PROBE_GRID`` is chosen on val200 after fits
     on train800, the probe is refitted on train800val200 with it and scored on test. The
-    evaluation gives seed k the train800/val200 draw ``split_seed + k`` (the test subset is fixed),
-    since the probe itself is deterministic.
+    evaluation gives seed k the train800/val200 draw ``split_seed + k``, since the probe itself is
+    deterministic. The test subset is fixed where the dataset has its own test split; on a pool
+    (the offline suite, a folder or a CSV) test is what the draw leaves over, so it moves with k.
     """
     start = time.perf_counter()
     device = _device()

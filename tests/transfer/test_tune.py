@@ -1,5 +1,5 @@
-"""The protocol on a tiny real ViT and a tiny folder task: lr grid and epochs chosen on val200,
-refit on train800val200, test scored last; the probe in closed form; ATTEMPT's mixture."""
+"""The protocol on a tiny real ViT and a tiny folder task: the lr chosen on val200 at the end of
+the schedule, refit on train800val200, test scored last; the probe in closed form; ATTEMPT's mixture."""
 
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ def test_prompt_run_learns_and_follows_the_protocol(transfer_config, backbone):
     assert result.test_accuracy > 0.75  # two colour classes: chance is 0.5
     assert [(s, e) for s, e, _ in result.val_curve] == [(s, e) for s in (0.5, 1.0) for e in (1.0, 2.0, 3.0)]
     assert len(result.loss_curve) == 6 and all(np.isfinite(loss) for _, _, loss in result.loss_curve)
-    best = max(a for _, _, a in result.val_curve)
-    assert result.val_accuracy == best
-    first = min(((e, i) for i, (s, e, a) in enumerate(result.val_curve) if a == best))  # ties: fewer epochs first
-    assert (result.lr_scale, result.epochs) == result.val_curve[first[1]][:2]
+    final = {s: a for s, e, a in result.val_curve if e == 3.0}  # the lr is chosen at the end of the schedule
+    best = max(final.values())
+    assert result.val_accuracy == best and result.epochs == 3.0  # every method trains for the budget's epochs
+    assert result.lr_scale == min(s for s, a in final.items() if a == best)  # ties: the earlier scale
     assert result.num_test == 80  # the seeded test subset
     assert result.prompt is not None and result.prompt.shape == (4, EMBED_DIM)
     assert result.trainable_parameters == 4 * EMBED_DIM + 2 * EMBED_DIM + 2  # prompt + linear head
@@ -166,3 +166,17 @@ def test_config_errors(tiny_setup):
         tune_transfer(TransferConfig(task=training.task), "lora")
     assert TransferConfig(task="x", lr_scales=[1, 3]).lr_scales == (1.0, 3.0)
     assert PRECISIONS == precision_module.PRECISIONS  # the config's copy of the accepted values
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_val_and_test_are_scored_at_the_training_precision(transfer_config, backbone, precision):
+    from hgprompt_ray.transfer.methods.common import BuildContext, prompt_classifier
+    from hgprompt_ray.transfer.tune import _accuracy
+
+    config = dataclasses.replace(transfer_config, precision=precision)
+    _, datasets, _ = config_splits(config, backbone)
+    model = prompt_classifier(BuildContext(backbone, 2, 4, 0))
+    seen = []
+    model.backbone.blocks[0].attn.qkv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    _accuracy(model, datasets["val200"], config, torch.device("cpu"))
+    assert seen and set(seen) == {torch.bfloat16 if precision == "bf16" else torch.float32}

@@ -142,6 +142,7 @@ def test_adapters_start_as_the_identity_and_sidetune_blends(tiny_vit, separable)
     side = get_method("sidetune").build(context)
     assert torch.sigmoid(side.side_alpha).item() == 0.5
     assert side.side(images).shape == (4, 32)
+    assert torch.equal(side.side(images), torch.zeros(4, 32))  # starts as the linear head on B(x) / 2
 
 
 def test_mlp_k_layers():
@@ -184,3 +185,13 @@ def test_the_head_standardises_with_recent_statistics_when_features_move():
     norm = head[0]
     assert torch.allclose(norm.running_mean, torch.full((4,), 6.0), atol=0.3), norm.running_mean
     assert torch.allclose(norm.running_var, torch.ones(4), atol=0.4), norm.running_var
+
+
+def test_the_head_statistics_start_from_the_first_batches_not_from_zero_and_one():
+    from hgprompt_ray.transfer.methods.common import linear_head
+
+    head = linear_head(3, 2).train()
+    batch = torch.randn(16, 3, generator=torch.Generator().manual_seed(1)) * 5 + 40  # a ViT-like offset
+    head(batch)
+    norm = head[0]
+    assert torch.allclose(norm.running_mean, batch.mean(0)) and torch.allclose(norm.running_var, batch.var(0))
