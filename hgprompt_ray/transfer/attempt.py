@@ -5,13 +5,15 @@ Prompts" (EMNLP 2022), carried over to VPT-shallow: for an image x with patch em
 
     q(x) = LayerNorm(W_up SiLU(W_down maxpool(E(x))))          (the attention sub-network G)
     k_j  = maxpool(P_j)   for the K frozen sources and the target prompt P_T
-    a(x) = softmax_j(<q(x), k_j> / T),  T = d                   (ATTEMPT's temperature d)
+    a(x) = softmax_j(<q(x), k_j> / T),  T = d e                 (ATTEMPT's temperature d x exp(1))
     P(x) = P_T + sum_j a_j(x) P_j                              (j over the sources and P_T)
 
 Trained: P_T (VPT init), G and the linear head; the backbone and the sources are frozen.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -52,7 +54,7 @@ class AttemptClassifier(nn.Module):
         self.attention = nn.Sequential(
             nn.Linear(dim, bottleneck), nn.SiLU(), nn.Linear(bottleneck, dim), nn.LayerNorm(dim)
         )
-        self.temperature = float(dim)
+        self.temperature = float(dim) * math.e  # the paper's T = d x exp(1) (its code: 2000 for d = 768)
 
     def mixture_weights(self, x: torch.Tensor) -> torch.Tensor:
         """a(x): attention over [sources..., target], (B, K + 1), rows sum to 1."""

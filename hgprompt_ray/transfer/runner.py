@@ -96,7 +96,7 @@ _RUNNING_HEAD_SCHEMA = 3
 
 
 def _stale(path: Path) -> bool:
-    """A trained run written before the head's running statistics (see ``RESULT_SCHEMA``)."""
+    """A trained run written under the earlier protocol (see ``RESULT_SCHEMA``)."""
     record = json.loads(path.read_text())
     return int(record.get("schema_version", 1)) < _RUNNING_HEAD_SCHEMA and not record.get("closed_form", False)
 
@@ -112,8 +112,8 @@ def unfinished(output: Path, jobs: list[EvaluationJob]) -> list[EvaluationJob]:
             todo.append(job)
             stale.append(job.key)
     if stale:
-        logger.warning("%d trained runs used the head's cumulative BatchNorm statistics (result schema < 3) "
-                       "and run again: %s", len(stale), ", ".join(stale))  # fmt: skip
+        logger.warning("%d trained runs followed the earlier protocol (result schema < 3: cumulative head statistics, "
+                       "a chosen stopping epoch, fp32 scoring) and run again: %s", len(stale), ", ".join(stale))  # fmt: skip
     return todo
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -136,6 +137,10 @@ def test_attempt_mixture(backbone):
     assert weights.shape == (5, 4)
     assert torch.allclose(weights.sum(dim=1), torch.ones(5), atol=1e-6)
     assert not torch.allclose(weights[0], weights[1])  # instance-level: images get different mixtures
+    with torch.no_grad():  # the formula, with the paper's temperature T = d x exp(1)
+        query = attempt.attention(model.embed_patches(images)[:, model.num_prefix_tokens :].amax(dim=1))
+        keys = torch.cat([sources, model.prompt[None]]).amax(dim=1)
+        assert torch.allclose(weights, torch.softmax(query @ keys.T / (EMBED_DIM * math.e), dim=-1), atol=1e-6)
     prompts = attempt.instance_prompts(images)
     expected = model.prompt + torch.einsum("k,kmd->md", weights[2], torch.cat([sources, model.prompt[None]]))
     assert torch.allclose(prompts[2], expected, atol=1e-5)
