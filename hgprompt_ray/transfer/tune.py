@@ -29,7 +29,7 @@ from hgprompt_ray.models.features import extract_cls_features
 from hgprompt_ray.models.precision import autocast, resolve_precision
 from hgprompt_ray.transfer.linear_probe import linear_probe
 from hgprompt_ray.transfer.methods import TransferMethod, get_method
-from hgprompt_ray.transfer.methods.common import BuildContext, prompt_classifier
+from hgprompt_ray.transfer.methods.common import BuildContext, FeatureCache, prompt_classifier
 from hgprompt_ray.transfer.splits import config_splits
 from hgprompt_ray.workers.train_prompt import evaluate_accuracy, warmup_cosine
 
@@ -249,7 +249,8 @@ def tune_transfer(
                               time.perf_counter() - start, precision, None)  # fmt: skip
     tokens = _tokens(initial, sources, num_prompt_tokens)
     context = BuildContext(backbone, int(task.info.num_classes), tokens, config.seed, settings, initial, sources,
-                           None if weights is None else np.asarray(weights, dtype=np.float64))  # fmt: skip
+                           None if weights is None else np.asarray(weights, dtype=np.float64),
+                           FeatureCache())  # one run's fits share the frozen features  # fmt: skip
 
     def build() -> nn.Module:
         model = prompt_classifier(context) if method.is_weighting else method.build(context)  # type: ignore[misc]

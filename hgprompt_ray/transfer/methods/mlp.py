@@ -50,7 +50,7 @@ def build_mlp(context: BuildContext) -> nn.Module:
     backbone = fresh_backbone(context)
     torch.manual_seed(context.seed)  # the hidden layers' init
     model = BackboneClassifier(backbone, mlp_head(backbone.embed_dim, context.num_classes, settings.mlp_k),
-                               frozen_features=True)  # fmt: skip
+                               frozen_features=True, cache=context.feature_cache)  # fmt: skip
     return set_trainable(model, HEAD_PATTERNS)
 
 

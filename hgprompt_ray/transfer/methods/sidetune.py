@@ -27,6 +27,7 @@ from hgprompt_ray.transfer.methods.common import (
     HEAD_PATTERNS,
     BackboneClassifier,
     BuildContext,
+    FeatureCache,
     check_count,
     fresh_backbone,
     linear_head,
@@ -67,8 +68,8 @@ def _zero(linear: nn.Linear) -> nn.Linear:
 class SideTunedClassifier(BackboneClassifier):
     """Frozen backbone features alpha-blended with a side network's, then the head."""
 
-    def __init__(self, backbone: Any, head: nn.Module, width: int) -> None:
-        super().__init__(backbone, head, frozen_features=True)
+    def __init__(self, backbone: Any, head: nn.Module, width: int, cache: FeatureCache | None = None) -> None:
+        super().__init__(backbone, head, frozen_features=True, cache=cache)
         self.side = side_network(self.embed_dim, width)
         self.side_alpha = nn.Parameter(torch.zeros(()))
 
@@ -82,7 +83,8 @@ def build_sidetune(context: BuildContext) -> nn.Module:
     settings = context.settings or SideTuneSettings()
     backbone = fresh_backbone(context)
     torch.manual_seed(context.seed)
-    model = SideTunedClassifier(backbone, linear_head(backbone.embed_dim, context.num_classes), settings.sidetune_width)
+    model = SideTunedClassifier(backbone, linear_head(backbone.embed_dim, context.num_classes), settings.sidetune_width,
+                                context.feature_cache)  # fmt: skip
     return set_trainable(model, TRAINS)
 
 

@@ -15,8 +15,14 @@ from torch.utils.data import TensorDataset
 
 from hgprompt_ray.config import TransferConfig
 from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.models.precision import autocast
 from hgprompt_ray.transfer.methods import get_method, registered
-from hgprompt_ray.transfer.methods.common import BuildContext, matching_parameters, prompt_classifier
+from hgprompt_ray.transfer.methods.common import (
+    BuildContext,
+    FeatureCache,
+    matching_parameters,
+    prompt_classifier,
+)
 from hgprompt_ray.transfer.tune import _fit, count_trainable
 
 TRAINED = [m.name for m in registered() if not m.closed_form and (m.build is not None or m.is_weighting)]
@@ -26,7 +32,8 @@ SOURCES = torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(1)) * 0.
 def _context(backbone, name):
     method = get_method(name)
     initial = SOURCES.mean(0) if method.is_weighting else None
-    return BuildContext(backbone, 2, 4, 0, method.default_settings(), initial, SOURCES, np.array([0.5, 0.3, 0.2]))
+    return BuildContext(backbone, 2, 4, 0, method.default_settings(), initial, SOURCES, np.array([0.5, 0.3, 0.2]),
+                        FeatureCache())  # as tune_transfer builds them  # fmt: skip
 
 
 def _build(backbone, name):
@@ -195,3 +202,23 @@ def test_the_head_statistics_start_from_the_first_batches_not_from_zero_and_one(
     head(batch)
     norm = head[0]
     assert torch.allclose(norm.running_mean, batch.mean(0)) and torch.allclose(norm.running_var, batch.var(0))
+
+
+@pytest.mark.parametrize("name", ["mlp", "sidetune"])
+def test_frozen_features_go_through_the_backbone_once_per_distinct_image(tiny_vit, separable, name):
+    images = separable[0][:12]
+    plain = _build(tiny_vit, name)
+    plain.cache = None  # the same model, every pass through the backbone
+    cache = FeatureCache()
+    fits = [get_method(name).build(_context(tiny_vit, name)._replace(feature_cache=cache)) for _ in range(2)]
+    rows = []
+    for model in fits:  # two fits of one run (the lr grid) share the cache
+        model.backbone.patch_embed.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
+    for precision in ("fp32", "bf16"):
+        with autocast(precision):
+            expected = plain.features(images)
+            for model in fits:
+                for rows_of in (slice(0, 8), slice(4, 12), slice(0, 12)):  # overlapping batches
+                    got = model.features(images[rows_of])
+                    assert torch.allclose(got, expected[rows_of], atol=1e-5), (name, precision)
+    assert sum(rows) == cache.computed == 24  # 12 images, once per precision (the autocast state is in the key)
