@@ -112,6 +112,7 @@ def _threads() -> None:
 
 def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[str, Any]:
     """The Ray task body: run one job; returns its metrics and final prompt."""
+    from hgprompt_ray.data import resolve_target
     from hgprompt_ray.models import load_backbone
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.tune import probe_transfer, tune_transfer
@@ -127,6 +128,7 @@ def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[
     )
     weights = job.ensemble_weights
     initial = ensemble_prompt(prompts, weights) if method.is_weighting and weights is not None else None
+    seeded = resolve_target(job.target, data_root=config.data_root).split_is_seeded  # False: one fixed split
     if job.protocol == "init-probe":  # the probe is deterministic: seed k is the split draw split_seed + k
         config = replace(config, split_seed=transfer.split_seed + job.seed)
         result = probe_transfer(config, initial, backbone=backbone)
@@ -145,6 +147,7 @@ def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[
             "trainable_parameters": result.trainable_parameters,
             "closed_form": method.closed_form or job.protocol == "init-probe",
             "split_seed": config.split_seed,
+            "split_seeded": bool(seeded),
             "num_test": result.num_test,
             "seconds": result.seconds,
             "precision": result.precision,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.errors import IntegrityError
-from hgprompt_ray.transfer.methods.inputs import WeightingInputs
+from hgprompt_ray.transfer.methods.inputs import WeightingInputs, statistics_in_order
 from hgprompt_ray.transfer.plan import EvaluationPlan
 from hgprompt_ray.transfer.runner import remote
 from hgprompt_ray.tuning.plan import STATE_FILE as SEARCH_STATE
@@ -194,7 +194,7 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
     positions: tuple[int, ...] = ()
     if needs & {"search", "probe"}:
         found = search(plan, target, sources, plan.output / "searches" / name)
-        statistics = ray.get(found.statistics)
+        statistics = statistics_in_order(ray.get(found.statistics), sources)  # the search's order may differ
     if "probe" in needs and found is not None:
         from hgprompt_ray.tuning.probe_metric import probe_data_task
 

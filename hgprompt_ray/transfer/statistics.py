@@ -405,11 +405,14 @@ def _pair(runs: pd.DataFrame, method: str, baseline: str) -> tuple[np.ndarray, p
 
 def _ttest(differences: np.ndarray) -> tuple[float, float]:
     """``scipy.stats.ttest_rel`` of the differences against zero: NaN with fewer than 2 pairs or
-    all differences zero; (+-inf, 0) for a constant non-zero gap (zero variance: the test's limit)."""
+    all differences zero. A constant non-zero gap has zero variance, where the t-test is undefined
+    (its limit, p = 0, would call two equal gaps of discrete accuracies a certain win): the
+    statistic is +-inf and p is the exact two-sided sign test's, 2^(1 - n) for n pairs of one sign
+    (0.5 for 2 pairs, 0.0625 for 5, 6.1e-5 for 15)."""
     if differences.size < 2 or not differences.any():
         return math.nan, math.nan
     if np.ptp(differences) <= _TOLERANCE:
-        return math.copysign(math.inf, float(differences.mean())), 0.0
+        return math.copysign(math.inf, float(differences.mean())), float(2.0 ** (1 - differences.size))
     result = scipy.stats.ttest_rel(differences, np.zeros_like(differences))
     return float(result.statistic), float(result.pvalue)
 

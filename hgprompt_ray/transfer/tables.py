@@ -20,6 +20,7 @@ from hgprompt_ray.transfer.statistics import mean_ci, paired_differences, win_ti
 from hgprompt_ray.transfer.target_statistics import one_way_anova, spearman_ci
 
 __all__ = [
+    "FIXED_DRAW",
     "INFORMATIVE",
     "RESULT_COLUMNS",
     "ablation_table",
@@ -39,6 +40,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 RESULT_COLUMNS = ("target", "method", "protocol", "seed", "test_accuracy", "val_accuracy", "wall_seconds")
+FIXED_DRAW = -1
+"""The ``draw`` of a run on a task with fixed splits (else its ``split_seed``): one draw for every seed."""
 """The columns of ``results.csv`` (one row per main run)."""
 INFORMATIVE = {"zero_shot_spread": 5.0, "p": 0.01, "seeds": 5}
 """An informative target (the evaluation issue's bar): its sources' zero-shot test accuracies
@@ -78,11 +81,13 @@ def load_results(root: Path) -> pd.DataFrame:
                 "closed_form": bool(record.get("closed_form", False)),
                 "wall_seconds": record["seconds"],
                 "precision": record.get("precision", "fp32"),
+                "draw": int(record.get("split_seed", 0)) if record.get("split_seeded", True) else FIXED_DRAW,
                 "key": record["key"],
             }
         )
     columns = ["target", "method", "protocol", "seed", "scale", "main", "num_sources", "test_accuracy", "val_accuracy",
-               "lr_scale", "epochs", "trainable_parameters", "closed_form", "wall_seconds", "precision", "key"]  # fmt: skip
+               "lr_scale", "epochs", "trainable_parameters", "closed_form", "wall_seconds", "precision", "draw",
+               "key"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -117,11 +122,29 @@ def label_of(method: str, labels: Mapping[str, str] | None) -> str:
 
 
 def protocol_runs(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """The main runs of one protocol (runs before the protocol column count as ``tuned``)."""
+    """The main runs of one protocol (runs before the protocol column count as ``tuned``).
+
+    Under ``init-probe`` the replicate is the split draw, not the seed: the probe is deterministic,
+    so on a task with fixed splits (VTAB's official ones) every seed repeats one draw. Runs of one
+    (target, method, draw) become one row (accuracies averaged: SPoT's seeded prompt is the only
+    thing that varies; the seed kept is the draw's first), so the CIs, paired tests and ANOVA count
+    draws, and such a target has one replicate.
+    """
     main = frame[frame["main"]]
     if "protocol" in main:
         main = main[main["protocol"].fillna("tuned") == protocol]
+    if protocol == "init-probe" and "draw" in main and not main.empty:
+        main = _one_row_per_draw(main)
     return main
+
+
+def _one_row_per_draw(runs: pd.DataFrame) -> pd.DataFrame:
+    keys = ["target", "method", "draw"]
+    averaged = {"test_accuracy", "val_accuracy", "wall_seconds"}
+    rules = {c: ("mean" if c in averaged else "first") for c in runs.columns if c not in keys}
+    rules["seed"] = "min"
+    ordered = runs.sort_values([*keys, "seed"], kind="stable")
+    return ordered.groupby(keys, as_index=False, sort=False).agg(rules).loc[:, list(runs.columns)]
 
 
 def _fit_text(method: Any, protocol: str) -> str:
@@ -329,7 +352,7 @@ def informative_table(
 def _verdict_of(row: pd.Series, seed_noise: float) -> str:
     """Why a target is or is not informative (:data:`INFORMATIVE`), in words."""
     if row["seeds"] < INFORMATIVE["seeds"]:
-        return f"undetermined: {row['seeds']} < {INFORMATIVE['seeds']} seeds"
+        return f"undetermined: {row['seeds']} < {INFORMATIVE['seeds']} seeds (distinct split draws)"
     if seed_noise == 0:  # a task with fixed splits: every seed repeats one draw, the ANOVA is degenerate
         return "undetermined: the seeds agree exactly (one split draw)"
     spread = row["zero-shot spread (points)"]

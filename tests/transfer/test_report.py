@@ -97,7 +97,8 @@ def test_protocols_have_their_own_tables_with_paired_tests():
     expected = ttest_rel(ours["test_accuracy"].to_numpy(), theirs["test_accuracy"].to_numpy()).pvalue
     assert paired.loc["Average", "p (paired t)"] == pytest.approx(expected)
     assert paired.loc["Average", "win / tie / loss (targets)"] == "1 / 1 / 0"  # a: win; b: identical, a tie
-    assert paired.loc["Single-Best", "win / tie / loss (targets)"].startswith("2 / 0 / 0")
+    # b: a constant 10-point gap over 5 seeds has no variance; the sign test's p = 0.0625 is no win
+    assert paired.loc["Single-Best", "win / tie / loss (targets)"].startswith("1 / 1 / 0")
     informative = report.informative_table(frame, "init-probe")
     assert informative.loc["a", "p (ANOVA)"] < 0.01 and informative.loc["a", "seeds"] == 5
     assert informative.loc["a", "spread (points)"] == pytest.approx(100 * (means.loc["a"].max() - means.loc["a"].min()))
@@ -108,7 +109,7 @@ def test_protocols_have_their_own_tables_with_paired_tests():
     assert list(spread.index) == ["b", "a"] and spread["informative"].tolist() == [True, False]
     assert spread.loc["a", "zero-shot spread (points)"] == 3.0
     fewer = report.informative_table(frame[frame["seed"] < 4], "init-probe", zero_shot_spread={"a": 9.0, "b": 9.0})
-    assert not fewer["informative"].any() and (fewer["verdict"] == "undetermined: 4 < 5 seeds").all()
+    assert not fewer["informative"].any() and (fewer["verdict"] == "undetermined: 4 < 5 seeds (distinct split draws)").all()
     ordered, _ = report.main_table(frame, protocol="init-probe", order=["b"], marked=["a"])
     assert [c for c in ordered.columns if c in ("a †", "b")] == ["b", "a †"]
 
@@ -128,26 +129,30 @@ def test_scaling_and_weights_plots(tmp_path):
             assert png.format == "PNG"
 
 
-def _write_run(root, target, method, protocol, seed, accuracy):
+def _write_run(root, target, method, protocol, seed, accuracy, seeded=True):
     folder = root / "runs" / target / (method if protocol == "tuned" else f"{method}~{protocol}")
     folder.mkdir(parents=True, exist_ok=True)
     job = {"target_name": target, "method": method, "protocol": protocol, "seed": seed, "scale": None,
            "sources": ["s1", "s2", "s3"]}  # fmt: skip
-    record = {"schema_version": 2, "job": job, "test_accuracy": accuracy, "val_accuracy": accuracy, "seconds": 3.0,
-              "key": f"{target}/{method}/seed{seed}", "trainable_parameters": 10}  # fmt: skip
+    record = {"schema_version": 3, "job": job, "test_accuracy": accuracy, "val_accuracy": accuracy, "seconds": 3.0,
+              "key": f"{target}/{method}/seed{seed}", "trainable_parameters": 10, "closed_form": True,
+              "split_seed": seed, "split_seeded": seeded}  # fmt: skip
     (folder / f"seed{seed}.json").write_text(json.dumps(record))
 
 
 def test_the_report_puts_informative_targets_first_and_says_why_the_others_are_not(tmp_path):
     """Three targets, 5 init-probe seeds: a separates the weightings over spread sources; b's
-    sources are saturated; c repeats one split draw (its seeds agree exactly)."""
+    sources are saturated; c has fixed splits, so its seeds repeat one draw (only SPoT's seeded
+    prompt varies, which must not pass for seed noise: c has one replicate, not five)."""
     rng = np.random.default_rng(0)
     spreads = {"a": [0.3, 0.5, 0.6], "b": [0.9, 0.91, 0.92], "c": [0.2, 0.4, 0.6]}
     for target in ("a", "b", "c"):
         for seed in range(5):
             base = 0.6 + (0.0 if target == "c" else 0.02 * rng.normal())
             for method, gap in (("average", 0.0), ("hgprompt", 0.05), ("single-best", -0.1)):
-                _write_run(tmp_path, target, method, "init-probe", seed, base + gap)
+                _write_run(tmp_path, target, method, "init-probe", seed, base + gap, seeded=target != "c")
+            if target == "c":
+                _write_run(tmp_path, target, "spot-best", "init-probe", seed, 0.5 + 0.01 * seed, seeded=False)
         entry = {"target": target, "sources": ["s1", "s2", "s3"], "methods": {"hgprompt": [0.2, 0.3, 0.5]},
                  "zero_shot": dict(zip(["s1", "s2", "s3"], spreads[target])), "scaling": {}}  # fmt: skip
         (tmp_path / "weights").mkdir(exist_ok=True)
@@ -159,6 +164,11 @@ def test_the_report_puts_informative_targets_first_and_says_why_the_others_are_n
     assert [c for c in display.columns if c in ("a", "b †", "c †")] == ["a", "b †", "c †"]
     verdicts = pd.read_csv(tmp_path / "informative_init-probe.csv", index_col=0)["verdict"]
     assert verdicts["a"] == "informative" and verdicts["b"] == "saturated: zero-shot spread 2.0 < 5 points"
-    assert verdicts["c"] == "undetermined: the seeds agree exactly (one split draw)"
+    assert verdicts["c"] == "undetermined: 1 < 5 seeds (distinct split draws)"
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert (runs[runs["target"] == "c"]["draw"] == -1).all() and set(runs[runs["target"] == "a"]["draw"]) == set(range(5))
+    paired = pd.read_csv(tmp_path / "paired_init-probe.csv", index_col=0)
+    assert paired.loc[["Average", "Single-Best"], "pairs"].tolist() == [5 + 5 + 1] * 2  # c's 5 seeds: 1 draw
+    assert paired.loc["SPoT-best", "pairs"] == 1
     text = path.read_text()
     assert "seeds: init-probe 5; protocols: init-probe" in text and "Machine: test machine." in text

@@ -127,20 +127,24 @@ def test_identical_methods_tie_with_zero_difference(runs):
     assert (detail["outcome"] == "tie").all() and (detail["mean_difference"] == 0).all()
 
 
-def test_a_constant_nonzero_gap_is_a_win_without_float_residue_mattering():
+def test_a_constant_nonzero_gap_gets_the_sign_test_without_float_residue_mattering():
     base = np.tile([0.5, 0.6, 0.7, 0.3, 0.2], (len(TARGETS), 1))
     ours = base + 0.1  # differences differ by ~1e-17: without the tolerance, t would be ~1e15
     assert np.ptp(ours - base) > 0
     frame = _frame({"hgprompt": ours, "vpt": base})
     row = paired_differences(frame).iloc[0]
     assert row["mean_difference"] == pytest.approx(0.1)
-    assert row["p_t"] == 0.0 and row["t_statistic"] == math.inf  # zero variance: the test's limit
+    assert row["t_statistic"] == math.inf  # zero variance: the t-test is undefined
+    assert row["p_t"] == pytest.approx(2.0**-14)  # the exact sign test: 15 positive pairs
     assert row["p_wilcoxon"] < 1e-3  # the signed-rank test is defined: all 15 differences positive
-    summary, detail = win_tie_loss(frame)
-    assert summary.iloc[0]["wins"] == 3 and summary.iloc[0]["ties"] == 0
-    assert (detail["p_t"] == 0.0).all()
+    summary, detail = win_tie_loss(frame)  # 5 pairs per target: the sign test's p is 0.0625, no win
+    assert summary.iloc[0][["wins", "ties", "losses"]].tolist() == [0, 3, 0]
+    assert (detail["p_t"] == 0.0625).all()
+    summary, _ = win_tie_loss(frame, alpha=0.1)
+    assert summary.iloc[0]["wins"] == 3
     lower = paired_differences(_frame({"hgprompt": base, "vpt": ours})).iloc[0]
-    assert lower["t_statistic"] == -math.inf and win_tie_loss(_frame({"hgprompt": base, "vpt": ours}))[0].iloc[0]["losses"] == 3
+    assert lower["t_statistic"] == -math.inf
+    assert win_tie_loss(_frame({"hgprompt": base, "vpt": ours}), alpha=0.1)[0].iloc[0]["losses"] == 3
 
 
 def test_unpaired_runs_are_ignored():

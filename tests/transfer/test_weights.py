@@ -109,3 +109,21 @@ def test_the_ablation_solves_every_objective_on_the_search_subset():
     assert fallback.search_positions() == [0, 2]  # without the search's subset: its positive weights
     with pytest.raises(InvalidValueError, match="search_subset"):
         WeightingInputs(statistics.prompts, torch.zeros(3, 1, 6), {}, statistics).search_positions()
+
+
+def test_statistics_follow_the_sources_by_name_not_by_position():
+    """The search may hold its prompts in another order (ranked slots): H-ensemble's weights must
+    land on the same prompts whatever that order, and a source the statistics lack is an error."""
+    from hgprompt_ray.errors import IntegrityError
+    from hgprompt_ray.transfer.methods.inputs import statistics_in_order
+
+    statistics = _statistics(seed=3)
+    alpha = h_ensemble_weights(WeightingInputs(statistics.prompts, torch.zeros(3, 1, 6), {}, statistics))
+    shuffled = statistics_in_order(statistics, ["c", "a", "b"])  # the search's own order
+    assert shuffled.prompts == ("c", "a", "b")
+    assert np.allclose(shuffled.covariance[:, 0, 1], statistics.covariance[:, 2, 0])
+    back = statistics_in_order(shuffled, ["a", "b", "c"])  # what method_weights does with it
+    assert np.allclose(h_ensemble_weights(WeightingInputs(("a", "b", "c"), torch.zeros(3, 1, 6), {}, back)), alpha)
+    assert statistics_in_order(statistics, ["a", "b", "c"]) is statistics  # already in order: untouched
+    with pytest.raises(IntegrityError, match=r"lack the sources \['d'\]"):
+        statistics_in_order(statistics, ["a", "d"])

@@ -16,9 +16,36 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from hgprompt_ray.errors import InvalidValueError, invalid_value
+from hgprompt_ray.errors import IntegrityError, InvalidValueError, invalid_value
 
-__all__ = ["WeightingInputs"]
+__all__ = ["WeightingInputs", "statistics_in_order"]
+
+
+def statistics_in_order(statistics: Any, names: Sequence[str]) -> Any:
+    """The search's ``SearchStatistics`` over exactly ``names``, in that order, matched by prompt
+    name: the search holds its prompts in its own order (``ranked-slots`` ranks them), while
+    H-ensemble, the ablation and the scaling subsets index them by positions in ``sources``.
+
+    Raises:
+        IntegrityError: a name the statistics lack (a source the search screened out).
+    """
+    held = list(statistics.prompts)
+    missing = [n for n in names if n not in held]
+    if missing:
+        raise IntegrityError(
+            f"the search's statistics lack the sources {missing} (it kept {held}). Fix: run the "
+            "evaluation's search without screening (its statistics must cover every source)."
+        )
+    index = [held.index(n) for n in names]
+    if index == list(range(len(held))):
+        return statistics
+    return statistics._replace(
+        prompts=tuple(names),
+        train=statistics.train.subset(index),
+        val=statistics.val.subset(index),
+        covariance=np.ascontiguousarray(statistics.covariance[:, index][:, :, index]),
+        source_h_scores=np.asarray(statistics.source_h_scores)[index],
+    )
 
 
 class WeightingInputs(NamedTuple):
@@ -73,13 +100,7 @@ class WeightingInputs(NamedTuple):
         index = list(index)
         statistics = self.statistics
         if statistics is not None:
-            statistics = statistics._replace(
-                prompts=tuple(statistics.prompts[i] for i in index),
-                train=statistics.train.subset(index),
-                val=statistics.val.subset(index),
-                covariance=np.ascontiguousarray(statistics.covariance[:, index][:, :, index]),
-                source_h_scores=np.asarray(statistics.source_h_scores)[index],
-            )
+            statistics = statistics_in_order(statistics, [self.sources[i] for i in index])
         return self._replace(
             sources=tuple(self.sources[i] for i in index),
             prompts=self.prompts[index],
