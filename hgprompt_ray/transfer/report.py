@@ -38,6 +38,7 @@ from hgprompt_ray.transfer.tables import (
     markdown,
     paired_table,
     protocol_runs,
+    resampling_overlap,
     results_table,
     spearman_display,
     spearman_table,
@@ -101,6 +102,15 @@ _PROTOCOL_TEXT = {
 }
 
 
+def _overlap_text(runs: pd.DataFrame) -> str:
+    overlap = resampling_overlap(runs)
+    if not overlap:
+        return ""
+    return (f" The seeds are split draws of one pool that overlap, so the CIs and t-tests are Nadeau and Bengio's "
+            f"corrected resampled t (variance x (1/n + n_test/n_train), n_test/n_train = {overlap:.2f}); the "
+            "Wilcoxon test has no such correction: its p is left out (nan).")  # fmt: skip
+
+
 def _suffix(protocol: str) -> str:
     return "" if protocol == "tuned" else f"_{protocol}"
 
@@ -151,8 +161,8 @@ def _protocol_section(
             f"### HGPrompt against each baseline ({protocol}): paired over (target, seed)\n\n"
             "The mean difference in test top-1 points with its 95% CI, the paired t-test's and the Wilcoxon "
             "signed-rank test's p over all pairs, and per target a win or a loss when that target's paired "
-            "t-test over seeds has p < 0.05 (a tie otherwise, also with fewer than 2 seeds).\n\n"
-            + markdown(paired, ".3g")
+            "t-test over seeds has p < 0.05 (a tie otherwise, also with fewer than 2 seeds)."
+            + _overlap_text(protocol_runs(frame, protocol)) + "\n\n" + markdown(paired, ".3g")
         )
     if not informative.empty:
         _write_csv(informative, output / f"informative{suffix}.csv")

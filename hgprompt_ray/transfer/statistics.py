@@ -18,12 +18,15 @@ What each test assumes:
   better on average over these runs", not "on every target". The Wilcoxon signed-rank test
   (``scipy.stats.wilcoxon``) drops the normality assumption and only assumes the differences are
   symmetric about their median; zero differences are dropped (``zero_method="wilcox"``).
-* ``spearman_ci`` (:mod:`hgprompt_ray.transfer.target_statistics`): Spearman's rho assumes only paired, ordinal data; the percentile bootstrap
-  assumes the pairs are exchangeable draws (resampled with replacement) and is rough for the
-  handful of sources a library has.
-* ``one_way_anova`` (:mod:`hgprompt_ray.transfer.target_statistics`): ``scipy.stats.f_oneway`` assumes independent, normal groups with equal
-  variances; it ignores the pairing (it asks whether the methods' seed clouds on one target
-  differ by more than seed noise).
+
+Overlapping draws (``overlap``): the init-probe protocol's replicates are split draws of one
+pool, whose training sets share about half their images, so their accuracies are correlated and
+the plain t statistics above are anti-conservative. With ``overlap`` = n_test / n_train > 0,
+:func:`mean_ci`, :func:`paired_differences` and :func:`win_tie_loss` use Nadeau and Bengio's
+corrected resampled t (Machine Learning 52, 2003): the sample variance times (1/n + n_test/n_train)
+instead of 1/n; pooled over targets, times (1/N + overlap * sum_t n_t^2 / N^2), the same
+correction per target with targets independent. The Wilcoxon test has no such correction: with
+``overlap`` > 0 its p is NaN.
 
 Differences smaller than ``1e-12`` are treated as zero (accuracies are fractions of a finite test
 set, so a genuine difference is never that small; float subtraction leaves ~1e-17 residues that
@@ -71,16 +74,20 @@ _TOLERANCE = 1e-12
 """Differences at most this large (in accuracy fractions) count as zero; see the module docstring."""
 
 
-def mean_ci(values: Sequence[float] | np.ndarray | pd.Series, level: float = 0.95) -> tuple[float, float]:
+def mean_ci(
+    values: Sequence[float] | np.ndarray | pd.Series, level: float = 0.95, overlap: float = 0.0
+) -> tuple[float, float]:
     """The mean and the half-width of its Student-t confidence interval.
 
     Args:
         values: the sample (e.g. one method's test accuracies over seeds on one target).
         level: the confidence level, strictly between 0 and 1.
+        overlap: n_test / n_train of overlapping resampled draws (module docstring); 0: independent.
 
     Returns:
-        ``(mean, half_width)`` with half_width = t.ppf((1 + level) / 2, n - 1) * sd / sqrt(n) and
-        sd the sample standard deviation (ddof=1). half_width is NaN when n < 2.
+        ``(mean, half_width)`` with half_width = t.ppf((1 + level) / 2, n - 1) * sd *
+        sqrt(1 / n + overlap) and sd the sample standard deviation (ddof=1). half_width is NaN
+        when n < 2.
 
     Raises:
         InvalidValueError: ``values`` is empty or not finite, or ``level`` is outside (0, 1).
@@ -95,7 +102,8 @@ def mean_ci(values: Sequence[float] | np.ndarray | pd.Series, level: float = 0.9
     if array.size < 2:
         return mean, math.nan
     sd = float(array.std(ddof=1))
-    half_width = float(scipy.stats.t.ppf((1 + level) / 2, array.size - 1)) * sd / math.sqrt(array.size)
+    factor = 1.0 / array.size + _check_overlap(overlap)
+    half_width = float(scipy.stats.t.ppf((1 + level) / 2, array.size - 1)) * sd * math.sqrt(factor)
     return mean, half_width
 
 
@@ -132,6 +140,7 @@ def paired_differences(
     baselines: Sequence[str] | None = None,
     protocol: str | None = None,
     level: float = 0.95,
+    overlap: float = 0.0,
 ) -> pd.DataFrame:
     """Method minus each baseline over every (target, protocol, seed) both were run on.
 
@@ -143,6 +152,7 @@ def paired_differences(
             without runs gets a row with ``pairs`` = 0 and NaNs.
         protocol: keep only runs of this protocol first; default: all (pairs never cross protocols).
         level: the confidence level of ``ci_low``/``ci_high`` (Student-t over the differences).
+        overlap: n_test / n_train of overlapping draws (module docstring); 0: independent pairs.
 
     Returns:
         One row per baseline: ``baseline, pairs, targets`` (distinct targets among the pairs),
@@ -168,15 +178,17 @@ def paired_differences(
         }
         row.update(dict.fromkeys(PAIRED_COLUMNS[3:], math.nan))
         if differences.size:
-            mean, half_width = mean_ci(differences, level)
-            t_statistic, p_t = _ttest(differences)
+            sizes = pair_targets.value_counts().to_numpy(dtype=np.float64)
+            pooled = _check_overlap(overlap) * float((sizes**2).sum()) / differences.size**2
+            mean, half_width = mean_ci(differences, level, pooled)
+            t_statistic, p_t = _ttest(differences, pooled)
             row.update(
                 mean_difference=mean,
                 ci_low=mean - half_width,
                 ci_high=mean + half_width,
                 t_statistic=t_statistic,
                 p_t=p_t,
-                p_wilcoxon=_wilcoxon(differences),
+                p_wilcoxon=_wilcoxon(differences) if overlap == 0 else math.nan,
             )
         rows.append(row)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS).astype({"pairs": int, "targets": int})
@@ -188,6 +200,7 @@ def win_tie_loss(
     baselines: Sequence[str] | None = None,
     protocol: str | None = None,
     alpha: float = 0.05,
+    overlap: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per target, whether the method beats, ties or loses to each baseline (paired t-test over seeds).
 
@@ -195,9 +208,9 @@ def win_tie_loss(
     given: the seeds). The outcome is "win" when p < ``alpha`` and the mean difference (method
     minus baseline) is positive, "loss" when p < ``alpha`` and it is negative, and "tie"
     otherwise. In particular a target with a single pair is a tie, and so is one where every
-    difference is zero. Where all differences are equal and non-zero (a deterministic gap, e.g. a
-    probe that no seed moves), the t statistic is +-inf and p = 0: the limit of the test as the
-    seed noise vanishes, so that gap is a win or a loss.
+    difference is zero. Where all differences are equal and non-zero, the t-test is undefined and
+    p is the exact sign test's, 2^(1 - n). With ``overlap`` > 0 the t-test is Nadeau and Bengio's
+    corrected one (module docstring).
 
     Args:
         frame: the results (columns ``target, method, protocol, seed, test_accuracy``).
@@ -206,6 +219,7 @@ def win_tie_loss(
             sorted by name.
         protocol: keep only runs of this protocol first; default: all.
         alpha: the significance level, strictly between 0 and 1 (no multiple-comparison correction).
+        overlap: n_test / n_train of overlapping draws (module docstring); 0: independent pairs.
 
     Returns:
         ``(summary, detail)``. ``summary``: one row per baseline with ``baseline, wins, ties,
@@ -225,7 +239,7 @@ def win_tie_loss(
         for target in sorted(pair_targets.unique()):
             on_target = differences[(pair_targets == target).to_numpy()]
             mean = float(on_target.mean())
-            _, p_t = _ttest(on_target)
+            _, p_t = _ttest(on_target, _check_overlap(overlap))
             outcome = "tie"
             if p_t < alpha and mean > 0:  # NaN compares False: a tie
                 outcome = "win"
@@ -403,8 +417,9 @@ def _pair(runs: pd.DataFrame, method: str, baseline: str) -> tuple[np.ndarray, p
     return differences, merged["target"]
 
 
-def _ttest(differences: np.ndarray) -> tuple[float, float]:
-    """``scipy.stats.ttest_rel`` of the differences against zero: NaN with fewer than 2 pairs or
+def _ttest(differences: np.ndarray, overlap: float = 0.0) -> tuple[float, float]:
+    """``scipy.stats.ttest_rel`` of the differences against zero (with ``overlap`` > 0: the
+    corrected resampled t, variance factor 1/n + overlap): NaN with fewer than 2 pairs or
     all differences zero. A constant non-zero gap has zero variance, where the t-test is undefined
     (its limit, p = 0, would call two equal gaps of discrete accuracies a certain win): the
     statistic is +-inf and p is the exact two-sided sign test's, 2^(1 - n) for n pairs of one sign
@@ -413,8 +428,18 @@ def _ttest(differences: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     if np.ptp(differences) <= _TOLERANCE:
         return math.copysign(math.inf, float(differences.mean())), float(2.0 ** (1 - differences.size))
+    if overlap > 0:
+        scale = float(differences.std(ddof=1)) * math.sqrt(1.0 / differences.size + overlap)
+        statistic = float(differences.mean()) / scale
+        return statistic, float(2 * scipy.stats.t.sf(abs(statistic), differences.size - 1))
     result = scipy.stats.ttest_rel(differences, np.zeros_like(differences))
     return float(result.statistic), float(result.pvalue)
+
+
+def _check_overlap(overlap: Any) -> float:
+    if isinstance(overlap, bool) or not isinstance(overlap, numbers.Real) or not 0 <= float(overlap) < math.inf:
+        raise InvalidValueError(invalid_value("overlap", overlap, "must be a finite number >= 0", "Pass e.g. 0.5."))
+    return float(overlap)
 
 
 def _wilcoxon(differences: np.ndarray) -> float:

@@ -33,6 +33,7 @@ __all__ = [
     "markdown",
     "paired_table",
     "protocol_runs",
+    "resampling_overlap",
     "results_table",
     "spearman_display",
     "spearman_table",
@@ -41,6 +42,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 RESULT_COLUMNS = ("target", "method", "protocol", "seed", "test_accuracy", "val_accuracy", "wall_seconds")
 FIXED_DRAW = -1
+PROBE_TRAIN_IMAGES = 1000
+"""train800val200: what init-probe's probe and weights are fitted on (n_train of the correction)."""
 """The ``draw`` of a run on a task with fixed splits (else its ``split_seed``): one draw for every seed."""
 """The columns of ``results.csv`` (one row per main run)."""
 INFORMATIVE = {"zero_shot_spread": 5.0, "p": 0.01, "seeds": 5}
@@ -82,12 +85,13 @@ def load_results(root: Path) -> pd.DataFrame:
                 "wall_seconds": record["seconds"],
                 "precision": record.get("precision", "fp32"),
                 "draw": int(record.get("split_seed", 0)) if record.get("split_seeded", True) else FIXED_DRAW,
+                "num_test": record.get("num_test", np.nan),
                 "key": record["key"],
             }
         )
     columns = ["target", "method", "protocol", "seed", "scale", "main", "num_sources", "test_accuracy", "val_accuracy",
                "lr_scale", "epochs", "trainable_parameters", "closed_form", "wall_seconds", "precision", "draw",
-               "key"]  # fmt: skip
+               "num_test", "key"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -97,11 +101,12 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     return main.loc[:, list(RESULT_COLUMNS)].sort_values(["target", "method", "protocol", "seed"]).reset_index(drop=True)
 
 
-def _cell(values: pd.Series) -> str:
-    """``mean ± h`` in %, h the half-width of the 95% Student-t interval over the seeds."""
+def _cell(values: pd.Series, overlap: float = 0.0) -> str:
+    """``mean ± h`` in %, h the half-width of the 95% Student-t interval over the seeds (corrected
+    for overlapping draws, :func:`resampling_overlap`)."""
     if values.empty:
         return "-"
-    mean, half = mean_ci(values.to_numpy(dtype=float))
+    mean, half = mean_ci(values.to_numpy(dtype=float), overlap=overlap)
     if len(values) == 1:
         return f"{100 * mean:.1f}"
     return f"{100 * mean:.1f} ± {100 * half:.1f}"
@@ -136,6 +141,21 @@ def protocol_runs(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
     if protocol == "init-probe" and "draw" in main and not main.empty:
         main = _one_row_per_draw(main)
     return main
+
+
+def resampling_overlap(runs: pd.DataFrame) -> float:
+    """n_test / n_train of the runs' overlapping split draws, for Nadeau and Bengio's corrected t
+    (:mod:`hgprompt_ray.transfer.statistics`): init-probe runs whose draws are resampled from one
+    pool (``draw`` >= 0, more than one per target) share about half their train800val200 images
+    (n_train = :data:`PROBE_TRAIN_IMAGES`); n_test is their median ``num_test``. 0 otherwise: the
+    tuned protocol's seeds train on one fixed draw, so its tests are over training seeds."""
+    if runs.empty or not {"draw", "num_test", "protocol"} <= set(runs.columns):
+        return 0.0
+    pooled = runs[(runs["protocol"] == "init-probe") & (runs["draw"] >= 0)]
+    if pooled.empty or pooled.groupby("target")["draw"].nunique().max() < 2:
+        return 0.0
+    tested = pooled["num_test"].dropna()
+    return float(tested.median()) / PROBE_TRAIN_IMAGES if not tested.empty else 0.0
 
 
 def _one_row_per_draw(runs: pd.DataFrame) -> pd.DataFrame:
@@ -174,7 +194,7 @@ def main_table(
     found = set(main["target"].unique())
     targets = [t for t in order if t in found] + sorted(found - set(order))
     present = [m for m in method_names() if m in set(main["method"])]
-    rows = {}
+    rows, overlap = {}, resampling_overlap(main)
     means = pd.DataFrame(index=targets, columns=present, dtype=float)
     for name in present:
         method, runs = get_method(name), main[main["method"] == name]
@@ -186,7 +206,7 @@ def main_table(
         }
         for target in targets:
             values = runs[runs["target"] == target]["test_accuracy"]
-            row[f"{target} †" if target in marked else target] = _cell(values)
+            row[f"{target} †" if target in marked else target] = _cell(values, overlap)
             means.loc[target, name] = values.mean() if not values.empty else np.nan
         column = means[name]
         row["Average"] = "-" if column.isna().any() else f"{100 * column.mean():.1f}"
@@ -203,12 +223,13 @@ def ablation_table(frame: pd.DataFrame, protocol: str = "tuned") -> pd.DataFrame
     main = protocol_runs(frame, protocol)
     targets = sorted(main["target"].unique())
     rows = [(m.ablation_row, m.name) for m in registered() if m.ablation_row]
+    overlap = resampling_overlap(main)
     table = pd.DataFrame(index=[label for label, _ in rows], columns=[*targets, "Average"], dtype=object)
     for label, method in rows:
         means = []
         for target in targets:
             values = main[(main["target"] == target) & (main["method"] == method)]["test_accuracy"]
-            table.loc[label, target] = _cell(values)
+            table.loc[label, target] = _cell(values, overlap)
             means.append(values.mean() if not values.empty else np.nan)
         table.loc[label, "Average"] = "-" if np.isnan(means).any() else f"{100 * np.mean(means):.1f}"
     return table
@@ -288,8 +309,9 @@ def paired_table(frame: pd.DataFrame, protocol: str, labels: Mapping[str, str] |
     baselines = [m for m in method_names() if m in set(runs["method"]) and m != method]
     if not baselines:
         return pd.DataFrame()
-    paired = paired_differences(runs, method=method, baselines=baselines, protocol=protocol)
-    summary, _ = win_tie_loss(runs, method=method, baselines=baselines, protocol=protocol)
+    overlap = resampling_overlap(runs)  # init-probe's overlapping draws: Nadeau-Bengio's corrected t
+    paired = paired_differences(runs, method=method, baselines=baselines, protocol=protocol, overlap=overlap)
+    summary, _ = win_tie_loss(runs, method=method, baselines=baselines, protocol=protocol, overlap=overlap)
     merged = paired.merge(summary, on="baseline", how="left", suffixes=("", "_wtl"))
     table = pd.DataFrame(
         {

@@ -1,6 +1,14 @@
 """Per-target statistics for the evaluation report: do a method's weights follow the sources'
 transferability (Spearman's rho with a bootstrap CI), and do the weightings differ on a target
-beyond seed noise (one-way ANOVA). What each assumes is in :mod:`hgprompt_ray.transfer.statistics`.
+beyond seed noise (one-way ANOVA).
+
+* :func:`spearman_ci`: Spearman's rho assumes only paired, ordinal data; the percentile bootstrap
+  assumes the pairs are exchangeable draws (resampled with replacement) and is rough for the
+  handful of sources a library has.
+* :func:`one_way_anova`: ``scipy.stats.f_oneway`` assumes independent, normal groups with equal
+  variances; it ignores the pairing (it asks whether the methods' seed clouds on one target differ
+  by more than seed noise), which makes it conservative where every draw shifts all methods alike,
+  and it has no correction for overlapping draws (:mod:`hgprompt_ray.transfer.statistics`).
 """
 
 from __future__ import annotations

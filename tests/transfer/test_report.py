@@ -136,7 +136,7 @@ def _write_run(root, target, method, protocol, seed, accuracy, seeded=True):
            "sources": ["s1", "s2", "s3"]}  # fmt: skip
     record = {"schema_version": 3, "job": job, "test_accuracy": accuracy, "val_accuracy": accuracy, "seconds": 3.0,
               "key": f"{target}/{method}/seed{seed}", "trainable_parameters": 10, "closed_form": True,
-              "split_seed": seed, "split_seeded": seeded}  # fmt: skip
+              "split_seed": seed, "split_seeded": seeded, "num_test": 500}  # fmt: skip
     (folder / f"seed{seed}.json").write_text(json.dumps(record))
 
 
@@ -170,5 +170,19 @@ def test_the_report_puts_informative_targets_first_and_says_why_the_others_are_n
     paired = pd.read_csv(tmp_path / "paired_init-probe.csv", index_col=0)
     assert paired.loc[["Average", "Single-Best"], "pairs"].tolist() == [5 + 5 + 1] * 2  # c's 5 seeds: 1 draw
     assert paired.loc["SPoT-best", "pairs"] == 1
+    assert paired["p (Wilcoxon)"].isna().all()  # overlapping draws: no uncorrected test shown
+    assert "corrected resampled t (variance x (1/n + n_test/n_train), n_test/n_train = 0.50)" in path.read_text()
     text = path.read_text()
     assert "seeds: init-probe 5; protocols: init-probe" in text and "Machine: test machine." in text
+
+
+def test_the_correction_applies_to_init_probe_draws_of_one_pool_only():
+    from hgprompt_ray.transfer.tables import resampling_overlap
+
+    rows = [{"target": t, "method": "average", "protocol": p, "draw": d, "num_test": 500.0}
+            for t in ("a", "b") for p in ("init-probe", "tuned") for d in range(3)]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    assert resampling_overlap(frame[frame["protocol"] == "init-probe"]) == 0.5  # 500 / train800val200
+    assert resampling_overlap(frame[frame["protocol"] == "tuned"]) == 0.0  # seeds train on one draw
+    fixed = frame[frame["protocol"] == "init-probe"].assign(draw=-1)
+    assert resampling_overlap(fixed) == 0.0  # one fixed split: nothing overlaps (and one replicate)

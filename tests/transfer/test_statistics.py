@@ -276,3 +276,33 @@ def test_anova_of_identical_methods_finds_nothing():
     assert math.isnan(statistic) and math.isnan(p)
     separated = pd.DataFrame(rows).assign(test_accuracy=lambda f: np.where(f["method"] == "vpt", 0.5, 0.6))
     assert one_way_anova(separated, "dtd") == (math.inf, 0.0)
+
+
+def test_overlapping_draws_get_the_nadeau_bengio_corrected_t():
+    """Draws of one pool overlap: the variance factor is 1/n + n_test/n_train, not 1/n (per
+    target), and 1/N + overlap * sum n_t^2 / N^2 pooled over targets; Wilcoxon has no correction."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.4, 0.7, size=(len(TARGETS), len(SEEDS)))
+    ours = base + 0.01 + rng.normal(0, 0.01, size=base.shape)
+    frame = _frame({"hgprompt": ours, "vpt": base})
+    d = (ours - base).ravel()
+    n, overlap = d.size, 0.5
+    factor = 1 / n + overlap * 3 * 5**2 / n**2  # 3 targets of 5 pairs
+    t = d.mean() / (d.std(ddof=1) * math.sqrt(factor))
+    row = paired_differences(frame, overlap=overlap).iloc[0]
+    assert row["t_statistic"] == pytest.approx(t)
+    assert row["p_t"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), n - 1))
+    half = scipy.stats.t.ppf(0.975, n - 1) * d.std(ddof=1) * math.sqrt(factor)
+    assert row["ci_high"] - row["ci_low"] == pytest.approx(2 * half)
+    assert math.isnan(row["p_wilcoxon"])
+    plain = paired_differences(frame).iloc[0]
+    assert plain["p_t"] < row["p_t"] and plain["ci_high"] - plain["ci_low"] < 2 * half  # the plain test overstates
+    _, detail = win_tie_loss(frame, overlap=overlap)
+    first = d[:5]
+    t_first = first.mean() / (first.std(ddof=1) * math.sqrt(1 / 5 + overlap))
+    assert detail.iloc[0]["p_t"] == pytest.approx(2 * scipy.stats.t.sf(abs(t_first), 4))
+    values = base[0]
+    assert mean_ci(values, overlap=overlap)[1] == pytest.approx(
+        scipy.stats.t.ppf(0.975, 4) * values.std(ddof=1) * math.sqrt(1 / 5 + overlap))
+    with pytest.raises(InvalidValueError, match="overlap"):
+        mean_ci(values, overlap=-1.0)
