@@ -128,8 +128,9 @@ def _zero_shot_task(library: str, sources: list[str], config: Any, draws: list[i
                            progress=False)  # fmt: skip
 
 
-def search(plan: EvaluationPlan, target: str, sources: list[str], folder: Path) -> SearchResult:
-    """HGPrompt's search over ``sources`` in ``folder`` (resumed when the folder holds it)."""
+def search(plan: EvaluationPlan, target: str, sources: list[str], folder: Path, sampler: str = "tpe") -> SearchResult:
+    """HGPrompt's search over ``sources`` in ``folder`` (resumed when the folder holds it);
+    ``sampler="random"``: the random-search baseline, the same search otherwise."""
     settings = plan.settings
     spec = SearchSpec(
         target=target,
@@ -139,6 +140,7 @@ def search(plan: EvaluationPlan, target: str, sources: list[str], folder: Path) 
         samples=settings.samples,
         gradient_samples=settings.gradient_samples,
         metric=settings.search_metric,
+        sampler=sampler,
         split_seed=plan.transfer.split_seed,
         data_root=plan.transfer.data_root,
         cache_dir=settings.cache_dir,
@@ -202,6 +204,10 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
         probe = remote(probe_data_task, plan).remote(extraction, plan.tasks[target])
         order = list(extraction.prompts) or plan.library.names
         positions = tuple(order.index(s) for s in sources)
+    random_weights = None
+    if "random-search" in needs:
+        randomly = search(plan, target, sources, plan.output / "searches" / f"{name}@random", sampler="random")
+        random_weights = randomly.weights.aligned(sources)
     similarities: dict[int, np.ndarray] = {}
     if "spot" in needs:
         from hgprompt_ray.transfer.weights import spot_similarities
@@ -220,6 +226,7 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
         evaluations=plan.settings.search_trials,
         search_subset=() if found is None else tuple(sources.index(s) for s in found.best.get("subset") or ()
                                                      if s in sources),
+        random_search_weights=random_weights,
     )  # fmt: skip
     return inputs, found
 

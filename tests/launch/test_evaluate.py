@@ -78,6 +78,10 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert weights["methods"]["hgprompt"] == [search["alpha"][s] for s in weights["sources"]]
         recorded = json.loads((out / "runs" / "data" / "hgprompt" / "seed0.json").read_text())
         assert recorded["job"]["weights"] == weights["methods"]["hgprompt"]
+        randomly = json.loads((out / "searches" / "data@random" / "search.json").read_text())
+        assert randomly["arguments"]["sampler"] == "random"  # the same search, random sampling
+        random_best = json.loads((out / "searches" / "data@random" / "best.json").read_text())
+        assert weights["methods"]["search-random"] == [random_best["alpha"][s] for s in weights["sources"]]
         assert 0 < recorded["epochs"] <= 1 and recorded["lr_scale"] == 1 and recorded["num_test"] == 60
         assert recorded["trainable_parameters"] == 4 * EMBED_DIM + 2 * EMBED_DIM + 2
         full = json.loads((out / "runs" / "data" / "full" / "seed0.json").read_text())

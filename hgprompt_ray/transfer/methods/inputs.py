@@ -64,6 +64,7 @@ class WeightingInputs(NamedTuple):
         evaluations: the black-box weighting's budget: the HGPrompt search's number of trials.
         search_subset: positions in ``sources`` of the subset the search's best trial chose (the
             ablation's four objectives are all solved on it); empty: the positive ``search_weights``.
+        random_search_weights: the same search's best alpha with random sampling (K,) or None.
     """
 
     sources: tuple[str, ...]
@@ -76,6 +77,7 @@ class WeightingInputs(NamedTuple):
     probe_positions: tuple[int, ...] = ()
     evaluations: int = 32
     search_subset: tuple[int, ...] = ()
+    random_search_weights: np.ndarray | None = None
 
     def search_positions(self) -> list[int]:
         """Positions of the search's chosen subset in ``sources`` (see ``search_subset``)."""

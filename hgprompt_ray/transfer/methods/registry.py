@@ -83,7 +83,7 @@ class TransferMethod:
         ablation_row: its row in the ablation table, if any.
         scaling: also run on the scaling curve's source subsets.
         per_seed: its weights differ per seed (SPoT's briefly tuned target prompt).
-        needs: inputs it needs computed (``search``, ``spot``, ``probe``).
+        needs: inputs it needs computed (``search``, ``random-search``, ``spot``, ``probe``).
         tsne: its tuned prompt is one panel of the report's t-SNE figure.
         order: position in tables.
     """

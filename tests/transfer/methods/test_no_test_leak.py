@@ -85,7 +85,8 @@ def test_weightings_read_the_val_column_only():
     found = []
     for frame in (matrix, scrambled):
         inputs = WeightingInputs(tuple(sources), prompts, zero_shot_val(frame, sources), statistics,
-                                 np.array([0.2, 0.5, 0.3]), {0: np.array([0.1, -0.2, 0.4])})  # fmt: skip
+                                 np.array([0.2, 0.5, 0.3]), {0: np.array([0.1, -0.2, 0.4])},
+                                 random_search_weights=np.array([0.0, 0.4, 0.6]))  # fmt: skip
         found.append({m.name: np.asarray(m.weights(inputs, 0)) for m in registered()
                       if m.weights is not None and "probe" not in m.needs})  # fmt: skip
     for name, alpha in found[0].items():

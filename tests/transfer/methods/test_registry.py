@@ -27,6 +27,7 @@ PAPER_BASELINES = {  # the paper's 11 comparisons, VPT's transfer types and this
     "linear-probe", "full", "partial", "mlp", "bias", "adapter", "sidetune", "vpt", "average", "single-best",
     "spot-best", "spot-weighted", "h-ensemble", "attempt", "panda", "cma-es", "hgprompt", "align-only",
     "search-uniform", "search-h-only",  # the ablation's rows on the search's subset
+    "search-random",  # the product's claim: better than random search
 }  # fmt: skip
 
 

@@ -1,0 +1,44 @@
+"""Random search: the HGPrompt search with Optuna's RandomSampler in place of TPE.
+
+The product's claim is that its search picks a better ensemble than naive choices, random search
+among them (Bergstra and Bengio, "Random Search for Hyper-Parameter Optimization", JMLR 2012):
+the same space (lambda, M and the subset), the same alpha solver per trial, the same trial metric
+(the val200 probe on P0 = sum_i alpha_i P_i) and the same number of trials, only the sampler
+differs. Its alpha is the best random trial's. The difference to HGPrompt is what TPE's guided
+sampling adds; the difference to CMA-ES (no H-score, no gradients) is what the objective adds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hgprompt_ray.errors import InvalidValueError, invalid_value
+from hgprompt_ray.transfer.methods.common import PROMPT_PATTERNS
+from hgprompt_ray.transfer.methods.inputs import WeightingInputs
+from hgprompt_ray.transfer.methods.registry import MethodKind, TransferMethod, register_method
+
+
+def random_search_weights(inputs: WeightingInputs, seed: int = 0) -> np.ndarray:
+    """The random search's best alpha over the sources."""
+    if inputs.random_search_weights is None:
+        raise InvalidValueError(
+            invalid_value("random_search_weights", None, "are required for random search", "Run the random search.")
+        )
+    return np.asarray(inputs.random_search_weights, dtype=np.float64)
+
+
+METHOD = register_method(
+    TransferMethod(
+        name="search-random",
+        label="Random search",
+        kind=MethodKind.WEIGHTING,
+        paper="Bergstra & Bengio, Random Search for Hyper-Parameter Optimization, JMLR 2012 "
+        "(HGPrompt's search with Optuna's RandomSampler)",
+        trains=PROMPT_PATTERNS,
+        trains_text="prompt + head (from the random search's ensemble)",
+        reads=("search", "sources"),
+        weights=random_search_weights,
+        needs=("random-search",),
+        order=59,
+    )
+)
