@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.transfer.methods.common import PROMPT_PATTERNS
 from hgprompt_ray.transfer.methods.inputs import WeightingInputs
 from hgprompt_ray.transfer.methods.registry import MethodKind, TransferMethod, register_method
@@ -17,9 +16,7 @@ from hgprompt_ray.transfer.methods.registry import MethodKind, TransferMethod, r
 
 def hgprompt_weights(inputs: WeightingInputs, seed: int = 0) -> np.ndarray:
     """The search's best alpha over the sources."""
-    if inputs.search_weights is None:
-        raise InvalidValueError(invalid_value("search_weights", None, "are required for HGPrompt", "Run the search."))
-    return np.asarray(inputs.search_weights, dtype=np.float64)
+    return inputs.required("search_weights", "HGPrompt", "Run the search.")
 
 
 METHOD = register_method(

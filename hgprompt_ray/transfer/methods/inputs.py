@@ -79,6 +79,13 @@ class WeightingInputs(NamedTuple):
     search_subset: tuple[int, ...] = ()
     random_search_weights: np.ndarray | None = None
 
+    def required(self, field: str, method: str, fix: str) -> np.ndarray:
+        """The (K,) weights held in ``field``, as float64; a clear error naming ``method`` when absent."""
+        value = getattr(self, field)
+        if value is None:
+            raise InvalidValueError(invalid_value(field, None, f"are required for {method}", fix))
+        return np.asarray(value, dtype=np.float64)
+
     def search_positions(self) -> list[int]:
         """Positions of the search's chosen subset in ``sources`` (see ``search_subset``)."""
         if self.search_subset:

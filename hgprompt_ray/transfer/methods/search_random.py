@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.transfer.methods.common import PROMPT_PATTERNS
 from hgprompt_ray.transfer.methods.inputs import WeightingInputs
 from hgprompt_ray.transfer.methods.registry import MethodKind, TransferMethod, register_method
@@ -20,11 +19,7 @@ from hgprompt_ray.transfer.methods.registry import MethodKind, TransferMethod, r
 
 def random_search_weights(inputs: WeightingInputs, seed: int = 0) -> np.ndarray:
     """The random search's best alpha over the sources."""
-    if inputs.random_search_weights is None:
-        raise InvalidValueError(
-            invalid_value("random_search_weights", None, "are required for random search", "Run the random search.")
-        )
-    return np.asarray(inputs.random_search_weights, dtype=np.float64)
+    return inputs.required("random_search_weights", "random search", "Run the random search.")
 
 
 METHOD = register_method(
