@@ -142,6 +142,10 @@ class PromptConfig:
             )
 
 
+PROMPT_HEADS = ("linear", "standardised")
+"""Heads a source prompt may be trained with (``PromptTrainingConfig.head``)."""
+
+
 class OptimizerName(str, enum.Enum):
     """Optimizer for prompt training."""
 
@@ -182,11 +186,22 @@ class PromptTrainingConfig:
         metadata={"help": "If set, each worker writes '<rank>.json' (pid, epoch) here after every epoch."},
     )
     precision: str = _precision_field()
+    head: str = field(
+        default="linear",
+        metadata={"help": "The head trained with the prompt: 'linear' (VPT's, on the raw CLS feature) or "
+                          "'standardised' (the transfer protocol's: BatchNorm without affine, then a zero linear)",
+                  "choices": list(PROMPT_HEADS)},  # fmt: skip
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
             raise InvalidValueError(
                 invalid_value("PromptTrainingConfig.task", self.task, "must be a task name or path", "")
+            )
+        if self.head not in PROMPT_HEADS:
+            raise InvalidValueError(
+                invalid_value("PromptTrainingConfig.head", self.head, f"must be one of {list(PROMPT_HEADS)}",
+                              "Pass --head linear or --head standardised.")  # fmt: skip
             )
         for name in ("img_size", "num_prompt_tokens", "epochs", "batch_size", "eval_batch_size"):
             _positive_int("PromptTrainingConfig", name, getattr(self, name), "")

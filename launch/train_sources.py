@@ -114,6 +114,7 @@ def run(argv: list[str] | None = None) -> int:
                 "split_seed": config.split_seed,
                 "epochs": config.epochs,
                 "optimizer": config.optimizer.value,
+                "head": config.head,
                 "learning_rate": config.learning_rate,
                 "train_seconds": round(trained.seconds, 1),
                 "num_workers": args.num_workers,

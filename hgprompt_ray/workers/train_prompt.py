@@ -30,6 +30,7 @@ from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.config import OptimizerName, PromptTrainingConfig
 from hgprompt_ray.data import backbone_transform, resolve_target
 from hgprompt_ray.models import PromptedViT, autocast, load_backbone, resolve_precision
+from hgprompt_ray.models.heads import linear_head
 from hgprompt_ray.threads import use_allocated_threads
 from hgprompt_ray.workers._trainer import torch_trainer
 
@@ -74,6 +75,8 @@ def _build(config: PromptTrainingConfig) -> tuple[PromptedViT, dict[str, Any]]:
     }
     torch.manual_seed(config.seed)
     model = PromptedViT(backbone, config.num_prompt_tokens, num_classes=task.info.num_classes)
+    if config.head == "standardised":  # the transfer protocol's head (models/heads.py)
+        model.head = linear_head(model.embed_dim, task.info.num_classes)
     return model, splits
 
 

@@ -73,6 +73,17 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_undisturbed_run(undis
     assert resumed.metrics["test_accuracy"] == pytest.approx(reference.metrics["test_accuracy"], abs=0.01)
 
 
+def test_the_standardised_head_trains_with_the_prompt(ray_cluster, tiny_setup, tmp_path):
+    """The transfer protocol's head (BatchNorm with running statistics, zero linear) for sources."""
+    from hgprompt_ray.workers.train_prompt import train_prompt
+
+    _, config = tiny_setup
+    trained = train_prompt(replace(config, head="standardised"), storage_path=tmp_path, name="standardised")
+    assert set(trained.head) == {"0.running_mean", "0.running_var", "0.num_batches_tracked", "1.weight", "1.bias"}
+    assert int(trained.head["0.num_batches_tracked"]) > 0 and trained.head["1.weight"].abs().sum() > 0
+    assert trained.metrics["test_accuracy"] > 0.85  # chance is 0.5
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
@@ -82,6 +93,7 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_undisturbed_run(undis
         ({"base_lr": -1.0}, r"base_lr must be positive"),
         ({"warmup_epochs": 9.0, "epochs": 2}, r"warmup_epochs must not exceed epochs=2"),
         ({"task": ""}, r"task must be a task name or path"),
+        ({"head": "mlp"}, r"head must be one of \['linear', 'standardised'\], but got 'mlp'"),
     ],
 )
 def test_bad_configs(overrides, match):
