@@ -186,12 +186,8 @@ class PromptTrainingConfig:
         metadata={"help": "If set, each worker writes '<rank>.json' (pid, epoch) here after every epoch."},
     )
     precision: str = _precision_field()
-    head: str = field(
-        default="linear",
-        metadata={"help": "The head trained with the prompt: 'linear' (VPT's, on the raw CLS feature) or "
-                          "'standardised' (the transfer protocol's: BatchNorm without affine, then a zero linear)",
-                  "choices": list(PROMPT_HEADS)},  # fmt: skip
-    )
+    head: str = field(default="linear", metadata={"choices": list(PROMPT_HEADS), "help": "'linear' (VPT's, on the raw "
+                      "CLS feature) or 'standardised' (the transfer head: BatchNorm, then a zero linear)"})  # fmt: skip
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -199,10 +195,8 @@ class PromptTrainingConfig:
                 invalid_value("PromptTrainingConfig.task", self.task, "must be a task name or path", "")
             )
         if self.head not in PROMPT_HEADS:
-            raise InvalidValueError(
-                invalid_value("PromptTrainingConfig.head", self.head, f"must be one of {list(PROMPT_HEADS)}",
-                              "Pass --head linear or --head standardised.")  # fmt: skip
-            )
+            raise InvalidValueError(invalid_value("PromptTrainingConfig.head", self.head,
+                                                  f"must be one of {list(PROMPT_HEADS)}", "Pass --head linear."))  # fmt: skip
         for name in ("img_size", "num_prompt_tokens", "epochs", "batch_size", "eval_batch_size"):
             _positive_int("PromptTrainingConfig", name, getattr(self, name), "")
         _check_precision("PromptTrainingConfig", self.precision)
