@@ -196,6 +196,14 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
     return "Chunks, one invocation each (the same budget and library; a repeated target resumes):\n\n" + "\n".join(lines)
 
 
+def _wall_text(state: Mapping[str, Any], frame: pd.DataFrame) -> str:
+    """The evaluation's wall time; when an invocation was interrupted (resumed later), the runs' own sum."""
+    if state.get("seconds") is not None:
+        return f"{state['seconds'] / 60:.1f} min in all"
+    runs = frame["wall_seconds"].sum() if "wall_seconds" in frame else float("nan")
+    return f"not recorded (an invocation was interrupted); the runs took {runs / 60:.1f} min together"
+
+
 def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataFrame]:
     """Rebuild every table, plot and ``report.md`` of an evaluation folder from its files.
 
@@ -284,7 +292,7 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
         seeds=", ".join(f"{p} {budget.get('tuned_seeds') or state['seeds'] if p == 'tuned' else state['seeds']}"
                         for p in protocols),
         protocols=", ".join(protocols),
-        minutes=f"{state.get('seconds', float('nan')) / 60:.1f}",
+        wall=_wall_text(state, frame),
         lr_scales=", ".join(f"{s:g}" for s in budget.get("lr_scales", [1.0])),
         max_steps="" if budget.get("max_steps") is None else f" (capped at {budget['max_steps']} steps per fit)",
         methods="\n".join(f"- **{labels[m.name]}** ({m.kind.value}; trains {m.trains_text}): {m.paper}."

@@ -186,3 +186,11 @@ def test_the_correction_applies_to_init_probe_draws_of_one_pool_only():
     assert resampling_overlap(frame[frame["protocol"] == "tuned"]) == 0.0  # seeds train on one draw
     fixed = frame[frame["protocol"] == "init-probe"].assign(draw=-1)
     assert resampling_overlap(fixed) == 0.0  # one fixed split: nothing overlaps (and one replicate)
+
+
+def test_the_wall_time_of_an_interrupted_evaluation_is_the_runs_sum():
+    frame = _frame()  # 13 runs: 6 x 10 s + 6 x 11 s + 1 s
+    assert report._wall_text({"seconds": 90.0}, frame) == "1.5 min in all"
+    assert report._wall_text({}, frame) == (
+        "not recorded (an invocation was interrupted); the runs took 2.1 min together"
+    )
