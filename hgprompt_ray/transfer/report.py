@@ -197,8 +197,10 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
 
 
 def _wall_text(state: Mapping[str, Any], frame: pd.DataFrame) -> str:
-    """The evaluation's wall time; when an invocation was interrupted (resumed later), the runs' own sum."""
-    if state.get("seconds") is not None:
+    """The evaluation's wall time; when an invocation was interrupted (resumed later), the runs' own sum
+    (``evaluate.json``'s total counts an interrupted chunk as 0 s)."""
+    interrupted = any(c.get("seconds") is None for c in state.get("chunks", []))
+    if state.get("seconds") is not None and not interrupted:
         return f"{state['seconds'] / 60:.1f} min in all"
     runs = frame["wall_seconds"].sum() if "wall_seconds" in frame else float("nan")
     return f"not recorded (an invocation was interrupted); the runs took {runs / 60:.1f} min together"

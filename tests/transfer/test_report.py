@@ -191,6 +191,7 @@ def test_the_correction_applies_to_init_probe_draws_of_one_pool_only():
 def test_the_wall_time_of_an_interrupted_evaluation_is_the_runs_sum():
     frame = _frame()  # 13 runs: 6 x 10 s + 6 x 11 s + 1 s
     assert report._wall_text({"seconds": 90.0}, frame) == "1.5 min in all"
-    assert report._wall_text({}, frame) == (
-        "not recorded (an invocation was interrupted); the runs took 2.1 min together"
-    )
+    interrupted = "not recorded (an invocation was interrupted); the runs took 2.1 min together"
+    assert report._wall_text({}, frame) == interrupted
+    chunks = [{"seconds": 60.0}, {"seconds": None}]  # evaluate.json's total then counts only the first
+    assert report._wall_text({"seconds": 60.0, "chunks": chunks}, frame) == interrupted
