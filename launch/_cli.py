@@ -23,7 +23,6 @@ from typing import Any
 
 from hgprompt_ray.data import TaskUnavailableError
 from hgprompt_ray.errors import IntegrityError, InvalidValueError
-from hgprompt_ray.tuning.progress import PROGRESS_LOGGER
 
 __all__ = [
     "USER_ERRORS",
@@ -140,13 +139,16 @@ def config_kwargs(args: argparse.Namespace, config: type, **overrides: Any) -> d
 
 
 def configure_logging(log_file: Path | None = None, verbose: bool = False) -> None:
-    """Progress lines (and warnings) to the console; everything at INFO to ``log_file``.
+    """Progress lines (and warnings) to the console; everything at INFO to ``log_file``. (The progress
+    logger's module imports Ray, so it is imported here: ``launch/run_jobs.py`` runs without Ray.)
 
     Args:
         log_file: the run folder's log (None: none yet, e.g. before the output folder is checked).
         verbose: also print every INFO line to the console.
     """
     import optuna
+
+    from hgprompt_ray.tuning.progress import PROGRESS_LOGGER
 
     optuna.logging.disable_default_handler()  # Optuna's lines go through the root logger too
     optuna.logging.enable_propagation()

@@ -108,19 +108,25 @@ def start_ray(args: argparse.Namespace, log_file: Path | None = None) -> Any:
     return context
 
 
-def describe_machine() -> str:
-    """The cluster this driver runs on, for reports: CPU model, Ray's CPUs and GPUs, torch version."""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     import platform
 
-    import ray
-    import torch
-
-    model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
                  if line.startswith("model name")]  # fmt: skip
-        model = names[0] if names else model
+        if names:
+            return names[0]
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """The cluster this driver runs on, for reports: CPU model, Ray's CPUs and GPUs, torch version."""
+    import ray
+    import torch
+
+    model = cpu_model()
     resources = ray.cluster_resources() if ray.is_initialized() else {}
     gpus = int(resources.get("GPU", 0))
     kinds = sorted(k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:"))  # no CUDA context here

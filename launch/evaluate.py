@@ -5,6 +5,8 @@
     python launch/evaluate.py --targets count --methods hgprompt average single-best \
         --protocol init-probe --seeds 5 --output reports/count-init   # cheap: probes on P0
     python launch/evaluate.py --report-only --output reports/offline   # rebuild the report
+    python launch/evaluate.py --targets count --output reports/gpu --prepare-only   # weights here, then
+    python launch/run_jobs.py reports/gpu --workers 8    # the runs on a GPU machine, no Ray needed
 
 The methods are the registry's (``hgprompt_ray/transfer/methods/``: ``--methods`` chooses among
 them, and each method's own settings are flags). For every target (its own prompt is never a
@@ -63,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             add_config_flags(own, method.settings)
     add_ray_flags(parser)
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from --output")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="compute every method's weights, write OUTPUT/jobs.json (the runs to go) and stop: "
+                             "run them with launch/run_jobs.py, e.g. on a GPU machine without Ray")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -147,7 +152,7 @@ def run(argv: list[str] | None = None) -> int:
 
     from hgprompt_ray.transfer.method_weights import target_weights, zero_shot_columns
     from hgprompt_ray.transfer.report import write_report
-    from hgprompt_ray.transfer.runner import build_jobs, run_jobs, write_tsne
+    from hgprompt_ray.transfer.runner import build_jobs, run_jobs, write_job_file, write_tsne
 
     start = time.perf_counter()
     if start_ray(args) is None:
@@ -168,6 +173,13 @@ def run(argv: list[str] | None = None) -> int:
             for t in plan.targets
         }  # fmt: skip
     jobs = build_jobs(plan, weights, split_weights)
+    if args.prepare_only:
+        path = write_job_file(plan, jobs)
+        state["chunks"][-1].update(seconds=time.perf_counter() - start, prepared=len(json.loads(path.read_text())["jobs"]))
+        atomic_write_json(plan.output / STATE_FILE, _finished(plan, state))
+        print(f"wrote {path}: {state['chunks'][-1]['prepared']} runs to go of {len(jobs)}. Run them with "
+              f"`python launch/run_jobs.py {plan.output}`, then `python launch/evaluate.py --report-only --output {plan.output}`")  # fmt: skip
+        return 0
     ran = run_jobs(plan, jobs)
     if not (plan.output / "tsne.png").is_file() or ran:
         write_tsne(plan, weights)

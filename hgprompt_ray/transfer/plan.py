@@ -20,6 +20,7 @@ from hgprompt_ray.data import related_tasks
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, require_positive_flag
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, open_library
+from hgprompt_ray.transfer.evaluation import EVALUATION_STATE
 from hgprompt_ray.transfer.methods import PROTOCOLS, get_method, method_names
 from hgprompt_ray.tuning.plan import resolve_available
 from search_spaces.hgprompt import METRICS
@@ -35,7 +36,7 @@ __all__ = [
     "plan_evaluation",
 ]
 
-STATE_FILE = "evaluate.json"
+STATE_FILE = EVALUATION_STATE  # evaluate.json (defined with the Ray-free job code: launch/run_jobs.py writes it too)
 TRANSFER_BUDGET = (
     "epochs", "lr_scales", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "max_steps", "max_test",
     "split_seed", "precision",

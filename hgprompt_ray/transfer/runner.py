@@ -3,6 +3,11 @@
 Each (target, method, seed) job — plus the scaling curve's (target, method@n, seed) jobs — is one
 Ray task of :func:`hgprompt_ray.transfer.evaluation.run_job` with the plan's per-job resources;
 its result is written atomically as it arrives, so a killed evaluation resumes where it stopped.
+
+The same jobs can also leave Ray: :func:`write_job_file` writes the unfinished ones, with their
+budget and library, to ``OUTPUT/jobs.json`` (``evaluate.py --prepare-only``), and
+:func:`run_here` runs them in this process (``launch/run_jobs.py``) on a machine that has a GPU
+but no Ray (the weights need Ray's search; the tuned runs need only torch and timm).
 """
 
 from __future__ import annotations
@@ -14,10 +19,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hgprompt_ray.atomic import atomic_write_json
+from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.transfer.evaluation import EvaluationJob
 from hgprompt_ray.transfer.methods import get_method, registered
 
-__all__ = ["build_jobs", "remote", "run_jobs", "unfinished", "write_tsne"]
+__all__ = ["JOBS_FILE", "build_jobs", "read_job_file", "remote", "run_here", "run_jobs", "unfinished",
+           "write_job_file", "write_tsne"]  # fmt: skip
+
+JOBS_FILE = "jobs.json"
+_JOBS_SCHEMA = 1
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +165,95 @@ def run_jobs(plan: Any, jobs: list[EvaluationJob]) -> int:
             f"{len(failures)} runs failed (first: {failures[0][0]}: {failures[0][1]}); rerun to retry"
         )
     return len(todo)
+
+
+def write_job_file(plan: Any, jobs: list[EvaluationJob]) -> Path:
+    """``OUTPUT/jobs.json``: the unfinished jobs, the budget and the library (relative to the
+    working directory when inside it, as in evaluate.json), for :func:`run_here` elsewhere."""
+    from hgprompt_ray.transfer.plan import library_label
+
+    todo = unfinished(plan.output, jobs)
+    record = {
+        "schema_version": _JOBS_SCHEMA,
+        "library": library_label(Path(plan.library.root)),
+        "transfer": dataclasses.asdict(plan.transfer),
+        "jobs": [dataclasses.asdict(job) for job in todo],
+    }
+    path = Path(plan.output) / JOBS_FILE
+    atomic_write_json(path, record)
+    return path
+
+
+def _tuples(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def read_job_file(output: Path) -> tuple[list[EvaluationJob], TransferConfig, str]:
+    """The jobs, budget and library of ``output/jobs.json`` (:func:`write_job_file`)."""
+    path = Path(output) / JOBS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist. Fix: write it with "
+                                f"`python launch/evaluate.py ... --output {output} --prepare-only` first.")  # fmt: skip
+    record = json.loads(path.read_text())
+    if record.get("schema_version") != _JOBS_SCHEMA:
+        raise InvalidValueError(invalid_value("schema_version", record.get("schema_version"), f"must be {_JOBS_SCHEMA}",
+                                              "Write the job file again with this version (--prepare-only)."))  # fmt: skip
+    jobs = []
+    for entry in record["jobs"]:
+        settings, kind = entry.pop("settings"), get_method(entry["method"]).settings
+        if settings is not None and kind is not None:
+            settings = kind(**_tuples(settings))
+        jobs.append(EvaluationJob(**_tuples(entry), settings=settings))
+    return jobs, TransferConfig(**_tuples(record["transfer"])), str(record["library"])
+
+
+def _seed_major(jobs: list[EvaluationJob]) -> list[EvaluationJob]:
+    """Main runs before the scaling curve's, each seed's whole set (every target and method)
+    before the next seed: a run cut short by a deadline leaves complete seeds."""
+    order = {name: i for i, name in enumerate(dict.fromkeys(j.target_name for j in jobs))}
+    return sorted(jobs, key=lambda j: (j.scale is not None, j.seed, order[j.target_name]))
+
+
+def run_here(
+    output: Path,
+    jobs: list[EvaluationJob],
+    transfer: TransferConfig,
+    library: str,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    deadline: float | None = None,
+    clock: Callable[[], float] | None = None,
+) -> list[str]:
+    """Run this shard's unfinished jobs in this process, without Ray; write each result as it
+    finishes (resumable, like :func:`run_jobs`). Returns the keys run now.
+
+    Args:
+        output: the evaluation folder (``runs/`` goes under it).
+        jobs: every job of the file; the shard takes the seed-major order's ``index::count``.
+        transfer: the budget; library: the prompt library's folder.
+        shard: (index, count): this process's share, so that several processes share one GPU.
+        deadline: start no job after this time (of ``clock``); a job in progress finishes.
+    """
+    import time
+
+    from hgprompt_ray.transfer.evaluation import run_job, write_result
+
+    index, count = shard
+    if not 0 <= index < count:
+        raise InvalidValueError(invalid_value("shard", f"{index}/{count}", "must be I/N with 0 <= I < N", "Use e.g. 0/4."))
+    clock = clock or time.monotonic
+    mine = _seed_major(unfinished(Path(output), jobs))[index::count]
+    done = []
+    for job in mine:
+        if deadline is not None and clock() >= deadline:
+            logger.warning("deadline reached: %d of this shard's %d runs left for a rerun", len(mine) - len(done), len(mine))
+            break
+        config = dataclasses.replace(transfer, task=job.target)
+        outcome = run_job(job, config, library)
+        write_result(Path(output), job, outcome, config)
+        done.append(job.key)
+        logger.info("%s: test %.3f (%.0f s)", job.key, outcome["metrics"]["test_accuracy"], outcome["metrics"]["seconds"])
+    return done
 
 
 def write_tsne(plan: Any, weights: Mapping[str, Mapping[str, Any]]) -> None:

@@ -1,0 +1,94 @@
+"""evaluate.py --prepare-only writes the runs to go; launch/run_jobs.py runs them without Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hgprompt_ray.errors import InvalidValueError
+from hgprompt_ray.transfer.runner import JOBS_FILE, _seed_major, read_job_file, run_here
+from launch.evaluate import main as evaluate
+from tests.launch.test_evaluate import _argv
+
+ray = pytest.importorskip("ray")
+REPO = Path(__file__).resolve().parents[2]
+WITHOUT_RAY = "import sys\nfor name in ('ray', 'optuna', 'cmaes'):\n    sys.modules[name] = None\n"
+"""Prepended to the child's program: any import of Ray or Optuna fails there."""
+
+
+def _run_jobs_without_ray(*argv: str) -> subprocess.CompletedProcess:
+    program = WITHOUT_RAY + f"from launch.run_jobs import main\nsys.exit(main({list(argv)!r}))\n"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def prepared(extraction_setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "report"
+    argv = _argv(extraction_setup, out, "--methods", "vpt", "average", "hgprompt", "--no-ablation", "--scaling-sizes",
+                 "--prepare-only")  # fmt: skip
+    try:
+        assert evaluate(argv) == 0
+    finally:
+        ray.shutdown()
+    return out
+
+
+def test_prepare_only_writes_the_runs_and_runs_none(prepared):
+    record = json.loads((prepared / JOBS_FILE).read_text())
+    assert sorted((j["method"], j["seed"]) for j in record["jobs"]) == [
+        (m, s) for m in ("average", "hgprompt", "vpt") for s in (0, 1)]  # fmt: skip
+    assert not (prepared / "runs").exists()
+    weights = json.loads((prepared / "weights" / "data.json").read_text())
+    jobs, transfer, library = read_job_file(prepared)
+    by_key = {job.key: job for job in jobs}
+    assert list(by_key["data/hgprompt/seed1"].weights) == weights["methods"]["hgprompt"]
+    assert by_key["data/vpt/seed0"].weights is None and transfer.max_steps == 3 and Path(library).is_dir()
+    chunk = json.loads((prepared / "evaluate.json").read_text())["chunks"][-1]
+    assert chunk["prepared"] == 6 and chunk["seconds"] > 0
+
+
+def test_run_jobs_without_ray_then_report(prepared):
+    first = _run_jobs_without_ray(str(prepared), "--methods", "hgprompt")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 of 2 runs to go, 1 worker(s)" in first.stdout
+    assert sorted(p.name for p in (prepared / "runs" / "data").iterdir()) == ["hgprompt"]
+    done = _run_jobs_without_ray(str(prepared), "--workers", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 of 6 runs to go, 2 worker(s)" in done.stdout and "4 runs done now, 0 left" in done.stdout
+    jobs, _, _ = read_job_file(prepared)
+    for job in jobs:
+        record = json.loads((prepared / "runs" / f"{job.key}.json").read_text())
+        assert record["job"]["weights"] == (None if job.weights is None else list(job.weights))
+        assert record["device"] in ("cpu", "cuda") and 0 <= record["test_accuracy"] <= 1
+    state = json.loads((prepared / "evaluate.json").read_text())
+    assert "no Ray" in state["chunks"][-1]["machine"] and state["chunks"][-1]["ran"] == 4 and state["runs"] == 6
+    assert [c["ran"] for c in state["chunks"] if "ran" in c] == [2, 4]
+    again = _run_jobs_without_ray(str(prepared))
+    assert again.returncode == 0 and "0 of 6 runs to go" in again.stdout, again.stderr[-3000:]
+    assert evaluate(["--report-only", "--output", str(prepared)]) == 0
+    results = pd.read_csv(prepared / "results.csv")
+    assert sorted(results["method"].unique()) == ["average", "hgprompt", "vpt"] and len(results) == 6
+
+
+def test_deadline_shards_and_bad_input(prepared, tmp_path):
+    jobs, transfer, library = read_job_file(prepared)
+    empty = tmp_path / "empty"
+    assert [(j.seed, j.method) for j in _seed_major(jobs)] == [
+        (s, m) for s in (0, 1) for m in ("vpt", "average", "hgprompt")]  # fmt: skip
+    # past the deadline nothing starts
+    assert run_here(empty, jobs, transfer, library, deadline=1.0, clock=lambda: 2.0) == []
+    with pytest.raises(InvalidValueError, match="shard"):
+        run_here(empty, jobs, transfer, library, shard=(2, 2))
+    with pytest.raises(FileNotFoundError, match="--prepare-only"):
+        read_job_file(empty)
+    bad = _run_jobs_without_ray(str(prepared), "--prompts", str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and "--prompts" in bad.stderr
+    unknown = _run_jobs_without_ray(str(prepared), "--methods", "panda")
+    assert unknown.returncode == 2 and "--methods panda: not in" in unknown.stderr
