@@ -34,6 +34,7 @@ from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.config import TransferConfig
 from hgprompt_ray.transfer.methods import registered
 from hgprompt_ray.transfer.plan import (
+    SEED_COUNTS,
     STATE_FILE,
     EvaluationPlan,
     EvaluationSettings,
@@ -87,6 +88,8 @@ def _state(plan: EvaluationPlan, command: str, machine: str) -> dict:
     if previous and not chunks:  # a folder from before chunks: its one invocation
         chunks = [{k: previous.get(k) for k in ("command", "target_names", "started", "seconds")}]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    before = previous.get("budget", {})  # a rerun may add seeds (plan.SEED_COUNTS): the folder holds the most
+    seeds = {k: max(plan.budget[k], before.get(k) or 0) for k in SEED_COUNTS}
     chunks.append({"command": command, "target_names": names, "protocols": list(plan.settings.protocols),
                    "machine": machine, "started": now, "seconds": None})  # fmt: skip
     return {
@@ -101,8 +104,8 @@ def _state(plan: EvaluationPlan, command: str, machine: str) -> dict:
         "scaling_target_names": _union(previous.get("scaling_target_names", []),
                                        [plan.target_name(t) for t in plan.scaling_targets]),  # fmt: skip
         "scaling_seeds": plan.settings.scaling_seeds,
-        "seeds": plan.settings.seeds,
-        "budget": plan.budget,
+        "seeds": seeds["seeds"],
+        "budget": {**plan.budget, **seeds},
         "machine": machine,
         "started": previous.get("started", now),
         "chunks": chunks,

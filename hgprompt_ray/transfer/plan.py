@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUDGET_FIELDS",
+    "SEED_COUNTS",
     "STATE_FILE",
     "EvaluationPlan",
     "EvaluationSettings",
@@ -48,7 +49,11 @@ SETTINGS_BUDGET = (
 BUDGET_FIELDS = TRANSFER_BUDGET + SETTINGS_BUDGET
 """What must match for a rerun to resume an evaluation folder (recorded in ``evaluate.json``).
 The protocols and methods may differ between invocations (each run is stored under its method
-and protocol): e.g. init-probe for every target, then tuned for a few."""
+and protocol): e.g. init-probe for every target, then tuned for a few. So may the seed counts
+(``SEED_COUNTS``): a rerun with more seeds adds their runs and keeps the finished ones."""
+SEED_COUNTS = ("seeds", "tuned_seeds")
+"""Budget fields a rerun may change: seed k's runs and weights do not depend on how many seeds
+there are (an init-probe seed's split draw is ``split_seed + k``; SPoT's prompt is per seed)."""
 
 
 @dataclass(frozen=True)
@@ -368,7 +373,9 @@ def _check_output(plan: EvaluationPlan) -> None:
         budget.pop("protocols", None)  # in the budget of evaluations before chunks
         if budget.get("tuned_seeds") is None:  # evaluations before --tuned-seeds
             budget["tuned_seeds"] = budget.get("seeds")
-        if budget != plan.budget or previous.get("library") != library_label(plan.library.root):
+        fixed = [k for k in plan.budget if k not in SEED_COUNTS]
+        same_budget = all(budget.get(k) == plan.budget[k] for k in fixed) and set(budget) - set(SEED_COUNTS) == set(fixed)
+        if not same_budget or previous.get("library") != library_label(plan.library.root):
             raise InvalidValueError(
                 f"--output {output} holds an evaluation with another budget or library "
                 f"({previous.get('budget')}). Fix: rerun with the same settings to resume, or choose a new --output."

@@ -14,6 +14,7 @@ import pytest
 from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.transfer.runner import JOBS_FILE, _seed_major, read_job_file, run_here
 from launch.evaluate import main as evaluate
+from launch.run_jobs import main as run_jobs
 from tests.launch.test_evaluate import _argv
 
 ray = pytest.importorskip("ray")
@@ -77,7 +78,7 @@ def test_run_jobs_without_ray_then_report(prepared):
     assert sorted(results["method"].unique()) == ["average", "hgprompt", "vpt"] and len(results) == 6
 
 
-def test_deadline_shards_and_bad_input(prepared, tmp_path):
+def test_deadline_shards_and_bad_input(prepared, tmp_path, capsys):
     jobs, transfer, library = read_job_file(prepared)
     empty = tmp_path / "empty"
     assert [(j.seed, j.method) for j in _seed_major(jobs)] == [
@@ -88,7 +89,24 @@ def test_deadline_shards_and_bad_input(prepared, tmp_path):
         run_here(empty, jobs, transfer, library, shard=(2, 2))
     with pytest.raises(FileNotFoundError, match="--prepare-only"):
         read_job_file(empty)
-    bad = _run_jobs_without_ray(str(prepared), "--prompts", str(tmp_path / "nowhere"))
-    assert bad.returncode == 2 and "--prompts" in bad.stderr
-    unknown = _run_jobs_without_ray(str(prepared), "--methods", "panda")
-    assert unknown.returncode == 2 and "--methods panda: not in" in unknown.stderr
+    assert run_jobs([str(prepared), "--prompts", str(tmp_path / "nowhere")]) == 2
+    assert "--prompts PATH" in capsys.readouterr().err
+    assert run_jobs([str(prepared), "--methods", "panda"]) == 2
+    assert "--methods panda: not in" in capsys.readouterr().err
+    assert run_jobs([str(prepared), "--workers", "0"]) == 2
+    assert "--workers 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_a_rerun_may_add_seeds_but_not_change_the_budget(prepared, extraction_setup, capsys):
+    base = _argv(extraction_setup, prepared, "--methods", "vpt", "average", "hgprompt", "--no-ablation", "--scaling-sizes",
+                 "--prepare-only")  # fmt: skip
+    try:
+        assert evaluate([*base, "--seeds", "3"]) == 0  # the weights are cached: only seed 2's runs are new
+        assert evaluate([*base, "--max-test", "30"]) == 2
+        assert "holds an evaluation with another budget" in capsys.readouterr().err
+    finally:
+        ray.shutdown()
+    jobs, _, _ = read_job_file(prepared)
+    assert sorted((j.method, j.seed) for j in jobs) == [("average", 2), ("hgprompt", 2), ("vpt", 2)]
+    state = json.loads((prepared / "evaluate.json").read_text())
+    assert state["seeds"] == 3 and state["budget"]["tuned_seeds"] == 3 and state["budget"]["max_test"] == 60
