@@ -365,16 +365,17 @@ def informative_table(
         return pd.DataFrame()
     table = pd.DataFrame(rows).set_index("target")
     noise = {t: runs[runs["target"] == t].groupby("method")["test_accuracy"].std().fillna(0).max() for t in table.index}
-    table["verdict"] = [_verdict_of(row, noise[t]) for t, row in table.iterrows()]
+    table["verdict"] = [_verdict_of(row, noise[t], protocol) for t, row in table.iterrows()]
     table["informative"] = table["verdict"] == "informative"
     table["_p"] = table["p (ANOVA)"].fillna(np.inf)
     return table.sort_values(["informative", "_p"], ascending=[False, True], kind="stable").drop(columns="_p")
 
 
-def _verdict_of(row: pd.Series, seed_noise: float) -> str:
+def _verdict_of(row: pd.Series, seed_noise: float, protocol: str) -> str:
     """Why a target is or is not informative (:data:`INFORMATIVE`), in words."""
     if row["seeds"] < INFORMATIVE["seeds"]:
-        return f"undetermined: {row['seeds']} < {INFORMATIVE['seeds']} seeds (distinct split draws)"
+        what = "distinct split draws" if protocol == "init-probe" else "training seeds on one split"
+        return f"undetermined: {row['seeds']} < {INFORMATIVE['seeds']} seeds ({what})"
     if seed_noise == 0:  # a task with fixed splits: every seed repeats one draw, the ANOVA is degenerate
         return "undetermined: the seeds agree exactly (one split draw)"
     spread = row["zero-shot spread (points)"]

@@ -110,6 +110,8 @@ def test_protocols_have_their_own_tables_with_paired_tests():
     assert spread.loc["a", "zero-shot spread (points)"] == 3.0
     fewer = report.informative_table(frame[frame["seed"] < 4], "init-probe", zero_shot_spread={"a": 9.0, "b": 9.0})
     assert not fewer["informative"].any() and (fewer["verdict"] == "undetermined: 4 < 5 seeds (distinct split draws)").all()
+    tuned = report.informative_table(frame[frame["seed"] < 4].assign(protocol="tuned"), "tuned", zero_shot_spread={"a": 9.0})
+    assert (tuned["verdict"] == "undetermined: 4 < 5 seeds (training seeds on one split)").all()
     ordered, _ = report.main_table(frame, protocol="init-probe", order=["b"], marked=["a"])
     assert [c for c in ordered.columns if c in ("a †", "b")] == ["b", "a †"]
 
