@@ -209,7 +209,7 @@ def read_job_file(output: Path) -> tuple[list[EvaluationJob], TransferConfig, st
 
 def _seed_major(jobs: list[EvaluationJob]) -> list[EvaluationJob]:
     """Main runs before the scaling curve's, each seed's whole set (every target and method)
-    before the next seed: a run cut short by a deadline leaves complete seeds."""
+    before the next seed: a deadline cuts into the last seeds, not into every seed."""
     order = {name: i for i, name in enumerate(dict.fromkeys(j.target_name for j in jobs))}
     return sorted(jobs, key=lambda j: (j.scale is not None, j.seed, order[j.target_name]))
 
