@@ -159,8 +159,9 @@ def _protocol_section(
         _write_csv(paired, output / f"paired{suffix}.csv")
         parts.append(
             f"### HGPrompt against each baseline ({protocol}): paired over (target, seed)\n\n"
-            "The mean difference in test top-1 points with its 95% CI, the paired t-test's and the Wilcoxon "
-            "signed-rank test's p over all pairs, and per target a win or a loss when that target's paired "
+            "The mean difference in test top-1 points with its 95% CI, the paired t-test's p (and Holm's "
+            "adjustment of it for the number of baselines in this table: a 'significant' difference among a "
+            "dozen baselines needs p (t, Holm) < 0.05), the Wilcoxon signed-rank test's p over all pairs, and per target a win or a loss when that target's paired "
             "t-test over seeds has p < 0.05 (a tie otherwise, also with fewer than 2 seeds)."
             + _overlap_text(protocol_runs(frame, protocol)) + "\n\n" + markdown(paired, ".3g")
         )

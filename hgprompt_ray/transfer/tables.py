@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hgprompt_ray.transfer.methods import get_method, method_names, registered
+from hgprompt_ray.transfer.multiple_testing import holm
 from hgprompt_ray.transfer.statistics import mean_ci, paired_differences, win_tie_loss
 from hgprompt_ray.transfer.target_statistics import one_way_anova, spearman_ci
 
@@ -321,6 +322,7 @@ def paired_table(frame: pd.DataFrame, protocol: str, labels: Mapping[str, str] |
                 for d, lo, hi in zip(merged["mean_difference"], merged["ci_low"], merged["ci_high"])
             ],
             "p (paired t)": merged["p_t"],
+            "p (t, Holm)": holm(merged["p_t"].to_numpy(dtype=float)),  # the family: this table's baselines
             "p (Wilcoxon)": merged["p_wilcoxon"],
             "win / tie / loss (targets)": [
                 f"{int(w)} / {int(t)} / {int(lo)}" for w, t, lo in zip(merged["wins"], merged["ties"], merged["losses"])

@@ -12,6 +12,7 @@ from scipy.stats import spearmanr, ttest_rel
 from scipy.stats import t as t_dist
 
 from hgprompt_ray.transfer import report
+from hgprompt_ray.transfer.multiple_testing import holm
 
 
 def _frame():
@@ -96,6 +97,8 @@ def test_protocols_have_their_own_tables_with_paired_tests():
     theirs = frame.query("protocol == 'init-probe' and method == 'average'").sort_values(["target", "seed"])
     expected = ttest_rel(ours["test_accuracy"].to_numpy(), theirs["test_accuracy"].to_numpy()).pvalue
     assert paired.loc["Average", "p (paired t)"] == pytest.approx(expected)
+    np.testing.assert_allclose(paired["p (t, Holm)"], holm(paired["p (paired t)"].to_numpy()))
+    assert (paired["p (t, Holm)"] >= paired["p (paired t)"]).all()
     assert paired.loc["Average", "win / tie / loss (targets)"] == "1 / 1 / 0"  # a: win; b: identical, a tie
     # b: a constant 10-point gap over 5 seeds has no variance; the sign test's p = 0.0625 is no win
     assert paired.loc["Single-Best", "win / tie / loss (targets)"].startswith("1 / 1 / 0")
