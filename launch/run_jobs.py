@@ -42,11 +42,19 @@ logger = logging.getLogger("launch.run_jobs")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output", help="the evaluation folder holding jobs.json (evaluate.py --prepare-only)")
-    parser.add_argument("--workers", type=int, default=1, help="processes sharing this machine's GPU (default 1)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="start no run after this many minutes")
-    parser.add_argument("--prompts", default=None, help="the prompt library (default: the one jobs.json names)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing this machine's GPU (default 1)"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="start no run after this many minutes"
+    )
+    parser.add_argument(
+        "--prompts", default=None, help="the prompt library (default: the one jobs.json names)"
+    )
     parser.add_argument("--methods", nargs="+", default=None,
                         help="run only these methods' runs (default: all of jobs.json), e.g. the main ones first")  # fmt: skip
     parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # I/N: one worker process's share
@@ -85,7 +93,13 @@ def _spawn(args: argparse.Namespace, output: Path, minutes: float | None) -> int
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     workers = []
     for index in range(args.workers):
-        command = [sys.executable, str(Path(__file__).resolve()), str(output), "--shard", f"{index}/{args.workers}"]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            str(output),
+            "--shard",
+            f"{index}/{args.workers}",
+        ]
         if minutes is not None:
             command += ["--max-minutes", str(minutes)]
         if args.prompts:
@@ -111,7 +125,9 @@ def run(argv: list[str] | None = None) -> int:
         present = sorted({job.method for job in jobs})
         unknown = sorted(set(args.methods) - set(present))
         if unknown:
-            raise UsageError(f"--methods {' '.join(unknown)}: not in {output / 'jobs.json'}. Fix: choose among {present}.")
+            raise UsageError(
+                f"--methods {' '.join(unknown)}: not in {output / 'jobs.json'}. Fix: choose among {present}."
+            )
         jobs = [job for job in jobs if job.method in args.methods]
     deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
     if args.shard is not None:  # one worker process

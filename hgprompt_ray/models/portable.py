@@ -77,9 +77,13 @@ def read_exported(path: Path, converter: str) -> dict[str, torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("path", help="the .safetensors file to write")
-    parser.add_argument("--fp32", action="store_true", help="keep the matrices in float32 (for --precision fp32)")
+    parser.add_argument(
+        "--fp32", action="store_true", help="keep the matrices in float32 (for --precision fp32)"
+    )
     args = parser.parse_args(argv)
     path = export_offline_weights(args.path, matrices_bf16=not args.fp32)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); use it with {OFFLINE_WEIGHTS_ENV}={path}")

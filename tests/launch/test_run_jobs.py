@@ -26,7 +26,9 @@ WITHOUT_RAY = "import sys\nfor name in ('ray', 'optuna', 'cmaes'):\n    sys.modu
 def _run_jobs_without_ray(*argv: str) -> subprocess.CompletedProcess:
     program = WITHOUT_RAY + f"from launch.run_jobs import main\nsys.exit(main({list(argv)!r}))\n"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,9 @@ def test_run_jobs_without_ray_then_report(prepared):
         assert record["job"]["weights"] == (None if job.weights is None else list(job.weights))
         assert record["device"] in ("cpu", "cuda") and 0 <= record["test_accuracy"] <= 1
     state = json.loads((prepared / "evaluate.json").read_text())
-    assert "no Ray" in state["chunks"][-1]["machine"] and state["chunks"][-1]["ran"] == 4 and state["runs"] == 6
+    assert (
+        "no Ray" in state["chunks"][-1]["machine"] and state["chunks"][-1]["ran"] == 4 and state["runs"] == 6
+    )
     assert [c["ran"] for c in state["chunks"] if "ran" in c] == [2, 4]
     again = _run_jobs_without_ray(str(prepared))
     assert again.returncode == 0 and "0 of 6 runs to go" in again.stdout, again.stderr[-3000:]

@@ -26,11 +26,22 @@ def _forward(model, images, precision):
 def test_export_halves_the_matrices_and_keeps_vectors_fp32(exported):
     state = load_file(str(exported))
     assert state["blocks.0.attn.qkv.weight"].dtype == torch.bfloat16
-    assert state["patch_embed.proj.weight"].dtype == torch.bfloat16 and state["patch_embed.proj.weight"].dim() == 4
-    for name in ("blocks.0.attn.qkv.bias", "blocks.0.norm1.weight", "blocks.0.ls1.gamma", "pos_embed", "cls_token"):
+    assert (
+        state["patch_embed.proj.weight"].dtype == torch.bfloat16
+        and state["patch_embed.proj.weight"].dim() == 4
+    )
+    for name in (
+        "blocks.0.attn.qkv.bias",
+        "blocks.0.norm1.weight",
+        "blocks.0.ls1.gamma",
+        "pos_embed",
+        "cls_token",
+    ):
         assert state[name].dtype == torch.float32, name
     with safe_open(str(exported), "pt") as handle:
-        assert handle.metadata()["backbone"] == OFFLINE_BACKBONE and handle.metadata()["matrices"] == "bfloat16"
+        assert (
+            handle.metadata()["backbone"] == OFFLINE_BACKBONE and handle.metadata()["matrices"] == "bfloat16"
+        )
     full = sum(t.numel() * 4 for t in state.values())
     assert exported.stat().st_size < 0.55 * full
 
