@@ -32,6 +32,7 @@ from pathlib import Path
 
 from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.config import TransferConfig
+from hgprompt_ray.transfer.evaluation import with_totals
 from hgprompt_ray.transfer.methods import registered
 from hgprompt_ray.transfer.plan import (
     SEED_COUNTS,
@@ -122,9 +123,7 @@ def _finished(plan: EvaluationPlan, state: dict) -> dict:
     merged = {**current, "budget": state["budget"], "chunks": [*chunks, mine]}
     for key in ("targets", "target_names", "scaling_targets", "scaling_target_names"):
         merged[key] = _union(current.get(key, []), state[key])
-    merged["seconds"] = sum(c.get("seconds") or 0.0 for c in merged["chunks"])  # every invocation's
-    merged["runs"] = sum(1 for _ in (plan.output / "runs").glob("*/*/*.json"))
-    return merged
+    return with_totals(merged, plan.output)
 
 
 def report_only(output: Path) -> int:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.transfer.evaluation import EVALUATION_STATE as STATE_FILE
+from hgprompt_ray.transfer.evaluation import with_totals
 from hgprompt_ray.transfer.runner import read_job_file, run_here, unfinished
 from launch._cli import UsageError, cli_main, command_line
 from launch._ray import cpu_model
@@ -81,10 +82,7 @@ def _record(output: Path, chunk: dict) -> None:
     """Append this invocation to ``evaluate.json`` (its chunks, total seconds and run count)."""
     path = output / STATE_FILE
     state = json.loads(path.read_text())
-    state["chunks"] = [*state.get("chunks", []), chunk]
-    state["seconds"] = sum(c.get("seconds") or 0.0 for c in state["chunks"])
-    state["runs"] = sum(1 for _ in (output / "runs").glob("*/*/*.json"))
-    atomic_write_json(path, state)
+    atomic_write_json(path, with_totals({**state, "chunks": [*state.get("chunks", []), chunk]}, output))
 
 
 def _spawn(args: argparse.Namespace, output: Path, minutes: float | None) -> int:

@@ -24,10 +24,19 @@ from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.transfer.methods import get_method
 
-__all__ = ["EVALUATION_STATE", "RESULT_SCHEMA", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
+__all__ = ["EVALUATION_STATE", "RESULT_SCHEMA", "with_totals", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
 
 EVALUATION_STATE = "evaluate.json"
 """The evaluation folder's record of its invocations (``launch/evaluate.py``, ``launch/run_jobs.py``)."""
+
+
+
+def with_totals(state: dict[str, Any], output: Path) -> dict[str, Any]:
+    """``state`` with its totals recomputed: ``seconds`` (every chunk's; an interrupted chunk, with
+    no time, counts 0) and ``runs`` (the run records under ``output/runs``)."""
+    seconds = sum(c.get("seconds") or 0.0 for c in state.get("chunks", []))
+    return {**state, "seconds": seconds, "runs": sum(1 for _ in (Path(output) / "runs").glob("*/*/*.json"))}
+
 
 RESULT_SCHEMA = 3
 """2: the registry's methods, lr scale and epochs chosen on val200, trainable parameters.
