@@ -10,7 +10,9 @@ by) and on test (``test_accuracy``, a seeded subset of ``--max-test`` images whe
 larger: the ground truth of the report's Spearman table, read by no method). The bare backbone is
 the row ``(none)``. ``--split-seeds 0 1 2 3 4`` computes the columns of several train800/val200
 draws (the init-probe protocol's seeds) with each distinct image forwarded once. Finished targets
-(and draws) are kept under ``OUT/parts/`` so an interrupted run resumes where it stopped.
+(and draws) are kept under ``OUT/parts/`` so an interrupted run resumes where it stopped. Each row
+records its prompt file's sha256: when the library grows, or a prompt is retrained under the same
+name, a rerun computes only the new or changed sources' rows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path
@@ -107,7 +110,7 @@ def run(argv: list[str] | None = None) -> int:
             raise UsageError(f"target {target!r} is not available: {reason}")
 
     from hgprompt_ray.models import PromptedViT, load_backbone
-    from hgprompt_ray.transfer.zero_shot import zero_shot_draws
+    from hgprompt_ray.transfer.zero_shot import NO_PROMPT, stale_rows, zero_shot_draws
 
     out = Path(args.out)
     parts = out / "parts"
@@ -116,21 +119,29 @@ def run(argv: list[str] | None = None) -> int:
     model_backbone = load_backbone(backbone, img_size)
     prompts = library.load_many(names, backbone=backbone, embed_dim=model_backbone.embed_dim)
     model = PromptedViT(model_backbone, num_prompt_tokens=prompts.shape[1]).eval()
+    checksums = {r.name: r.sha256 for r in records}
     for target in targets:
         part = parts / f"{resolve_target(target, data_root=args.data_root).info.name}.parquet"
         done = _with_split_seed(pd.read_parquet(part)) if part.is_file() else pd.DataFrame()
-        have = set(done["split_seed"]) if not done.empty else set()
-        missing = [seed for seed in dict.fromkeys(args.split_seeds) if seed not in have]
-        if not missing:
+        sources, seeds = stale_rows(done, checksums, args.split_seeds)
+        if not seeds:
             logging.info("skipping %s (done: %s)", target, part)
             continue
-        rows = zero_shot_draws(model, prompts, names, target, img_size=img_size, split_seeds=missing,
+        logging.info("%s: %d of %d sources on split draws %s", target, len(sources), len(names), seeds)
+        index = [names.index(n) for n in sources]
+        rows = zero_shot_draws(model, prompts[index], sources, target, img_size=img_size, split_seeds=seeds,
                                max_test=args.max_test, batch_size=args.batch_size, data_root=args.data_root,
                                precision=args.precision)  # fmt: skip
+        new = pd.DataFrame(rows).assign(sha256=lambda f: f["source"].map(checksums).fillna(""))
+        if not done.empty:  # the recomputed (source, draw) rows replace their old ones
+            done = done[~(done["split_seed"].isin(seeds) & done["source"].isin([*sources, NO_PROMPT]))]
         with atomic_path(part) as tmp:
-            pd.concat([done, pd.DataFrame(rows)], ignore_index=True).to_parquet(tmp, index=False)
+            pd.concat([done, new], ignore_index=True).to_parquet(tmp, index=False)
     frame = pd.concat([_with_split_seed(pd.read_parquet(p)) for p in sorted(parts.glob("*.parquet"))],
                       ignore_index=True)  # fmt: skip
+    current = frame["source"].map(checksums)  # parts keep rows of prompts since removed or retrained
+    recorded = frame["sha256"] if "sha256" in frame else pd.Series(np.nan, index=frame.index, dtype=object)
+    frame = frame[(frame["source"] == NO_PROMPT) | (current.notna() & (recorded.isna() | (recorded == current)))]
     with atomic_path(out / "zero_shot.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "zero_shot.csv") as tmp:

@@ -50,8 +50,10 @@ def _find_column(plan: EvaluationPlan, target: str, split_seed: int, tag: str) -
     """The target's zero-shot column on split draw ``split_seed``, from the library's matrix (and its
     parts) or this evaluation's ``zero_shot/<tag>.parquet``; None when neither has it. The rows'
     precision (fp32 in matrices without the column, else the resolved ``--precision``) is recorded
-    in them but not matched: a matrix computed in fp32 serves a bf16 evaluation."""
+    in them but not matched: a matrix computed in fp32 serves a bf16 evaluation. Rows that record
+    a prompt file's sha256 other than the library's (retrained since) do not count."""
     name, sources = plan.target_name(target), list(plan.sources[target])
+    checksums = {r.name: r.sha256 for r in plan.library.records()}
     frames = [pd.read_parquet(plan.zero_shot)] if plan.zero_shot.is_file() else []
     parts = plan.zero_shot.parent / "parts"
     if parts.is_dir():
@@ -64,6 +66,9 @@ def _find_column(plan: EvaluationPlan, target: str, split_seed: int, tag: str) -
         split = frame["split_seed"] if "split_seed" in frame else 0  # matrices before the column: split 0
         column = frame[(frame["target"] == name) & (frame["num_test"] == _num_test(plan, target))
                        & (split == split_seed)]  # fmt: skip
+        if "sha256" in column:  # rows of a prompt since retrained under its name do not count
+            current = column["source"].map(checksums)
+            column = column[column["sha256"].isna() | (column["sha256"] == current)]
         column = column.drop_duplicates("source").set_index("source")
         if set(sources) <= set(column.index) and set(columns) <= set(column.columns):
             return column[columns]
@@ -90,6 +95,8 @@ def _compute_columns(plan: EvaluationPlan, target: str, tags: dict[int, str]) ->
                 plan.target_name(target), missing, len(sources))  # fmt: skip
     config = dataclasses.replace(plan.transfer, task=target)
     rows = pd.DataFrame(ray.get(remote(_zero_shot_task, plan).remote(str(plan.library.root), sources, config, missing)))
+    checksums = {r.name: r.sha256 for r in plan.library.records()}
+    rows["sha256"] = rows["source"].map(checksums).fillna("")
     for draw in missing:
         local = plan.output / "zero_shot" / f"{tags[draw]}.parquet"
         local.parent.mkdir(parents=True, exist_ok=True)

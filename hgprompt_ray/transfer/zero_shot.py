@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset, Subset
 
@@ -26,7 +27,7 @@ from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.linear_probe import linear_probe
 from hgprompt_ray.transfer.splits import load_transfer_splits
 
-__all__ = ["NO_PROMPT", "distinct_images", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
+__all__ = ["NO_PROMPT", "distinct_images", "stale_rows", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
 
 logger = logging.getLogger(__name__)
 NO_PROMPT = "(none)"
@@ -131,6 +132,38 @@ def zero_shot_draws(
     logger.info("zero-shot %s: %d sources x %d draws in %.0f s (%d distinct images of %d)", task.name, len(names),
                 len(split_seeds), time.perf_counter() - start, len(images), total)  # fmt: skip
     return rows
+
+
+def stale_rows(done: pd.DataFrame, checksums: Mapping[str, str], split_seeds: Sequence[int]) -> tuple[list[str], list[int]]:
+    """What a target's rows lack for a library: ``(sources, split seeds)`` to compute.
+
+    A source is missing on a draw when it has no row there, or when its row records a ``sha256``
+    other than the library's file (the prompt was retrained under the same name). Rows written
+    before the ``sha256`` column are kept as they are: nothing says what they were computed from.
+    The bare backbone's row (``NO_PROMPT``) comes with every computation; a draw that lacks only it
+    is computed again with every source.
+
+    Args:
+        done: the rows so far (columns ``source, split_seed`` and, when recorded, ``sha256``).
+        checksums: the library's prompts, name -> sha256 of the file.
+        split_seeds: the draws asked for.
+
+    Returns:
+        The sources missing on any of the returned draws (in ``checksums``' order) and those draws.
+    """
+    names, seeds, wanted = list(checksums), [], set()
+    for seed in dict.fromkeys(split_seeds):
+        valid, bare = set(), False
+        if not done.empty:
+            rows = done[done["split_seed"] == seed]
+            recorded = rows["sha256"] if "sha256" in rows else pd.Series(np.nan, index=rows.index, dtype=object)
+            valid = set(rows.loc[recorded.isna() | (recorded == rows["source"].map(checksums)), "source"])
+            bare = bool((rows["source"] == NO_PROMPT).any())
+        lacking = [n for n in names if n not in valid]
+        if lacking or not bare:
+            seeds.append(int(seed))
+            wanted.update(lacking or names)
+    return [n for n in names if n in wanted], seeds
 
 
 def zero_shot_target(

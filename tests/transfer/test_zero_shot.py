@@ -146,3 +146,62 @@ def test_parts_from_before_the_split_column_count_as_draw_0(tiny_library):
         assert frame.groupby(["target", "split_seed"]).size().to_dict() == {
             (t, s): 3 for t in ("redblue", "darklight") for s in (0, 1)}
         assert frame["split_seed"].dtype.kind == "i"
+
+
+def _mark(part, source, value):
+    """Overwrite one source's accuracies in a part file, so a recomputation would show."""
+    frame = pd.read_parquet(part)
+    frame.loc[frame["source"] == source, "test_accuracy"] = value
+    frame.to_parquet(part, index=False)
+
+
+def test_a_grown_library_computes_only_the_new_prompts_rows(tiny_library):
+    root, library = tiny_library
+    out = root / "zs"
+    base = ["--prompts", str(library.root), "--out", str(out), "--max-test", "20", "--precision", "fp32",
+            "--targets", str(root / "redblue")]  # fmt: skip
+    assert main(base) == 0
+    part = out / "parts" / "redblue.parquet"
+    _mark(part, "p-redblue", 0.123)
+    library.add("p-new", torch.randn(3, 192) * 0.1, source_task=str(root / "redblue"),
+                backbone=library.record("p-redblue").backbone, img_size=32)  # fmt: skip
+    assert main(base) == 0
+    frame = pd.read_parquet(part)
+    assert sorted(frame["source"]) == ["(none)", "p-darklight", "p-new", "p-redblue"]
+    assert frame.set_index("source").loc["p-redblue", "test_accuracy"] == 0.123  # kept, not redone
+    assert frame.set_index("source").loc["p-new", "sha256"] == library.record("p-new").sha256
+    assert set(pd.read_parquet(out / "zero_shot.parquet")["source"]) == set(frame["source"])
+
+
+def test_a_prompt_retrained_under_its_name_is_computed_again(tiny_library):
+    root, library = tiny_library
+    out = root / "zs"
+    base = ["--prompts", str(library.root), "--out", str(out), "--max-test", "20", "--precision", "fp32",
+            "--targets", str(root / "redblue")]  # fmt: skip
+    assert main(base) == 0
+    part = out / "parts" / "redblue.parquet"
+    _mark(part, "p-redblue", 0.123)
+    _mark(part, "p-darklight", 0.456)
+    record = library.record("p-redblue")
+    library.add("p-redblue", torch.randn(3, 192), source_task=record.source_task, backbone=record.backbone,
+                img_size=32, overwrite=True)  # fmt: skip
+    assert main(base) == 0
+    frame = pd.read_parquet(part).set_index("source")
+    assert len(frame) == 3 and frame.index.is_unique
+    assert frame.loc["p-redblue", "test_accuracy"] != 0.123  # its old row was stale
+    assert frame.loc["p-redblue", "sha256"] == library.record("p-redblue").sha256 != record.sha256
+    assert frame.loc["p-darklight", "test_accuracy"] == 0.456  # unchanged prompt: kept
+
+
+def test_stale_rows_reads_the_checksums_and_keeps_rows_from_before_them():
+    from hgprompt_ray.transfer.zero_shot import NO_PROMPT, stale_rows
+
+    checksums = {"a": "1", "b": "2"}
+    assert stale_rows(pd.DataFrame(), checksums, [0, 1]) == (["a", "b"], [0, 1])
+    rows = pd.DataFrame({"source": ["a", "b", NO_PROMPT, "a", NO_PROMPT], "split_seed": [0, 0, 0, 1, 1],
+                         "sha256": ["1", "old", "", "1", ""]})  # fmt: skip
+    assert stale_rows(rows, checksums, [0, 1]) == (["b"], [0, 1])  # b: retrained on 0, missing on 1
+    assert stale_rows(rows, {"a": "1"}, [0, 1]) == ([], [])
+    legacy = rows.drop(columns="sha256")  # no checksums recorded: what is there is kept
+    assert stale_rows(legacy, checksums, [0]) == ([], [])
+    assert stale_rows(legacy[legacy["source"] != NO_PROMPT], checksums, [0]) == (["a", "b"], [0])
