@@ -162,32 +162,39 @@ def run(argv: list[str] | None = None) -> int:
     plan.output.mkdir(parents=True, exist_ok=True)
     state = _state(plan, command_line("evaluate.py", argv), describe_machine())
     atomic_write_json(plan.output / STATE_FILE, state)
+
+    def checkpoint(finished: bool = False) -> None:  # the chunk's wall time so far: an interrupted one keeps it
+        state["chunks"][-1].update(seconds=time.perf_counter() - start, finished=finished)
+        atomic_write_json(plan.output / STATE_FILE, _finished(plan, state))
+
     seeded = [t for t in plan.targets if plan.tasks[t].split_is_seeded]
     if "init-probe" in plan.settings.protocols and plan.settings.seeds > 1:
         for target in seeded:  # every draw's zero-shot column in one pass over their distinct images
             zero_shot_columns(plan, target, list(range(plan.settings.seeds)))
-    weights = {t: target_weights(plan, t) for t in plan.targets}
-    split_weights = {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
-    if "init-probe" in plan.settings.protocols:
-        split_weights = {  # a task with fixed splits (VTAB's official ones) has one draw: its weights
-            t: {k: target_weights(plan, t, k) if plan.tasks[t].split_is_seeded else weights[t]
-                for k in range(1, plan.settings.seeds)}
-            for t in plan.targets
-        }  # fmt: skip
+            checkpoint()
+    weights, split_weights = {}, {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
+    for t in plan.targets:
+        weights[t] = target_weights(plan, t)
+        checkpoint()
+        if "init-probe" in plan.settings.protocols:  # a task with fixed splits (VTAB's) has one draw
+            split_weights[t] = {}
+            for k in range(1, plan.settings.seeds):
+                split_weights[t][k] = target_weights(plan, t, k) if plan.tasks[t].split_is_seeded else weights[t]
+                checkpoint()
     jobs = build_jobs(plan, weights, split_weights)
     if args.prepare_only:
         path = write_job_file(plan, jobs)
-        state["chunks"][-1].update(seconds=time.perf_counter() - start, prepared=len(json.loads(path.read_text())["jobs"]))
+        state["chunks"][-1].update(seconds=time.perf_counter() - start, finished=True,
+                                   prepared=len(json.loads(path.read_text())["jobs"]))  # fmt: skip
         atomic_write_json(plan.output / STATE_FILE, _finished(plan, state))
         print(f"wrote {path}: {state['chunks'][-1]['prepared']} runs to go of {len(jobs)}. Run them with "
               f"`python launch/run_jobs.py {plan.output}`, then `python launch/evaluate.py --report-only --output {plan.output}`")  # fmt: skip
         return 0
-    ran = run_jobs(plan, jobs)
+    ran = run_jobs(plan, jobs, on_result=checkpoint)
     if not (plan.output / "tsne.png").is_file() or ran:
         write_tsne(plan, weights)
-    state["chunks"][-1]["seconds"] = time.perf_counter() - start
+    checkpoint(finished=True)
     state = _finished(plan, state)
-    atomic_write_json(plan.output / STATE_FILE, state)
     path, display = write_report(plan.output, state)
     print(display.drop(columns=["Trains"]).to_string())
     print(f"wrote {path} ({ran} runs this time, {len(jobs)} in all)")

@@ -32,8 +32,8 @@ EVALUATION_STATE = "evaluate.json"
 
 
 def with_totals(state: dict[str, Any], output: Path) -> dict[str, Any]:
-    """``state`` with its totals recomputed: ``seconds`` (every chunk's; an interrupted chunk, with
-    no time, counts 0) and ``runs`` (the run records under ``output/runs``)."""
+    """``state`` with its totals recomputed: ``seconds`` (every chunk's: an interrupted one's up to
+    its last checkpoint, or 0 when it recorded none) and ``runs`` (the run records under ``output/runs``)."""
     seconds = sum(c.get("seconds") or 0.0 for c in state.get("chunks", []))
     return {**state, "seconds": seconds, "runs": sum(1 for _ in (Path(output) / "runs").glob("*/*/*.json"))}
 

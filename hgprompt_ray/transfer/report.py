@@ -189,7 +189,8 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
     lines = []
     for chunk in chunks:
         seconds = chunk.get("seconds")
-        took = "did not finish" if seconds is None else f"{seconds / 60:.1f} min"
+        took = ("did not finish" if seconds is None else f"{seconds / 60:.1f} min"
+                + (" until it was interrupted" if chunk.get("finished") is False else ""))  # fmt: skip
         protocols = f" ({', '.join(chunk['protocols'])})" if chunk.get("protocols") else ""
         machine = f" on {chunk['machine']}" if chunk.get("machine") else ""
         lines.append(f"    {chunk['command']}\n      # {', '.join(chunk.get('target_names') or [])}{protocols}: "
@@ -198,13 +199,16 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
 
 
 def _wall_text(state: Mapping[str, Any], frame: pd.DataFrame) -> str:
-    """The evaluation's wall time; when an invocation was interrupted (resumed later), the runs' own sum
-    (``evaluate.json``'s total counts an interrupted chunk as 0 s)."""
-    interrupted = any(c.get("seconds") is None for c in state.get("chunks", []))
-    if state.get("seconds") is not None and not interrupted:
-        return f"{state['seconds'] / 60:.1f} min in all"
-    runs = frame["wall_seconds"].sum() if "wall_seconds" in frame else float("nan")
-    return f"not recorded (an invocation was interrupted); the runs took {runs / 60:.1f} min together"
+    """The evaluation's wall time. An interrupted invocation (resumed later) records its time up to
+    its last saved step (``finished: false``), or none if it was written before those checkpoints:
+    then the runs' own sum is given."""
+    chunks = state.get("chunks", [])
+    if any(c.get("seconds") is None for c in chunks) or state.get("seconds") is None:
+        runs = frame["wall_seconds"].sum() if "wall_seconds" in frame else float("nan")
+        return f"not recorded (an invocation was interrupted); the runs took {runs / 60:.1f} min together"
+    cut = sum(1 for c in chunks if c.get("finished") is False)
+    return f"{state['seconds'] / 60:.1f} min in all" + (
+        f" ({cut} invocation{'s' if cut > 1 else ''} interrupted: counted up to the last result saved)" if cut else "")
 
 
 def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataFrame]:

@@ -129,8 +129,9 @@ def unfinished(output: Path, jobs: list[EvaluationJob]) -> list[EvaluationJob]:
     return todo
 
 
-def run_jobs(plan: Any, jobs: list[EvaluationJob]) -> int:
-    """Submit the unfinished jobs; write each result as it arrives. Returns the runs done now."""
+def run_jobs(plan: Any, jobs: list[EvaluationJob], on_result: Callable[[], None] | None = None) -> int:
+    """Submit the unfinished jobs; write each result as it arrives, then call ``on_result`` (the
+    caller's record of its progress, e.g. the chunk's wall time so far). Returns the runs done now."""
     import ray
     from tqdm.auto import tqdm
 
@@ -159,6 +160,8 @@ def run_jobs(plan: Any, jobs: list[EvaluationJob]) -> int:
             else:
                 write_result(output, job, outcome, dataclasses.replace(plan.transfer, task=job.target))
                 bar.set_postfix_str(f"{job.key} {outcome['metrics']['test_accuracy']:.3f}")
+                if on_result is not None:
+                    on_result()
             bar.update(1)
     if failures:
         raise RuntimeError(

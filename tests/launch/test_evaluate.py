@@ -159,6 +159,7 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         state = json.loads((out / "evaluate.json").read_text())
         assert len(state["chunks"]) == 2 and state["runs"] == runs and "Ray: 2 CPUs" in state["machine"]
         assert state["seconds"] == pytest.approx(sum(c["seconds"] for c in state["chunks"]))
+        assert [c["finished"] for c in state["chunks"]] == [True, True]  # each chunk's checkpoints, then its end
         assert main(["--report-only", "--output", str(out)]) == 0
         capsys.readouterr()
         assert main([*argv, "--epochs", "2"]) == 2  # another budget: refused, kept

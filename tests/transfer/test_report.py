@@ -200,3 +200,8 @@ def test_the_wall_time_of_an_interrupted_evaluation_is_the_runs_sum():
     assert report._wall_text({}, frame) == interrupted
     chunks = [{"seconds": 60.0}, {"seconds": None}]  # evaluate.json's total then counts only the first
     assert report._wall_text({"seconds": 60.0, "chunks": chunks}, frame) == interrupted
+    chunks = [{"seconds": 60.0, "finished": True}, {"seconds": 30.0, "finished": False}]  # saved up to its last result
+    assert report._wall_text({"seconds": 90.0, "chunks": chunks}, frame) == (
+        "1.5 min in all (1 invocation interrupted: counted up to the last result saved)")
+    text = report._chunks_text({"chunks": [{**c, "command": f"evaluate {i}"} for i, c in enumerate(chunks)]})
+    assert "# : 1.0 min\n" in text + "\n" and "0.5 min until it was interrupted" in text
