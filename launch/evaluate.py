@@ -11,8 +11,10 @@
 The methods are the registry's (``hgprompt_ray/transfer/methods/``: ``--methods`` chooses among
 them, and each method's own settings are flags). For every target (its own prompt is never a
 source): the zero-shot column, the HGPrompt search (``run_search``, cached extraction), SPoT's
-briefly tuned prompt per seed, every method's weights (``hgprompt_ray.transfer.method_weights``);
-then every (method, target, seed) transfer runs as a Ray task under each chosen ``--protocol``:
+briefly tuned prompt per seed, every method's weights (``hgprompt_ray.transfer.method_weights``),
+target by target, each target's cheap init-probe runs right after its weights, the tuned runs
+once every target has its weights (``--leave-one-out`` takes the targets whose sources' zero-shot
+accuracies spread the most first). Every (method, target, seed) transfer runs as a Ray task under each chosen ``--protocol``:
 ``tuned`` is the VTAB-1k protocol with the same budget for every method (``TransferConfig``:
 epochs, learning-rate grid, precision); ``init-probe`` fits a logistic probe on the features
 under the initial prompt P0 (the weightings, and the linear probe's bare backbone), where seed k
@@ -173,7 +175,8 @@ def run(argv: list[str] | None = None) -> int:
             zero_shot_columns(plan, target, list(range(plan.settings.seeds)))
             checkpoint()
     weights, split_weights = {}, {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
-    for t in plan.targets:
+    ran = 0
+    for t in plan.targets:  # target by target: a chunk cut midway leaves whole targets of init-probe
         weights[t] = target_weights(plan, t)
         checkpoint()
         if "init-probe" in plan.settings.protocols:  # a task with fixed splits (VTAB's) has one draw
@@ -181,6 +184,9 @@ def run(argv: list[str] | None = None) -> int:
             for k in range(1, plan.settings.seeds):
                 split_weights[t][k] = target_weights(plan, t, k) if plan.tasks[t].split_is_seeded else weights[t]
                 checkpoint()
+            if not args.prepare_only:  # the cheap runs now; the tuned ones after every target's
+                probes = build_jobs(plan, weights, split_weights, targets=[t])
+                ran += run_jobs(plan, [j for j in probes if j.protocol == "init-probe"], on_result=checkpoint)
     jobs = build_jobs(plan, weights, split_weights)
     if args.prepare_only:
         path = write_job_file(plan, jobs)
@@ -190,7 +196,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f"wrote {path}: {state['chunks'][-1]['prepared']} runs to go of {len(jobs)}. Run them with "
               f"`python launch/run_jobs.py {plan.output}`, then `python launch/evaluate.py --report-only --output {plan.output}`")  # fmt: skip
         return 0
-    ran = run_jobs(plan, jobs, on_result=checkpoint)
+    ran += run_jobs(plan, jobs, on_result=checkpoint)
     if not (plan.output / "tsne.png").is_file() or ran:
         write_tsne(plan, weights)
     checkpoint(finished=True)

@@ -298,6 +298,9 @@ def plan_evaluation(
         if "init-probe" in settings.protocols and settings.seeds > 1 and not task.split_is_seeded:
             logger.warning("%s has fixed splits (%s): its %d init-probe seeds repeat one draw and will agree",
                            target, getattr(task, "SPLIT_PROTOCOL", "not seeded"), settings.seeds)  # fmt: skip
+    zero_shot = Path(settings.zero_shot) if settings.zero_shot else library.root / "zero_shot" / "zero_shot.parquet"
+    if leave_one_out:
+        targets = _widest_spread_first(targets, tasks, sources, zero_shot)
     scaling_targets = settings.scaling_targets
     if scaling_targets is None:  # the first target; in a folder that has them, its scaling targets
         recorded = _recorded_scaling_targets(Path(settings.output).expanduser())
@@ -335,13 +338,31 @@ def plan_evaluation(
         sources=sources,
         scaling_targets=scaling_targets,
         output=Path(settings.output).expanduser(),
-        zero_shot=Path(settings.zero_shot)
-        if settings.zero_shot
-        else library.root / "zero_shot" / "zero_shot.parquet",
+        zero_shot=zero_shot,
         method_settings=chosen_settings,
     )
     _check_output(plan)
     return plan
+
+
+def _widest_spread_first(targets: list[str], tasks: dict[str, Any], sources: dict[str, tuple[str, ...]],
+                         matrix: Path) -> list[str]:  # fmt: skip
+    """``--leave-one-out``'s order: the targets whose sources' zero-shot test accuracies (the
+    library's matrix, split draw 0) spread the most first, since only a target where the sources
+    differ can separate weightings (#20: informative targets first); targets the matrix does not
+    cover follow in name order. The order only schedules the chunk: no method reads test."""
+    if not matrix.is_file():
+        return targets
+    import pandas as pd
+
+    frame = pd.read_parquet(matrix, columns=None)
+    frame = frame[(frame["split_seed"] if "split_seed" in frame else 0) == 0]
+    spread = {}
+    for target in targets:
+        rows = frame[(frame["target"] == tasks[target].info.name) & frame["source"].isin(sources[target])]
+        if set(sources[target]) <= set(rows["source"]):
+            spread[target] = float(rows["test_accuracy"].max() - rows["test_accuracy"].min())
+    return sorted(targets, key=lambda t: -spread.get(t, -1.0))
 
 
 def _recorded_scaling_targets(output: Path) -> list[str] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +58,11 @@ def build_jobs(
     plan: Any,
     weights: Mapping[str, Mapping[str, Any]],
     split_weights: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
+    targets: Sequence[str] | None = None,
 ) -> list[EvaluationJob]:
     """Every job of the evaluation (the registry's methods under each chosen protocol that they
     have), main runs first, then the scaling curve's; the cheap ``init-probe`` runs before the
-    ``tuned`` ones.
+    ``tuned`` ones. ``targets``: only these of the plan's (default: all; each needs its weights).
 
     Args:
         plan: the evaluation.
@@ -82,7 +83,7 @@ def build_jobs(
             raise ValueError(f"no weights of split seed {seed} for {target!r}: compute target_weights(plan, target, {seed})")
         return found
 
-    for target in plan.targets:
+    for target in plan.targets if targets is None else targets:
         name, sources = weights[target]["target"], tuple(weights[target]["sources"])
         for protocol in protocols:
             for seed in range(settings.seeds_of(protocol)):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -235,14 +236,22 @@ def test_leave_one_out_uses_every_task_of_the_zoo_and_never_its_own_prompt(tmp_p
     plan = plan_evaluation(EvaluationSettings(output=str(tmp_path / "loo")), {}, None, leave_one_out=True)
     library = plan.library
     tasks = sorted({r.source_task for r in library.records()})
-    assert list(plan.targets) == tasks and len(tasks) == 11
+    assert sorted(plan.targets) == tasks and len(tasks) == 11
+    matrix = pd.read_parquet(plan.zero_shot)  # the shipped matrix orders them: widest source spread first
+    matrix = matrix[matrix["split_seed"] == 0] if "split_seed" in matrix else matrix
+    spreads = [matrix[(matrix["target"] == t) & matrix["source"].isin(plan.sources[t])]["test_accuracy"].agg(np.ptp)
+               for t in plan.targets]  # fmt: skip
+    assert spreads == sorted(spreads, reverse=True) and spreads[0] > spreads[-1] + 0.05
     for target in tasks:
         own = {r.name for r in library.records() if r.source_task == target}
         same_images = {r.name for r in library.records() if r.source_task in related_tasks(target)}
         assert own and not (own | same_images) & set(plan.sources[target])
         assert len(plan.sources[target]) == len(library) - len(own) - len(same_images)
     assert len(plan.sources["digits-parity"]) == len(library) - 3  # digits, digits-high: the same images
-    assert plan.scaling_targets == tuple(tasks[:1])
+    assert plan.scaling_targets == plan.targets[:1]
+    library_order = plan_evaluation(EvaluationSettings(output=str(tmp_path / "loo2"), zero_shot=str(tmp_path / "none")),
+                                    {}, None, leave_one_out=True)  # no matrix: name order  # fmt: skip
+    assert list(library_order.targets) == tasks
 
 
 def test_chunks_of_targets_fill_one_folder(tmp_path):
