@@ -169,14 +169,13 @@ def run(argv: list[str] | None = None) -> int:
         state["chunks"][-1].update(seconds=time.perf_counter() - start, finished=finished)
         atomic_write_json(plan.output / STATE_FILE, _finished(plan, state))
 
-    seeded = [t for t in plan.targets if plan.tasks[t].split_is_seeded]
-    if "init-probe" in plan.settings.protocols and plan.settings.seeds > 1:
-        for target in seeded:  # every draw's zero-shot column in one pass over their distinct images
-            zero_shot_columns(plan, target, list(range(plan.settings.seeds)))
-            checkpoint()
     weights, split_weights = {}, {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
     ran = 0
+    draws = "init-probe" in plan.settings.protocols and plan.settings.seeds > 1
     for t in plan.targets:  # target by target: a chunk cut midway leaves whole targets of init-probe
+        if draws and plan.tasks[t].split_is_seeded:  # every draw's zero-shot column, one pass over their images
+            zero_shot_columns(plan, t, list(range(plan.settings.seeds)))
+            checkpoint()
         weights[t] = target_weights(plan, t)
         checkpoint()
         if "init-probe" in plan.settings.protocols:  # a task with fixed splits (VTAB's) has one draw
