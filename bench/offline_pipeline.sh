@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# #20's offline evaluation on a CPU machine, every step resumable: rerun the same command after an
+# interruption and each step continues where it stopped (finished prompts, zero-shot parts, runs).
+#
+#   1. the v2 zoo: m = 50 prompt tokens, 10 epochs, the standardised head, bf16 where the CPU has
+#      it, one prompt per offline task (train_sources skips the finished ones and resumes a cut
+#      one from its last epoch checkpoint in $STORAGE), copied into prompt_zoo/offline-v2;
+#   2. its zero-shot matrix over the init-probe protocol's 5 split draws (only missing or changed
+#      sources' rows are computed: launch/zero_shot.py keys them by the prompt file's sha256);
+#   3. the init-probe leave-one-out, 5 seeds, the widest zero-shot spread first, target by target,
+#      with a 3-seed scaling curve on the first target, into reports/offline.
+#
+# Usage (from anywhere; about 10 min per prompt, 6 min per matrix column and an hour per LOO
+# target on 2 cores):
+#   setsid bash bench/offline_pipeline.sh > /tmp/offline_pipeline.log 2>&1 &
+#   STEPS="zoo matrix" bash bench/offline_pipeline.sh     # only some steps
+# Pause it while tests or benchmarks run (Ray workers and torch threads both spin):
+#   kill -STOP -<pgid>; pkill -STOP -f 'ray::'   ...   then -CONT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-/work/evals/offline-v2}        # where the zoo trains (a copy lands in the repo)
+STORAGE=${STORAGE:-/tmp/zoo2}                # Ray Train's checkpoints of the prompt in progress
+ZOO=prompt_zoo/offline-v2
+STEPS=${STEPS:-zoo matrix loo}
+export RAY_TMPDIR=${RAY_TMPDIR:-/tmp/ray_offline}
+
+for step in $STEPS; do
+  echo "== $step $(date -u +%FT%TZ)"
+  case $step in
+    zoo)
+      python launch/train_sources.py --suite offline --out "$WORK" --epochs 10 --num-prompt-tokens 50 \
+        --head standardised --num-cpus 2 --storage "$STORAGE"
+      mkdir -p "$ZOO"
+      cp "$WORK"/*.safetensors "$WORK"/manifest.json "$ZOO"/
+      python -m hgprompt_ray.prompts report "$ZOO" --probe-json bench/results/linear_probe.json \
+        --out "$WORK/README.md"
+      echo "the table of $ZOO is in $WORK/README.md: merge it into $ZOO/README.md";;
+    matrix)
+      python launch/zero_shot.py --prompts "$ZOO" --out "$ZOO/zero_shot" --split-seeds 0 1 2 3 4;;
+    loo)
+      python launch/evaluate.py --leave-one-out --prompts "$ZOO" --protocol init-probe --seeds 5 \
+        --scaling-seeds 3 --output reports/offline --num-cpus 2 --no-dashboard;;
+    *) echo "unknown step $step (zoo, matrix, loo)" >&2; exit 2;;
+  esac
+done
+echo "== done $(date -u +%FT%TZ)"
