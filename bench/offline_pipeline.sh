@@ -10,6 +10,9 @@
 #   3. the init-probe leave-one-out, 5 seeds, the widest zero-shot spread first, target by target,
 #      with a 3-seed scaling curve on the first target, into reports/offline.
 #
+# The two Fashion-MNIST tasks need the Debian package (`apt-get install dataset-fashion-mnist`);
+# without it the suite has 17 tasks, with it 19.
+#
 # Usage (from anywhere; about 10 min per prompt, 6 min per matrix column and an hour per LOO
 # target on 2 cores):
 #   setsid bash bench/offline_pipeline.sh > /tmp/offline_pipeline.log 2>&1 &
