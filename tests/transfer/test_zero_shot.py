@@ -148,21 +148,23 @@ def test_parts_from_before_the_split_column_count_as_draw_0(tiny_library):
         assert frame["split_seed"].dtype.kind == "i"
 
 
-def _mark(part, source, value):
-    """Overwrite one source's accuracies in a part file, so a recomputation would show."""
+def _marked_run(root, library, marks):
+    """One target's matrix, then each source's accuracy in ``marks`` overwritten in its part file,
+    so that a recomputation would show. Returns the rerun's argv and the part file."""
+    base = ["--prompts", str(library.root), "--out", str(root / "zs"), "--max-test", "20", "--precision", "fp32",
+            "--targets", str(root / "redblue")]  # fmt: skip
+    assert main(base) == 0
+    part = root / "zs" / "parts" / "redblue.parquet"
     frame = pd.read_parquet(part)
-    frame.loc[frame["source"] == source, "test_accuracy"] = value
+    for source, value in marks.items():
+        frame.loc[frame["source"] == source, "test_accuracy"] = value
     frame.to_parquet(part, index=False)
+    return base, part
 
 
 def test_a_grown_library_computes_only_the_new_prompts_rows(tiny_library):
     root, library = tiny_library
-    out = root / "zs"
-    base = ["--prompts", str(library.root), "--out", str(out), "--max-test", "20", "--precision", "fp32",
-            "--targets", str(root / "redblue")]  # fmt: skip
-    assert main(base) == 0
-    part = out / "parts" / "redblue.parquet"
-    _mark(part, "p-redblue", 0.123)
+    base, part = _marked_run(root, library, {"p-redblue": 0.123})
     library.add("p-new", torch.randn(3, 192) * 0.1, source_task=str(root / "redblue"),
                 backbone=library.record("p-redblue").backbone, img_size=32)  # fmt: skip
     assert main(base) == 0
@@ -170,18 +172,12 @@ def test_a_grown_library_computes_only_the_new_prompts_rows(tiny_library):
     assert sorted(frame["source"]) == ["(none)", "p-darklight", "p-new", "p-redblue"]
     assert frame.set_index("source").loc["p-redblue", "test_accuracy"] == 0.123  # kept, not redone
     assert frame.set_index("source").loc["p-new", "sha256"] == library.record("p-new").sha256
-    assert set(pd.read_parquet(out / "zero_shot.parquet")["source"]) == set(frame["source"])
+    assert set(pd.read_parquet(root / "zs" / "zero_shot.parquet")["source"]) == set(frame["source"])
 
 
 def test_a_prompt_retrained_under_its_name_is_computed_again(tiny_library):
     root, library = tiny_library
-    out = root / "zs"
-    base = ["--prompts", str(library.root), "--out", str(out), "--max-test", "20", "--precision", "fp32",
-            "--targets", str(root / "redblue")]  # fmt: skip
-    assert main(base) == 0
-    part = out / "parts" / "redblue.parquet"
-    _mark(part, "p-redblue", 0.123)
-    _mark(part, "p-darklight", 0.456)
+    base, part = _marked_run(root, library, {"p-redblue": 0.123, "p-darklight": 0.456})
     record = library.record("p-redblue")
     library.add("p-redblue", torch.randn(3, 192), source_task=record.source_task, backbone=record.backbone,
                 img_size=32, overwrite=True)  # fmt: skip
