@@ -21,7 +21,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path
@@ -110,7 +109,7 @@ def run(argv: list[str] | None = None) -> int:
             raise UsageError(f"target {target!r} is not available: {reason}")
 
     from hgprompt_ray.models import PromptedViT, load_backbone
-    from hgprompt_ray.transfer.zero_shot import NO_PROMPT, stale_rows, zero_shot_draws
+    from hgprompt_ray.transfer.zero_shot import NO_PROMPT, current_rows, stale_rows, zero_shot_draws
 
     out = Path(args.out)
     parts = out / "parts"
@@ -139,9 +138,7 @@ def run(argv: list[str] | None = None) -> int:
             pd.concat([done, new], ignore_index=True).to_parquet(tmp, index=False)
     frame = pd.concat([_with_split_seed(pd.read_parquet(p)) for p in sorted(parts.glob("*.parquet"))],
                       ignore_index=True)  # fmt: skip
-    current = frame["source"].map(checksums)  # parts keep rows of prompts since removed or retrained
-    recorded = frame["sha256"] if "sha256" in frame else pd.Series(np.nan, index=frame.index, dtype=object)
-    frame = frame[(frame["source"] == NO_PROMPT) | (current.notna() & (recorded.isna() | (recorded == current)))]
+    frame = frame[current_rows(frame, checksums)]  # parts keep rows of prompts since removed or retrained
     with atomic_path(out / "zero_shot.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "zero_shot.csv") as tmp:

@@ -52,6 +52,8 @@ def _find_column(plan: EvaluationPlan, target: str, split_seed: int, tag: str) -
     precision (fp32 in matrices without the column, else the resolved ``--precision``) is recorded
     in them but not matched: a matrix computed in fp32 serves a bf16 evaluation. Rows that record
     a prompt file's sha256 other than the library's (retrained since) do not count."""
+    from hgprompt_ray.transfer.zero_shot import current_rows
+
     name, sources = plan.target_name(target), list(plan.sources[target])
     checksums = {r.name: r.sha256 for r in plan.library.records()}
     frames = [pd.read_parquet(plan.zero_shot)] if plan.zero_shot.is_file() else []
@@ -66,9 +68,7 @@ def _find_column(plan: EvaluationPlan, target: str, split_seed: int, tag: str) -
         split = frame["split_seed"] if "split_seed" in frame else 0  # matrices before the column: split 0
         column = frame[(frame["target"] == name) & (frame["num_test"] == _num_test(plan, target))
                        & (split == split_seed)]  # fmt: skip
-        if "sha256" in column:  # rows of a prompt since retrained under its name do not count
-            current = column["source"].map(checksums)
-            column = column[column["sha256"].isna() | (column["sha256"] == current)]
+        column = column[current_rows(column, checksums)]  # a prompt retrained since: its rows do not count
         column = column.drop_duplicates("source").set_index("source")
         if set(sources) <= set(column.index) and set(columns) <= set(column.columns):
             return column[columns]

@@ -27,7 +27,7 @@ from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.linear_probe import linear_probe
 from hgprompt_ray.transfer.splits import load_transfer_splits
 
-__all__ = ["NO_PROMPT", "distinct_images", "stale_rows", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
+__all__ = ["NO_PROMPT", "current_rows", "distinct_images", "stale_rows", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
 
 logger = logging.getLogger(__name__)
 NO_PROMPT = "(none)"
@@ -134,6 +134,14 @@ def zero_shot_draws(
     return rows
 
 
+def current_rows(frame: pd.DataFrame, checksums: Mapping[str, str]) -> pd.Series:
+    """Which rows still describe the library: the bare backbone's, and those of its prompts whose
+    recorded ``sha256`` is the file's (rows from before the column, with none, count as current)."""
+    recorded = frame["sha256"] if "sha256" in frame else pd.Series(np.nan, index=frame.index, dtype=object)
+    current = frame["source"].map(checksums)
+    return (frame["source"] == NO_PROMPT) | (current.notna() & (recorded.isna() | (recorded == current)))
+
+
 def stale_rows(done: pd.DataFrame, checksums: Mapping[str, str], split_seeds: Sequence[int]) -> tuple[list[str], list[int]]:
     """What a target's rows lack for a library: ``(sources, split seeds)`` to compute.
 
@@ -156,8 +164,7 @@ def stale_rows(done: pd.DataFrame, checksums: Mapping[str, str], split_seeds: Se
         valid, bare = set(), False
         if not done.empty:
             rows = done[done["split_seed"] == seed]
-            recorded = rows["sha256"] if "sha256" in rows else pd.Series(np.nan, index=rows.index, dtype=object)
-            valid = set(rows.loc[recorded.isna() | (recorded == rows["source"].map(checksums)), "source"])
+            valid = set(rows.loc[current_rows(rows, checksums), "source"])
             bare = bool((rows["source"] == NO_PROMPT).any())
         lacking = [n for n in names if n not in valid]
         if lacking or not bare:
