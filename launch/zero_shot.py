@@ -25,7 +25,7 @@ import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path
 from hgprompt_ray.config import PRECISIONS
-from hgprompt_ray.data import resolve_target
+from hgprompt_ray.data import readable_here, resolve_target
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import open_library
 from launch._cli import UsageError, cli_main, configure_logging
@@ -101,7 +101,11 @@ def run(argv: list[str] | None = None) -> int:
             "Fix: use a library of one backbone."
         )
     backbone, img_size = backbones.pop()
-    targets = args.targets or sorted({r.source_task for r in records})
+    targets = args.targets
+    if not targets:  # the library's tasks that can be read here (a missing one's prompt stays a source)
+        targets, unreadable = readable_here(sorted({r.source_task for r in records}), data_root=args.data_root)
+        for name, reason in unreadable.items():
+            logging.warning("%s has no column: its data is not here (%s)", name, reason)
     for target in targets:
         task = resolve_target(target, data_root=args.data_root)
         available, reason = task.availability()

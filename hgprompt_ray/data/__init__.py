@@ -21,6 +21,7 @@ from hgprompt_ray.data.registry import (
     get_task,
     image_set,
     list_tasks,
+    readable_here,
     related_tasks,
     resolve_target,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "get_task",
     "image_set",
     "list_tasks",
+    "readable_here",
     "related_tasks",
     "resolve_target",
     "vtab_split_indices",

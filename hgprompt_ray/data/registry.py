@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from hgprompt_ray.data.base import Task
@@ -10,7 +11,7 @@ from hgprompt_ray.data.offline import OFFLINE_TASKS, offline_task
 from hgprompt_ray.data.vtab import VTAB_TASKS, vtab_task
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
-__all__ = ["IMAGE_SETS", "get_task", "image_set", "list_tasks", "related_tasks", "resolve_target"]
+__all__ = ["IMAGE_SETS", "get_task", "image_set", "list_tasks", "readable_here", "related_tasks", "resolve_target"]
 
 IMAGE_SETS: dict[str, str] = {
     # offline suite
@@ -141,3 +142,27 @@ def resolve_target(
             f"Known tasks: {', '.join(list_tasks())}.",
         )
     )
+
+
+def readable_here(names: Sequence[str], *, data_root: str | Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """Split a library's source tasks into those whose data this machine can read and the rest.
+
+    For commands whose default targets are every task of a library (``--leave-one-out``, the
+    zero-shot matrix): a prompt trained elsewhere on data missing here (Fashion-MNIST without its
+    Debian package, an unmounted VTAB folder) stays a source but cannot be a target. A target the
+    user names is never skipped: it goes through ``resolve_target`` and fails with the fix.
+
+    Returns:
+        The readable names in the given order, and unreadable name -> the task's reason (with its fix).
+
+    Raises:
+        InvalidValueError: a name that is not a registered task, a folder or a CSV.
+    """
+    readable, unreadable = [], {}
+    for name in names:
+        available, reason = resolve_target(name, data_root=data_root).availability()
+        if available:
+            readable.append(name)
+        else:
+            unreadable[name] = reason
+    return readable, unreadable

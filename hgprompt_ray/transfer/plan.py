@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hgprompt_ray.config import TransferConfig
-from hgprompt_ray.data import related_tasks
+from hgprompt_ray.data import readable_here, related_tasks
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, require_positive_flag
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, open_library
@@ -241,7 +241,7 @@ def plan_evaluation(
         settings: the evaluation's settings.
         transfer: the :class:`TransferConfig` fields of the budget (``task`` comes from the targets).
         targets: task names, folders or CSVs; or None with ``leave_one_out``.
-        leave_one_out: every source task of the library is a target.
+        leave_one_out: every source task of the library whose data is here is a target.
         data_root: the VTAB data folder.
         method_settings: method name -> its settings (default: every method's defaults).
     """
@@ -269,8 +269,14 @@ def plan_evaluation(
         depth = len(load_backbone(backbone, img_size).blocks)
         for name in depth_checked:
             get_method(name).trainable_patterns(chosen_settings[name], depth)
-    if leave_one_out:
-        targets = sorted({r.source_task for r in records})
+    if leave_one_out:  # a task whose data is missing here stays a source but is not a target
+        targets, unreadable = readable_here(sorted({r.source_task for r in records}), data_root=data_root)
+        for name, reason in unreadable.items():
+            logger.warning("--leave-one-out: %s is not a target, its data is not here (its prompt stays a source): %s",
+                           name, reason)  # fmt: skip
+        if not targets:
+            raise InvalidValueError(f"--leave-one-out: no task of {library.root} can be read here: {unreadable}. "
+                                    "Fix: install or point --data-root at the tasks' data.")  # fmt: skip
     elif targets:
         targets = list(dict.fromkeys(targets))
     else:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from hgprompt_ray.data import TaskUnavailableError, backbone_transform, get_task, list_tasks, offline
+from hgprompt_ray.data import (
+    TaskUnavailableError,
+    backbone_transform,
+    get_task,
+    list_tasks,
+    offline,
+    readable_here,
+)
 from hgprompt_ray.data.offline import FASHION_MNIST_ENV, OFFLINE_TASKS, read_idx
 from hgprompt_ray.data.synthetic import (
     closest_bin_rows,
@@ -18,6 +25,7 @@ from hgprompt_ray.data.synthetic import (
     render_dsprites,
     sample_dsprites_factors,
 )
+from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.paths import CACHE_ENV, cache_root
 
 PIP_ONLY = [name for name in OFFLINE_TASKS if not name.startswith("fashion")]
@@ -223,3 +231,13 @@ def test_fashion_mnist_unavailable_names_the_apt_command(tmp_path, monkeypatch):
     assert not available and "apt-get install dataset-fashion-mnist" in reason
     with pytest.raises(TaskUnavailableError, match="dataset-fashion-mnist"):
         task.split("train800")
+
+
+def test_readable_here_keeps_the_order_and_gives_the_missing_tasks_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path / "absent"))
+    readable, unreadable = readable_here(["digits", "fashion-mnist", "count", "fashion-coarse"])
+    assert readable == ["digits", "count"]
+    assert list(unreadable) == ["fashion-mnist", "fashion-coarse"]
+    assert all("apt-get install dataset-fashion-mnist" in reason for reason in unreadable.values())
+    with pytest.raises(InvalidValueError, match="no-such-task"):  # a typo is an error, not a skipped task
+        readable_here(["digits", "no-such-task"])

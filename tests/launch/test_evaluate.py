@@ -254,6 +254,23 @@ def test_leave_one_out_uses_every_task_of_the_zoo_and_never_its_own_prompt(tmp_p
     assert list(library_order.targets) == tasks
 
 
+def test_leave_one_out_keeps_a_task_without_data_here_as_a_source_only(tmp_path, monkeypatch):
+    """The v2 zoo has a Fashion-MNIST prompt; where its Debian package is missing, --leave-one-out
+    runs over the other tasks and still offers that prompt to each of them."""
+    from hgprompt_ray.data.offline import FASHION_MNIST_ENV
+    from hgprompt_ray.paths import DEFAULT_LIBRARY
+    from hgprompt_ray.transfer.plan import EvaluationSettings, plan_evaluation
+
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path / "absent"))
+    library = PromptLibrary(os.path.join(os.path.dirname(DEFAULT_LIBRARY), "offline-v2"))
+    fashion = [r.name for r in library.records() if r.source_task.startswith("fashion")]
+    assert fashion
+    settings = EvaluationSettings(library=str(library.root), output=str(tmp_path / "loo"))
+    plan = plan_evaluation(settings, {}, None, leave_one_out=True)
+    assert not any(t.startswith("fashion") for t in plan.targets) and "count" in plan.targets
+    assert set(fashion) <= set(plan.sources["count"])
+
+
 def test_chunks_of_targets_fill_one_folder(tmp_path):
     """A long evaluation runs as chunks of targets into one folder: each invocation adds its
     targets and its wall time, and the report lists every chunk's command."""

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from hgprompt_ray.data.offline import FASHION_MNIST_ENV
 from hgprompt_ray.models.features import extract_cls_features
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer import linear_probe
@@ -201,3 +202,21 @@ def test_stale_rows_reads_the_checksums_and_keeps_rows_from_before_them():
     legacy = rows.drop(columns="sha256")  # no checksums recorded: what is there is kept
     assert stale_rows(legacy, checksums, [0]) == ([], [])
     assert stale_rows(legacy[legacy["source"] != NO_PROMPT], checksums, [0]) == (["a", "b"], [0])
+
+
+def test_a_source_whose_data_is_not_here_is_a_row_but_no_column(tiny_library, monkeypatch, capsys):
+    """A library trained elsewhere (here: a Fashion-MNIST prompt without the Debian package) still
+    has a matrix: the prompt is scored on the readable targets, and only a named target fails."""
+    root, library = tiny_library
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(root / "absent"))
+    record = library.records()[0]
+    library.add("p-fashion", torch.randn(3, 192) * 0.1, source_task="fashion-mnist", backbone=record.backbone,
+                img_size=32)  # fmt: skip
+    out = root / "zs"
+    assert main(["--prompts", str(library.root), "--out", str(out), "--max-test", "20"]) == 0
+    frame = pd.read_parquet(out / "zero_shot.parquet")
+    assert set(frame["target"]) == {"redblue", "darklight"} and "p-fashion" in set(frame["source"])
+    assert not (out / "parts" / "fashion-mnist.parquet").exists()
+    capsys.readouterr()
+    assert main(["--prompts", str(library.root), "--out", str(out), "--targets", "fashion-mnist"]) == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
