@@ -7,14 +7,16 @@
 #      one from its last epoch checkpoint in $STORAGE), copied into prompt_zoo/offline-v2;
 #   2. its zero-shot matrix over the init-probe protocol's 5 split draws (only missing or changed
 #      sources' rows are computed: launch/zero_shot.py keys them by the prompt file's sha256);
+#      MATRIX_TARGETS="count dsprites-scale ..." computes only those columns (the LOO computes the
+#      others itself, target by target, and orders the covered ones first);
 #   3. the init-probe leave-one-out, 5 seeds, the widest zero-shot spread first, target by target,
 #      with a 3-seed scaling curve on the first target, into reports/offline.
 #
 # The two Fashion-MNIST tasks need the Debian package (`apt-get install dataset-fashion-mnist`);
 # without it the suite has 17 tasks, with it 19.
 #
-# Usage (from anywhere; about 10 min per prompt, 6 min per matrix column and an hour per LOO
-# target on 2 cores):
+# Usage (from anywhere; about 10 min per prompt and 12 min per matrix column (19 prompts at m = 50,
+# about 2,000 distinct images per target) on 2 cores):
 #   setsid bash bench/offline_pipeline.sh > /tmp/offline_pipeline.log 2>&1 &
 #   STEPS="zoo matrix" bash bench/offline_pipeline.sh     # only some steps
 # Pause it while tests or benchmarks run (Ray workers and torch threads both spin):
@@ -39,7 +41,9 @@ for step in $STEPS; do
         --out "$WORK/README.md"
       echo "the table of $ZOO is in $WORK/README.md: merge it into $ZOO/README.md";;
     matrix)
-      python launch/zero_shot.py --prompts "$ZOO" --out "$ZOO/zero_shot" --split-seeds 0 1 2 3 4;;
+      # shellcheck disable=SC2086  # MATRIX_TARGETS is a list of names
+      python launch/zero_shot.py --prompts "$ZOO" --out "$ZOO/zero_shot" --split-seeds 0 1 2 3 4 \
+        ${MATRIX_TARGETS:+--targets $MATRIX_TARGETS};;
     loo)
       python launch/evaluate.py --leave-one-out --prompts "$ZOO" --protocol init-probe --seeds 5 \
         --scaling-seeds 3 --output reports/offline --num-cpus 2 --no-dashboard;;
