@@ -1,4 +1,12 @@
-"""A linear probe: logistic regression on frozen features, C chosen on a validation split."""
+"""A linear probe: logistic regression on frozen features, C chosen on a validation split.
+
+The fits run with one BLAS thread. Their matrices are small (800 x 384 features, a few classes),
+and a threaded BLAS spends more time waking and spinning its threads than computing: on the
+2-core machine, one probe (four C values) on count's features took 0.7 s with one thread and
+43 s with the default two while a feature extraction ran beside it; in the zero-shot matrix
+the 100 probes of one target took longer than its 38,000 prompted forwards
+(``bench/bench_probe_threads.py`` measures both). The solver and its stopping rule are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 __all__ = ["PROBE_GRID", "ProbeResult", "linear_probe"]
 
@@ -35,8 +44,9 @@ def linear_probe(
     scaler = StandardScaler().fit(train[0])
     xs = [scaler.transform(x) for x, _ in (train, val, test)]
     scored = []
-    for c in grid:
-        model = LogisticRegression(C=c, max_iter=3000).fit(xs[0], train[1])
-        scored.append((model.score(xs[1], val[1]), c, model))
+    with threadpool_limits(limits=1):  # small fits: see the module docstring
+        for c in grid:
+            model = LogisticRegression(C=c, max_iter=3000).fit(xs[0], train[1])
+            scored.append((model.score(xs[1], val[1]), c, model))
     val_accuracy, c, model = max(scored, key=lambda item: item[0])
     return ProbeResult(float(model.score(xs[2], test[1])), float(val_accuracy), float(c))

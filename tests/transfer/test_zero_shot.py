@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -220,3 +221,28 @@ def test_a_source_whose_data_is_not_here_is_a_row_but_no_column(tiny_library, mo
     capsys.readouterr()
     assert main(["--prompts", str(library.root), "--out", str(out), "--targets", "fashion-mnist"]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_linear_probe_fits_with_one_blas_thread_and_restores_the_setting(monkeypatch):
+    """The probe's fits are small: a threaded BLAS spends more time on its threads than on them
+    (bench/bench_probe_threads.py), so they run with one, and the caller's setting comes back."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    module = importlib.import_module("hgprompt_ray.transfer.linear_probe")  # the package exports the function
+    seen = []
+    real_fit = LogisticRegression.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(max((pool["num_threads"] for pool in threadpool_info()), default=1))
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(module.LogisticRegression, "fit", recording_fit)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 8)), rng.integers(0, 2, 120)
+    x[:, 0] += 2 * y
+    with threadpool_limits(limits=2):
+        result = module.linear_probe((x[:80], y[:80]), (x[80:100], y[80:100]), (x[100:], y[100:]))
+        after = [pool["num_threads"] for pool in threadpool_info()]
+    assert seen == [1] * len(module.PROBE_GRID) and result.test_accuracy > 0.6
+    assert after and all(n == 2 for n in after)  # numpy's and scipy's BLAS are loaded here
