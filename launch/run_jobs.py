@@ -18,7 +18,10 @@ runs per minute. Each result is written as it finishes, and a rerun skips the fi
 ``--max-minutes`` stops starting runs after that time (the runs in progress finish), so that
 a lease with a hard limit ends with whole runs; ``--methods`` runs a subset first (the main
 comparison before the extras). The invocation is recorded as one chunk of
-``OUTPUT/evaluate.json`` with its command, machine and wall time, which the report shows.
+``OUTPUT/evaluate.json`` with its command, machine and wall time, which the report shows. The
+chunk is written when the invocation starts and updated every ``--checkpoint-seconds`` (the
+seconds so far and the runs finished, ``finished: false``), so a call cut off by a lease's limit
+still counts its time and runs; its end sets ``finished: true``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--methods", nargs="+", default=None,
                         help="run only these methods' runs (default: all of jobs.json), e.g. the main ones first")  # fmt: skip
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                        help="how often the chunk's time and finished runs are saved (default 30)")  # fmt: skip
     parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # I/N: one worker process's share
     return parser.parse_args(argv)
 
@@ -78,11 +84,46 @@ def describe_here() -> str:
     return f"{cpu_model()} ({os.cpu_count()} CPUs){gpu}; no Ray; torch {torch.__version__}"
 
 
-def _record(output: Path, chunk: dict) -> None:
-    """Append this invocation to ``evaluate.json`` (its chunks, total seconds and run count)."""
+def _record(output: Path, chunk: dict, index: int | None = None) -> int:
+    """Write this invocation's chunk into ``evaluate.json`` (appended, or in place at ``index``)
+    with the totals (seconds, run count) recomputed; returns its index."""
     path = output / STATE_FILE
     state = json.loads(path.read_text())
-    atomic_write_json(path, with_totals({**state, "chunks": [*state.get("chunks", []), chunk]}, output))
+    chunks = list(state.get("chunks", []))
+    if index is None:
+        chunks.append(chunk)
+        index = len(chunks) - 1
+    else:
+        chunks[index] = chunk
+    atomic_write_json(path, with_totals({**state, "chunks": chunks}, output))
+    return index
+
+
+class _Checkpoints:
+    """Save the chunk's seconds and finished runs every ``every`` seconds from a thread, and once
+    at the end (only this process writes ``evaluate.json``)."""
+
+    def __init__(self, output: Path, chunk: dict, todo: list, jobs: list, every: float) -> None:
+        self.output, self.chunk, self.todo, self.jobs = output, chunk, todo, jobs
+        self.start, self.stop = time.perf_counter(), threading.Event()
+        self.index = self.save()
+        self.thread = threading.Thread(target=self._loop, args=(every,), daemon=True)
+        self.thread.start()
+
+    def save(self, finished: bool = False) -> int:
+        ran = len(self.todo) - len(unfinished(self.output, self.jobs))
+        self.chunk.update(seconds=time.perf_counter() - self.start, ran=ran, finished=finished)
+        return _record(self.output, self.chunk, getattr(self, "index", None))
+
+    def _loop(self, every: float) -> None:
+        while not self.stop.wait(every):
+            self.save()
+
+    def close(self, finished: bool) -> int:
+        self.stop.set()
+        self.thread.join()
+        self.save(finished=finished)
+        return int(self.chunk["ran"])
 
 
 def _spawn(args: argparse.Namespace, output: Path, minutes: float | None) -> int:
@@ -131,20 +172,25 @@ def run(argv: list[str] | None = None) -> int:
     if args.shard is not None:  # one worker process
         run_here(output, jobs, transfer, library, shard=_shard(args.shard), deadline=deadline)
         return 0
+    if not args.checkpoint_seconds > 0:
+        raise UsageError(f"--checkpoint-seconds {args.checkpoint_seconds}: must be positive, e.g. 30")
     todo = unfinished(output, jobs)
     print(f"{len(todo)} of {len(jobs)} runs to go, {args.workers} worker(s) on {describe_here()}", flush=True)
-    started, start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
-    code = 0
-    if todo:
-        if args.workers == 1:
-            run_here(output, jobs, transfer, library, deadline=deadline)
-        else:
-            code = _spawn(args, output, args.max_minutes)
-    left = unfinished(output, jobs)
-    _record(output, {"command": command_line("run_jobs.py", argv), "target_names": sorted({j.target_name for j in jobs}),
-                     "protocols": sorted({j.protocol for j in jobs}), "machine": describe_here(), "started": started,
-                     "seconds": time.perf_counter() - start, "ran": len(todo) - len(left)})  # fmt: skip
-    print(f"{len(todo) - len(left)} runs done now, {len(left)} left; "
+    chunk = {"command": command_line("run_jobs.py", argv), "target_names": sorted({j.target_name for j in jobs}),
+             "protocols": sorted({j.protocol for j in jobs}), "machine": describe_here(),
+             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    checkpoints = _Checkpoints(output, chunk, todo, jobs, args.checkpoint_seconds)
+    code, finished = 0, False
+    try:
+        if todo:
+            if args.workers == 1:
+                run_here(output, jobs, transfer, library, deadline=deadline)
+            else:
+                code = _spawn(args, output, args.max_minutes)
+        finished = True
+    finally:  # an error leaves the chunk as a kill would: counted up to now, finished: false
+        ran = checkpoints.close(finished)
+    print(f"{ran} runs done now, {len(todo) - ran} left; "
           f"report: python launch/evaluate.py --report-only --output {output}")  # fmt: skip
     return code
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from hgprompt_ray.errors import InvalidValueError
-from hgprompt_ray.transfer.runner import JOBS_FILE, _seed_major, read_job_file, run_here
+from hgprompt_ray.transfer.runner import JOBS_FILE, _seed_major, read_job_file, run_here, unfinished
 from launch.evaluate import main as evaluate
 from launch.run_jobs import main as run_jobs
 from tests.launch.test_evaluate import _argv
@@ -75,6 +77,7 @@ def test_run_jobs_without_ray_then_report(prepared):
         "no Ray" in state["chunks"][-1]["machine"] and state["chunks"][-1]["ran"] == 4 and state["runs"] == 6
     )
     assert [c["ran"] for c in state["chunks"] if "ran" in c] == [2, 4]
+    assert all(c["finished"] is True for c in state["chunks"] if "ran" in c)  # both ended on their own
     again = _run_jobs_without_ray(str(prepared))
     assert again.returncode == 0 and "0 of 6 runs to go" in again.stdout, again.stderr[-3000:]
     assert evaluate(["--report-only", "--output", str(prepared)]) == 0
@@ -114,3 +117,33 @@ def test_a_rerun_may_add_seeds_but_not_change_the_budget(prepared, extraction_se
     assert sorted((j.method, j.seed) for j in jobs) == [("average", 2), ("hgprompt", 2), ("vpt", 2)]
     state = json.loads((prepared / "evaluate.json").read_text())
     assert state["seeds"] == 3 and state["budget"]["tuned_seeds"] == 3 and state["budget"]["max_test"] == 60
+
+
+def test_a_call_cut_off_midway_keeps_its_time_and_runs(prepared, tmp_path):
+    """A lease's limit kills run_jobs.py midway: its chunk, saved while it ran, keeps the seconds
+    and the runs finished so far, and the report says it was interrupted."""
+    folder = tmp_path / "copy"
+    shutil.copytree(prepared, folder)
+    to_go = len(unfinished(folder, read_job_file(folder)[0]))
+    assert to_go >= 2  # seed 2's runs, added by the rerun test above
+    program = WITHOUT_RAY + f"from launch.run_jobs import main\nsys.exit(main({[str(folder), '--checkpoint-seconds', '0.2']!r}))\n"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", program], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    chunk: dict = {}
+    try:
+        limit = time.monotonic() + 300
+        while time.monotonic() < limit and chunk.get("ran", 0) < 1:
+            assert child.poll() is None, child.stderr.read()[-3000:] if child.stderr else ""
+            chunk = json.loads((folder / "evaluate.json").read_text())["chunks"][-1]
+            chunk = chunk if "--checkpoint-seconds" in chunk["command"] else {}
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    state = json.loads((folder / "evaluate.json").read_text())
+    chunk = state["chunks"][-1]
+    assert "--checkpoint-seconds" in chunk["command"] and chunk["finished"] is False
+    assert 1 <= chunk["ran"] < to_go and chunk["seconds"] > 0 and state["seconds"] >= chunk["seconds"]
+    assert evaluate(["--report-only", "--output", str(folder)]) == 0
+    assert "1 invocation interrupted" in (folder / "report.md").read_text()
