@@ -152,15 +152,18 @@ def readable_here(names: Sequence[str], *, data_root: str | Path | None = None) 
     Debian package, an unmounted VTAB folder) stays a source but cannot be a target. A target the
     user names is never skipped: it goes through ``resolve_target`` and fails with the fix.
 
-    Returns:
-        The readable names in the given order, and unreadable name -> the task's reason (with its fix).
+    A name that does not resolve here at all (a folder or CSV on the machine the prompt was trained
+    on, a task this version does not register) is unreadable too, with the resolver's message.
 
-    Raises:
-        InvalidValueError: a name that is not a registered task, a folder or a CSV.
+    Returns:
+        The readable names in the given order, and unreadable name -> the reason (with its fix).
     """
     readable, unreadable = [], {}
     for name in names:
-        available, reason = resolve_target(name, data_root=data_root).availability()
+        try:
+            available, reason = resolve_target(name, data_root=data_root).availability()
+        except (InvalidValueError, TargetError) as error:
+            available, reason = False, str(error)
         if available:
             readable.append(name)
         else:

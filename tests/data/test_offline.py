@@ -25,7 +25,6 @@ from hgprompt_ray.data.synthetic import (
     render_dsprites,
     sample_dsprites_factors,
 )
-from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.paths import CACHE_ENV, cache_root
 
 PIP_ONLY = [name for name in OFFLINE_TASKS if not name.startswith("fashion")]
@@ -239,5 +238,7 @@ def test_readable_here_keeps_the_order_and_gives_the_missing_tasks_fix(tmp_path,
     assert readable == ["digits", "count"]
     assert list(unreadable) == ["fashion-mnist", "fashion-coarse"]
     assert all("apt-get install dataset-fashion-mnist" in reason for reason in unreadable.values())
-    with pytest.raises(InvalidValueError, match="no-such-task"):  # a typo is an error, not a skipped task
-        readable_here(["digits", "no-such-task"])
+    # a library's prompt from a folder on another machine, or from a task this version lacks
+    readable, unreadable = readable_here(["digits", str(tmp_path / "their-folder"), "no-such-task"])
+    assert readable == ["digits"] and "does not exist" in unreadable[str(tmp_path / "their-folder")]
+    assert "must be a registered task" in unreadable["no-such-task"]
