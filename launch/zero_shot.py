@@ -106,6 +106,9 @@ def run(argv: list[str] | None = None) -> int:
         targets, unreadable = readable_here(sorted({r.source_task for r in records}), data_root=args.data_root)
         for name, reason in unreadable.items():
             logging.warning("%s has no column: its data is not here (%s)", name, reason)
+        if not targets:
+            raise UsageError(f"no task of {library.root} can be read here: {unreadable}. "
+                             "Fix: install the tasks' data (or --data-root), or pass --targets.")  # fmt: skip
     for target in targets:
         task = resolve_target(target, data_root=args.data_root)
         available, reason = task.availability()

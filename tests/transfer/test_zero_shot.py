@@ -222,6 +222,10 @@ def test_a_source_whose_data_is_not_here_is_a_row_but_no_column(tiny_library, mo
     capsys.readouterr()
     assert main(["--prompts", str(library.root), "--out", str(out), "--targets", "fashion-mnist"]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+    alone = PromptLibrary(root / "fashion-only", create=True)  # nothing readable: a clear refusal
+    alone.add("p-fashion", torch.randn(3, 192) * 0.1, source_task="fashion-mnist", backbone=record.backbone, img_size=32)
+    assert main(["--prompts", str(alone.root), "--out", str(root / "zs2")]) == 2
+    assert "can be read here" in capsys.readouterr().err
 
 
 def test_linear_probe_fits_with_one_blas_thread_and_restores_the_setting(monkeypatch):
