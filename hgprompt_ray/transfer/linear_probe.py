@@ -2,10 +2,10 @@
 
 The fits run with one BLAS thread. Their matrices are small (800 x 384 features, a few classes),
 and a threaded BLAS spends more time waking and spinning its threads than computing: on the
-2-core machine, one probe (four C values) on count's features took 0.7 s with one thread and
-43 s with the default two while a feature extraction ran beside it; in the zero-shot matrix
-the 100 probes of one target took longer than its 38,000 prompted forwards
-(``bench/bench_probe_threads.py`` measures both). The solver and its stopping rule are unchanged.
+2-core machine, one probe (four C values) on count's features took 0.87 s with one thread and
+12.8 s with the default two (``bench/bench_probe_threads.py``: 14.8x, the same C and accuracies),
+43 s beside a feature extraction; the zero-shot matrix's 100 probes of one target took longer
+than its 38,000 prompted forwards. The solver and its stopping rule are unchanged.
 """
 
 from __future__ import annotations
