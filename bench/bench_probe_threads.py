@@ -11,6 +11,7 @@ accuracies; the table says whether they did.
 Usage:
   python bench/bench_probe_threads.py                          # count, the v2 zoo's digits prompt
   python bench/bench_probe_threads.py --target dsprites-scale --repeats 5
+  python bench/bench_probe_threads.py --smoke-test                  # 100 test images, one repeat
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def main() -> None:
     parser.add_argument("--prompt", default="digits")
     parser.add_argument("--max-test", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke-test", action="store_true", help="100 test images, one repeat")
     args = parser.parse_args()
+    if args.smoke_test:
+        args.max_test, args.repeats = 100, 1
     data = features(args.target, args.library, args.prompt, args.max_test)
     threads = max((pool["num_threads"] for pool in threadpool_info()), default=1)
     times: dict[str, list[float]] = {"one BLAS thread (linear_probe)": [], f"BLAS default ({threads} threads)": []}
