@@ -10,7 +10,9 @@
 #      MATRIX_TARGETS="count dsprites-scale ..." computes only those columns (the LOO computes the
 #      others itself, target by target, and orders the covered ones first);
 #   3. the init-probe leave-one-out, 5 seeds, the widest zero-shot spread first, target by target,
-#      with a 3-seed scaling curve on the first target, into reports/offline.
+#      with a 3-seed scaling curve on the first target, into reports/offline; LOO_TARGETS="a b"
+#      runs those targets as a chunk of the same folder instead (each target's own prompt and its
+#      same-image tasks' prompts are left out either way).
 #
 # The two Fashion-MNIST tasks need the Debian package (`apt-get install dataset-fashion-mnist`);
 # without it the suite has 17 tasks, with it 19.
@@ -45,8 +47,12 @@ for step in $STEPS; do
       python launch/zero_shot.py --prompts "$ZOO" --out "$ZOO/zero_shot" --split-seeds 0 1 2 3 4 \
         ${MATRIX_TARGETS:+--targets $MATRIX_TARGETS};;
     loo)
-      python launch/evaluate.py --leave-one-out --prompts "$ZOO" --protocol init-probe --seeds 5 \
-        --scaling-seeds 3 --output reports/offline --num-cpus 2 --no-dashboard;;
+      which=(--leave-one-out)
+      # shellcheck disable=SC2206  # LOO_TARGETS is a list of names
+      [ -n "${LOO_TARGETS:-}" ] && which=(--targets $LOO_TARGETS)
+      python launch/evaluate.py "${which[@]}" \
+        --prompts "$ZOO" --protocol init-probe --seeds 5 --scaling-seeds 3 --output reports/offline \
+        --num-cpus 2 --no-dashboard;;
     *) echo "unknown step $step (zoo, matrix, loo)" >&2; exit 2;;
   esac
 done
