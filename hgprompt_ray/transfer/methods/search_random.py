@@ -6,6 +6,14 @@ the same space (lambda, M and the subset), the same alpha solver per trial, the 
 (the val200 probe on P0 = sum_i alpha_i P_i) and the same number of trials, only the sampler
 differs. Its alpha is the best random trial's. The difference to HGPrompt is what TPE's guided
 sampling adds; the difference to CMA-ES (no H-score, no gradients) is what the objective adds.
+
+Both searches use the same seed, and TPE's first ``n_startup_trials`` (10, ``search_spaces.
+hgprompt.tpe_sampler``) are drawn by a RandomSampler of that seed: the two searches share those
+trials (common random numbers). Each is still a valid draw of its own method, and their paired
+difference is exactly TPE's guidance over trials 11-32: where the best trial is among the shared
+ten, both pick the same alpha and tie on that draw (count's first split draw in #20's
+leave-one-out). An independent seed would add the noise of two unrelated startups to every
+difference without changing either method.
 """
 
 from __future__ import annotations
