@@ -9,10 +9,11 @@ sampling adds; the difference to CMA-ES (no H-score, no gradients) is what the o
 
 Both searches use the same seed, and TPE's first ``n_startup_trials`` (10, ``search_spaces.
 hgprompt.tpe_sampler``) are drawn by a RandomSampler of that seed: the two searches share those
-trials (common random numbers). Each is still a valid draw of its own method, and their paired
-difference is exactly TPE's guidance over trials 11-32: where the best trial is among the shared
-ten, both pick the same alpha and tie on that draw (count's first split draw in #20's
-leave-one-out). An independent seed would add the noise of two unrelated startups to every
+trials (common random numbers; one or two more when trials run concurrently, since TPE samples
+at random until ten have finished: 11 on count's first split draw in #20's leave-one-out). Each
+is still a valid draw of its own method, and their paired difference is TPE's guidance over the
+remaining trials: where the best trial is among the shared ones, both pick the same alpha and tie
+on that draw (as on count's first draw). An independent seed would add the noise of two unrelated startups to every
 difference without changing either method.
 """
 
