@@ -172,7 +172,9 @@ def _protocol_section(
             "Spread of the weightings' mean test top-1 and a one-way ANOVA across them over seeds, and the "
             "spread of the sources' zero-shot test accuracies: a target is informative when both spreads are "
             f"real (zero-shot >= {INFORMATIVE['zero_shot_spread']:g} points, p < {INFORMATIVE['p']:g} with "
-            f">= {INFORMATIVE['seeds']} seeds).\n\n" + markdown(informative, ".3g")
+            f">= {INFORMATIVE['seeds']} seeds). The one-way test ignores that all weightings of a seed share "
+            "its split draw; \"p (blocked on seed)\" is the randomized-block ANOVA that removes each draw's "
+            "common shift (shown beside it; the verdict uses the one-way p).\n\n" + markdown(informative, ".3g")
         )
     if not ablation.isna().all().all() and (ablation != "-").any().any():
         parts.append(f"### Ablation ({protocol}; test top-1 %)\n\nThe four objectives on the same sources: the subset "

@@ -18,7 +18,7 @@ import pandas as pd
 from hgprompt_ray.transfer.methods import get_method, method_names, registered
 from hgprompt_ray.transfer.multiple_testing import holm
 from hgprompt_ray.transfer.statistics import mean_ci, paired_differences, win_tie_loss
-from hgprompt_ray.transfer.target_statistics import one_way_anova, spearman_ci
+from hgprompt_ray.transfer.target_statistics import blocked_anova, one_way_anova, spearman_ci
 
 __all__ = [
     "FIXED_DRAW",
@@ -341,7 +341,8 @@ def informative_table(
     zero_shot_spread: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Per target, whether the weightings differ beyond seed noise: the spread of their mean test
-    accuracy (points), the best and worst weighting, a one-way ANOVA across them, the sources'
+    accuracy (points), the best and worst weighting, a one-way ANOVA across them (the verdict's
+    test, as :data:`INFORMATIVE` defines it) and the blocked ANOVA's p beside it, the sources'
     zero-shot spread (points, when given) and whether the target is informative (:data:`INFORMATIVE`).
     Rows: the informative targets first, then by p."""
     runs = protocol_runs(frame, protocol)
@@ -352,6 +353,7 @@ def informative_table(
         part = runs[runs["target"] == target]
         means = part.groupby("method")["test_accuracy"].mean()
         f_statistic, p_value = one_way_anova(part, target, protocol)
+        blocked_p = blocked_anova(part, target, protocol)[1]
         rows.append({
             "target": target,
             "weightings": int(len(means)),
@@ -361,6 +363,7 @@ def informative_table(
             "worst": label_of(str(means.idxmin()), labels),
             "F": f_statistic,
             "p (ANOVA)": p_value,
+            "p (blocked on seed)": blocked_p,
             "zero-shot spread (points)": (zero_shot_spread or {}).get(target, np.nan),
         })  # fmt: skip
     if not rows:

@@ -1,6 +1,6 @@
 """Per-target statistics for the evaluation report: do a method's weights follow the sources'
 transferability (Spearman's rho with a bootstrap CI), and do the weightings differ on a target
-beyond seed noise (one-way ANOVA).
+beyond seed noise (one-way ANOVA, and the randomized-block ANOVA that uses the pairing).
 
 * :func:`spearman_ci`: Spearman's rho assumes only paired, ordinal data; the percentile bootstrap
   assumes the pairs are exchangeable draws (resampled with replacement) and is rough for the
@@ -9,6 +9,11 @@ beyond seed noise (one-way ANOVA).
   variances; it ignores the pairing (it asks whether the methods' seed clouds on one target differ
   by more than seed noise), which makes it conservative where every draw shifts all methods alike,
   and it has no correction for overlapping draws (:mod:`hgprompt_ray.transfer.statistics`).
+* :func:`blocked_anova`: the two-way ANOVA without interaction (method + seed as blocks) of a
+  randomized complete block design; every method of a seed sees the same split draw, so the draw's
+  shift of all methods is removed from the error term. It assumes additive method and block
+  effects and normal errors with equal variance, uses only seeds on which every method ran, and
+  has the same lack of an overlap correction.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from hgprompt_ray.transfer.statistics import (
     _finite_vector,
 )
 
-__all__ = ["one_way_anova", "spearman_ci"]
+__all__ = ["blocked_anova", "one_way_anova", "spearman_ci"]
 
 
 def spearman_ci(
@@ -117,6 +122,62 @@ def one_way_anova(frame: pd.DataFrame, target: str, protocol: str | None = None)
         InvalidValueError: a column is missing, an accuracy is not a finite fraction, ``target``
             has no runs, or ``protocol`` is absent.
     """
+    runs = _target_runs(frame, target, protocol)
+    groups = [g["test_accuracy"].to_numpy(dtype=np.float64) for _, g in runs.groupby("method", sort=True)]
+    groups = [g for g in groups if g.size >= 2]
+    if len(groups) < 2:
+        return math.nan, math.nan
+    within = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
+    if within <= _TOLERANCE**2:
+        spread = np.ptp(np.concatenate(groups))
+        return (math.nan, math.nan) if spread <= _TOLERANCE else (math.inf, 0.0)
+    result = scipy.stats.f_oneway(*groups)
+    return float(result.statistic), float(result.pvalue)
+
+
+def blocked_anova(frame: pd.DataFrame, target: str, protocol: str | None = None) -> tuple[float, float, int]:
+    """Randomized-block ANOVA of test accuracy across methods on one target, the seeds as blocks.
+
+    Methods with fewer than 2 runs are left out, as in :func:`one_way_anova`; of the rest, only
+    the seeds on which every method ran are used (complete blocks; a seed's repeated runs of one
+    method are averaged first). ``F = MS_method / MS_error`` with ``M - 1`` and ``(M - 1)(B - 1)``
+    degrees of freedom for M methods and B seeds.
+
+    Args:
+        frame: the results (columns ``target, method, protocol, seed, test_accuracy``).
+        target: the target task; it must have runs in ``frame``.
+        protocol: keep only runs of this protocol first; default: all.
+
+    Returns:
+        ``(F, p, seeds)``: seeds is B, the number of complete blocks. F and p are NaN when fewer
+        than 2 methods or 2 complete seeds remain, or when the methods do not differ and nothing is
+        left of the error; ``(inf, 0.0, B)`` when the methods differ by exactly the same amount on
+        every seed.
+
+    Raises:
+        InvalidValueError: as :func:`one_way_anova`.
+    """
+    runs = _target_runs(frame, target, protocol)
+    counts = runs.groupby("method").size()
+    runs = runs[runs["method"].isin(counts.index[counts >= 2])]
+    table = runs.pivot_table(index="seed", columns="method", values="test_accuracy", aggfunc="mean").dropna()
+    blocks, methods = table.shape
+    if methods < 2 or blocks < 2:
+        return math.nan, math.nan, int(blocks)
+    y = table.to_numpy(dtype=np.float64)
+    grand = y.mean()
+    ss_method = blocks * float(((y.mean(axis=0) - grand) ** 2).sum())
+    residual = y - y.mean(axis=0, keepdims=True) - y.mean(axis=1, keepdims=True) + grand
+    ss_error = float((residual**2).sum())  # computed directly: SS_total - SS_method - SS_block cancels badly
+    df_method, df_error = methods - 1, (methods - 1) * (blocks - 1)
+    if ss_error <= _TOLERANCE**2:
+        return (math.inf, 0.0, int(blocks)) if ss_method > _TOLERANCE**2 else (math.nan, math.nan, int(blocks))
+    statistic = (ss_method / df_method) / (ss_error / df_error)
+    return float(statistic), float(scipy.stats.f.sf(statistic, df_method, df_error)), int(blocks)
+
+
+def _target_runs(frame: pd.DataFrame, target: str, protocol: str | None) -> pd.DataFrame:
+    """The runs of one target (and protocol); a clear error when there are none."""
     runs = _filter_protocol(_check_frame(frame), protocol)
     runs = runs[runs["target"] == target]
     if runs.empty:
@@ -129,16 +190,7 @@ def one_way_anova(frame: pd.DataFrame, target: str, protocol: str | None = None)
                 f"Pass one of {present}.",
             )
         )
-    groups = [g["test_accuracy"].to_numpy(dtype=np.float64) for _, g in runs.groupby("method", sort=True)]
-    groups = [g for g in groups if g.size >= 2]
-    if len(groups) < 2:
-        return math.nan, math.nan
-    within = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
-    if within <= _TOLERANCE**2:
-        spread = np.ptp(np.concatenate(groups))
-        return (math.nan, math.nan) if spread <= _TOLERANCE else (math.inf, 0.0)
-    result = scipy.stats.f_oneway(*groups)
-    return float(result.statistic), float(result.pvalue)
+    return runs
 
 
 def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from scipy.stats import t as t_dist
 
 from hgprompt_ray.transfer import report
 from hgprompt_ray.transfer.multiple_testing import holm
+from hgprompt_ray.transfer.target_statistics import blocked_anova
 
 
 def _frame():
@@ -104,6 +105,10 @@ def test_protocols_have_their_own_tables_with_paired_tests():
     assert paired.loc["Single-Best", "win / tie / loss (targets)"].startswith("1 / 1 / 0")
     informative = report.informative_table(frame, "init-probe")
     assert informative.loc["a", "p (ANOVA)"] < 0.01 and informative.loc["a", "seeds"] == 5
+    assert informative.loc["a", "p (blocked on seed)"] == pytest.approx(
+        blocked_anova(frame.query("protocol == 'init-probe'"), "a")[1]
+    )  # all three methods are weightings
+    assert informative.loc["a", "p (blocked on seed)"] < informative.loc["a", "p (ANOVA)"]  # the draws' shifts removed
     assert informative.loc["a", "spread (points)"] == pytest.approx(100 * (means.loc["a"].max() - means.loc["a"].min()))
     assert informative.loc["a", "best"] == "HGPrompt" and informative.loc["b", "worst"] == "Single-Best"
     assert not informative["informative"].any()  # no zero-shot spread given: not shown to be informative

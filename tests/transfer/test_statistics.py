@@ -11,7 +11,7 @@ import scipy.stats
 
 from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.transfer.statistics import format_ci, mean_ci, paired_differences, win_tie_loss
-from hgprompt_ray.transfer.target_statistics import one_way_anova, spearman_ci
+from hgprompt_ray.transfer.target_statistics import blocked_anova, one_way_anova, spearman_ci
 
 TARGETS = ("cifar", "dtd", "pets")
 SEEDS = (0, 1, 2, 3, 4)
@@ -276,6 +276,50 @@ def test_anova_of_identical_methods_finds_nothing():
     assert math.isnan(statistic) and math.isnan(p)
     separated = pd.DataFrame(rows).assign(test_accuracy=lambda f: np.where(f["method"] == "vpt", 0.5, 0.6))
     assert one_way_anova(separated, "dtd") == (math.inf, 0.0)
+
+
+def _rss(design: np.ndarray, y: np.ndarray) -> float:
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    return float(((y - design @ coef) ** 2).sum())
+
+
+def test_blocked_anova_matches_the_nested_linear_models_and_ignores_each_seeds_shift():
+    """F = ((RSS_blocks - RSS_full) / (M - 1)) / (RSS_full / ((M - 1)(B - 1))) from two least-squares
+    fits with dummy variables; a shift shared by all methods of a seed changes the one-way ANOVA
+    but not the blocked one. An incomplete seed and a one-run method are left out."""
+    rng = np.random.default_rng(0)
+    methods, seeds = ("average", "hgprompt", "vpt"), range(5)
+    shift = rng.normal(0, 0.05, size=5)
+    effect = {"average": 0.0, "hgprompt": 0.01, "vpt": -0.005}
+    rows = [
+        {"target": "dtd", "method": m, "protocol": "init-probe", "seed": s,
+         "test_accuracy": 0.6 + effect[m] + rng.normal(0, 0.004)}
+        for m in methods for s in seeds
+    ]  # fmt: skip
+    rows.append({"target": "dtd", "method": "average", "protocol": "init-probe", "seed": 9, "test_accuracy": 0.1})
+    rows.append({"target": "dtd", "method": "lonely", "protocol": "init-probe", "seed": 0, "test_accuracy": 0.0})
+    frame = pd.DataFrame(rows)
+    statistic, p, blocks = blocked_anova(frame, "dtd")
+    complete = frame[frame["seed"] < 5].query("method != 'lonely'")
+    y = complete["test_accuracy"].to_numpy()
+    method_dummies = pd.get_dummies(complete["method"]).to_numpy(dtype=float)
+    seed_dummies = pd.get_dummies(complete["seed"]).to_numpy(dtype=float)[:, 1:]
+    rss_full = _rss(np.hstack([method_dummies, seed_dummies]), y)
+    rss_blocks = _rss(np.hstack([np.ones((y.size, 1)), seed_dummies]), y)
+    expected = ((rss_blocks - rss_full) / 2) / (rss_full / 8)
+    assert blocks == 5 and statistic == pytest.approx(expected, rel=1e-9)
+    assert p == pytest.approx(scipy.stats.f.sf(expected, 2, 8), rel=1e-9)
+    shifted = frame.assign(test_accuracy=frame["test_accuracy"] + np.where(frame["seed"] < 5, shift[frame["seed"] % 5], 0))
+    again = blocked_anova(shifted, "dtd")
+    assert again[0] == pytest.approx(statistic, rel=1e-9) and again[1] == pytest.approx(p, rel=1e-9)
+    assert one_way_anova(shifted, "dtd")[1] > 0.05 > p  # the draws' shifts hide the effect from the one-way test
+    identical = frame.assign(test_accuracy=lambda f: 0.5 + 0.01 * f["seed"])  # same on every method: no effect
+    assert all(math.isnan(v) for v in blocked_anova(identical, "dtd")[:2])
+    constant_gap = identical.assign(test_accuracy=lambda f: f["test_accuracy"] + np.where(f["method"] == "vpt", 0.02, 0))
+    assert blocked_anova(constant_gap, "dtd")[:2] == (math.inf, 0.0)
+    assert math.isnan(blocked_anova(frame[frame["seed"] == 0], "dtd")[1])  # one seed: no error term
+    with pytest.raises(InvalidValueError, match="target"):
+        blocked_anova(frame, "cars")
 
 
 def test_overlapping_draws_get_the_nadeau_bengio_corrected_t():
