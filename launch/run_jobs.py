@@ -106,6 +106,7 @@ class _Checkpoints:
     def __init__(self, output: Path, chunk: dict, todo: list, jobs: list, every: float) -> None:
         self.output, self.chunk, self.todo, self.jobs = output, chunk, todo, jobs
         self.start, self.stop = time.perf_counter(), threading.Event()
+        self.index: int | None = None  # the chunk's place in evaluate.json, once appended
         self.index = self.save()
         self.thread = threading.Thread(target=self._loop, args=(every,), daemon=True)
         self.thread.start()
@@ -113,7 +114,7 @@ class _Checkpoints:
     def save(self, finished: bool = False) -> int:
         ran = len(self.todo) - len(unfinished(self.output, self.jobs))
         self.chunk.update(seconds=time.perf_counter() - self.start, ran=ran, finished=finished)
-        return _record(self.output, self.chunk, getattr(self, "index", None))
+        return _record(self.output, self.chunk, self.index)
 
     def _loop(self, every: float) -> None:
         while not self.stop.wait(every):
