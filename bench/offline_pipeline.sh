@@ -13,6 +13,7 @@
 #      with a 3-seed scaling curve on the first target, into reports/offline; LOO_TARGETS="a b"
 #      runs those targets as a chunk of the same folder instead (each target's own prompt and its
 #      same-image tasks' prompts are left out either way).
+#      Each invocation is a chunk of at most CHUNK_MINUTES (70) plus its longest step, so under 2 h.
 #
 # The two Fashion-MNIST tasks need the Debian package (`apt-get install dataset-fashion-mnist`);
 # without it the suite has 17 tasks, with it 19.
@@ -50,9 +51,16 @@ for step in $STEPS; do
       which=(--leave-one-out)
       # shellcheck disable=SC2206  # LOO_TARGETS is a list of names
       [ -n "${LOO_TARGETS:-}" ] && which=(--targets $LOO_TARGETS)
-      python launch/evaluate.py "${which[@]}" \
+      # chunks of at most CHUNK_MINUTES plus one step (a split draw's weights: ~25 min, 46 with the
+      # scaling points; a target's init-probe runs: ~30 min): each invocation stops at the first step
+      # boundary past the limit with exit code 75 and the next one continues
+      until python launch/evaluate.py "${which[@]}" \
         --prompts "$ZOO" --protocol init-probe --seeds 5 --scaling-seeds 3 --output reports/offline \
-        --num-cpus 2 --no-dashboard;;
+        --num-cpus 2 --no-dashboard --max-minutes "${CHUNK_MINUTES:-70}"; do
+        code=$?
+        [ "$code" -eq 75 ] || exit "$code"
+        echo "== loo: the next chunk $(date -u +%FT%TZ)"
+      done;;
     *) echo "unknown step $step (zoo, matrix, loo)" >&2; exit 2;;
   esac
 done

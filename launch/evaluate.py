@@ -48,6 +48,7 @@ from launch._cli import UsageError, add_config_flags, cli_main, command_line, co
 from launch._ray import add_ray_flags, check_address, describe_machine, start_ray
 
 STATE_SCHEMA = 1
+TIME_LIMIT_EXIT = 75  # EX_TEMPFAIL: stopped at --max-minutes, rerun the same command to continue
 TRANSFER_FLAGS = ("epochs", "lr_scales", "batch_size", "base_lr", "weight_decay", "warmup_fraction", "max_steps",
                   "max_test", "split_seed", "precision", "data_root")  # fmt: skip
 
@@ -69,6 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             add_config_flags(own, method.settings)
     add_ray_flags(parser)
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from --output")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="end this invocation (a chunk) at the first step boundary after M minutes (a target's "
+                             "zero-shot columns, one split draw's weights, a target's init-probe runs) with exit "
+                             f"code {TIME_LIMIT_EXIT}; the same command continues from there. A chunk then takes "
+                             "at most M minutes plus its longest step")  # fmt: skip
     parser.add_argument("--prepare-only", action="store_true",
                         help="compute every method's weights, write OUTPUT/jobs.json (the runs to go) and stop: "
                              "run them with launch/run_jobs.py, e.g. on a GPU machine without Ray")  # fmt: skip
@@ -128,6 +134,10 @@ def _finished(plan: EvaluationPlan, state: dict) -> dict:
     return with_totals(merged, plan.output)
 
 
+class _TimeLimit(Exception):
+    """This chunk reached --max-minutes at a step boundary."""
+
+
 def report_only(output: Path) -> int:
     from hgprompt_ray.transfer.report import write_report
 
@@ -146,6 +156,8 @@ def run(argv: list[str] | None = None) -> int:
     configure_logging(None, verbose=True)
     if args.report_only:
         return report_only(Path(args.output).expanduser())
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UsageError(f"--max-minutes {args.max_minutes:g}: must be positive, e.g. 100 (or leave it out: no limit)")
     settings = EvaluationSettings(**config_kwargs(args, EvaluationSettings))
     transfer = {name: getattr(args, name) for name in TRANSFER_FLAGS if name != "data_root"}
     transfer["lr_scales"] = tuple(transfer["lr_scales"])
@@ -169,23 +181,36 @@ def run(argv: list[str] | None = None) -> int:
         state["chunks"][-1].update(seconds=time.perf_counter() - start, finished=finished)
         atomic_write_json(plan.output / STATE_FILE, _finished(plan, state))
 
+    def step_done() -> None:  # a step boundary: save, and end the chunk here once past --max-minutes
+        checkpoint()
+        if args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes:
+            raise _TimeLimit
+
     weights, split_weights = {}, {}  # init-probe seed k > 0: its own split draw, its own weights (no test leak)
     ran = 0
     draws = "init-probe" in plan.settings.protocols and plan.settings.seeds > 1
-    for t in plan.targets:  # target by target: a chunk cut midway leaves whole targets of init-probe
-        if draws and plan.tasks[t].split_is_seeded:  # every draw's zero-shot column, one pass over their images
-            zero_shot_columns(plan, t, list(range(plan.settings.seeds)))
-            checkpoint()
-        weights[t] = target_weights(plan, t)
+    try:
+        for t in plan.targets:  # target by target: a chunk cut midway leaves whole targets of init-probe
+            if draws and plan.tasks[t].split_is_seeded:  # every draw's zero-shot column, one pass over their images
+                zero_shot_columns(plan, t, list(range(plan.settings.seeds)))
+                step_done()
+            weights[t] = target_weights(plan, t)
+            step_done()
+            if "init-probe" in plan.settings.protocols:  # a task with fixed splits (VTAB's) has one draw
+                split_weights[t] = {}
+                for k in range(1, plan.settings.seeds):
+                    split_weights[t][k] = target_weights(plan, t, k) if plan.tasks[t].split_is_seeded else weights[t]
+                    step_done()
+                if not args.prepare_only:  # the cheap runs now; the tuned ones after every target's
+                    probes = build_jobs(plan, weights, split_weights, targets=[t])
+                    ran += run_jobs(plan, [j for j in probes if j.protocol == "init-probe"], on_result=checkpoint)
+                    step_done()
+    except _TimeLimit:
+        state["chunks"][-1]["stopped"] = f"--max-minutes {args.max_minutes:g}"
         checkpoint()
-        if "init-probe" in plan.settings.protocols:  # a task with fixed splits (VTAB's) has one draw
-            split_weights[t] = {}
-            for k in range(1, plan.settings.seeds):
-                split_weights[t][k] = target_weights(plan, t, k) if plan.tasks[t].split_is_seeded else weights[t]
-                checkpoint()
-            if not args.prepare_only:  # the cheap runs now; the tuned ones after every target's
-                probes = build_jobs(plan, weights, split_weights, targets=[t])
-                ran += run_jobs(plan, [j for j in probes if j.protocol == "init-probe"], on_result=checkpoint)
+        print(f"stopped at --max-minutes {args.max_minutes:g} after {(time.perf_counter() - start) / 60:.1f} min "
+              f"({ran} runs this time); run the same command to continue")  # fmt: skip
+        return TIME_LIMIT_EXIT
     jobs = build_jobs(plan, weights, split_weights)
     if args.prepare_only:
         path = write_job_file(plan, jobs)

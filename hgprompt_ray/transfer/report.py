@@ -191,8 +191,9 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
     lines = []
     for chunk in chunks:
         seconds = chunk.get("seconds")
-        took = ("did not finish" if seconds is None else f"{seconds / 60:.1f} min"
-                + (" until it was interrupted" if chunk.get("finished") is False else ""))  # fmt: skip
+        ended = (f" until its time limit ({chunk['stopped']}), continued by the next" if chunk.get("stopped")
+                 else " until it was interrupted" if chunk.get("finished") is False else "")  # fmt: skip
+        took = "did not finish" if seconds is None else f"{seconds / 60:.1f} min{ended}"
         protocols = f" ({', '.join(chunk['protocols'])})" if chunk.get("protocols") else ""
         machine = f" on {chunk['machine']}" if chunk.get("machine") else ""
         lines.append(f"    {chunk['command']}\n      # {', '.join(chunk.get('target_names') or [])}{protocols}: "
@@ -208,7 +209,7 @@ def _wall_text(state: Mapping[str, Any], frame: pd.DataFrame) -> str:
     if any(c.get("seconds") is None for c in chunks) or state.get("seconds") is None:
         runs = frame["wall_seconds"].sum() if "wall_seconds" in frame else float("nan")
         return f"not recorded (an invocation was interrupted); the runs took {runs / 60:.1f} min together"
-    cut = sum(1 for c in chunks if c.get("finished") is False)
+    cut = sum(1 for c in chunks if c.get("finished") is False and not c.get("stopped"))
     return f"{state['seconds'] / 60:.1f} min in all" + (
         f" ({cut} invocation{'s' if cut > 1 else ''} interrupted: counted up to the last result saved)" if cut else "")
 

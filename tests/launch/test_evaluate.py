@@ -13,8 +13,8 @@ from PIL import Image
 
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.methods import get_method, method_names, registered
-from hgprompt_ray.transfer.report import RESULT_COLUMNS
-from launch.evaluate import main
+from hgprompt_ray.transfer.report import RESULT_COLUMNS, _chunks_text
+from launch.evaluate import TIME_LIMIT_EXIT, main
 from tests.workers.conftest import DEPTH, EMBED_DIM
 
 ray = pytest.importorskip("ray")
@@ -161,6 +161,15 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert len(state["chunks"]) == 2 and state["runs"] == runs and "Ray: 2 CPUs" in state["machine"]
         assert state["seconds"] == pytest.approx(sum(c["seconds"] for c in state["chunks"]))
         assert [c["finished"] for c in state["chunks"]] == [True, True]  # each chunk's checkpoints, then its end
+        # --max-minutes: the chunk ends at its first step boundary past the limit, exit 75, recorded as such
+        assert main([*argv, "--max-minutes", "1e-6"]) == TIME_LIMIT_EXIT
+        assert "stopped at --max-minutes 1e-06" in capsys.readouterr().out
+        stopped = json.loads((out / "evaluate.json").read_text())["chunks"][-1]
+        assert stopped["stopped"] == "--max-minutes 1e-06" and stopped["finished"] is False
+        assert "until its time limit (--max-minutes 1e-06), continued by the next" in _chunks_text(
+            json.loads((out / "evaluate.json").read_text()))
+        assert main([*argv, "--max-minutes", "0"]) == 2
+        assert "--max-minutes 0: must be positive" in capsys.readouterr().err
         assert main(["--report-only", "--output", str(out)]) == 0
         capsys.readouterr()
         assert main([*argv, "--epochs", "2"]) == 2  # another budget: refused, kept
@@ -275,7 +284,6 @@ def test_chunks_of_targets_fill_one_folder(tmp_path):
     """A long evaluation runs as chunks of targets into one folder: each invocation adds its
     targets and its wall time, and the report lists every chunk's command."""
     from hgprompt_ray.transfer.plan import EvaluationSettings, plan_evaluation
-    from hgprompt_ray.transfer.report import _chunks_text
     from launch.evaluate import _finished, _state
 
     settings = EvaluationSettings(output=str(tmp_path / "loo"), methods=("average",), protocols=("init-probe",))
