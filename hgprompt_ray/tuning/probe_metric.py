@@ -10,17 +10,27 @@ The sources' features are never recomputed: only P0 runs.
 :class:`ProbeData` holds what that needs (the search's prompts, the preprocessed sample images,
 their labels); it is built once per search by one Ray task (:func:`probe_data_task`) and shared
 with the trials by ObjectRef. A trial process loads the backbone once and keeps it.
+
+The metric is a deterministic function of P0's bytes and the data, so its results are kept in
+``<extraction cache>/probe_metric/<key>.json`` (the key: SHA-256 of P0, the data's fingerprint
+and the device): a trial whose P0 another search already scored reads it. The random-search
+baseline shares TPE's seeded startup trials (the same configs, the same alpha), so those ten or
+so of its 32 trials cost nothing; results are unchanged.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.core.probe_head import fit_probe_head
+from hgprompt_ray.hashing import sha256_bytes
 from hgprompt_ray.models.precision import autocast
 
 __all__ = ["ProbeData", "probe_accuracy", "probe_data_task"]
@@ -45,6 +55,9 @@ class ProbeData(NamedTuple):
         names: the names of ``prompts``, in order (a trial checks them against its statistics').
         precision: the network precision of P0's forward (the extraction's setting; ``auto``
             resolves in each trial for its device: a GPU when the trial holds a GPU share).
+        fingerprint: SHA-256 of everything but P0 that the metric reads (images, labels,
+            backbone, image size, precision, the probe's l2); "" (a hand-built instance): no cache.
+        cache_dir: where results are kept by key (None: not kept).
     """
 
     backbone: str
@@ -59,6 +72,8 @@ class ProbeData(NamedTuple):
     test_labels: np.ndarray | None = None
     names: tuple[str, ...] = ()
     precision: str = "auto"
+    fingerprint: str = ""
+    cache_dir: str | None = None
 
 
 def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeData:
@@ -72,6 +87,7 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
     """
     from hgprompt_ray.data import backbone_transform
     from hgprompt_ray.models import load_backbone
+    from hgprompt_ray.paths import cache_root
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.threads import use_allocated_threads
     from hgprompt_ray.workers.extract import sample_indices
@@ -96,7 +112,7 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
     library = PromptLibrary(extraction.library)
     names = list(extraction.prompts) or library.names  # empty: every prompt, as the extraction
     prompts = library.load_many(names, backbone=extraction.backbone, embed_dim=backbone.embed_dim)
-    return ProbeData(
+    data = ProbeData(
         extraction.backbone,
         extraction.img_size,
         int(task.info.num_classes),
@@ -106,6 +122,21 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
         tuple(names),
         precision=extraction.precision,
     )
+    root = Path(extraction.cache_dir).expanduser() if extraction.cache_dir else cache_root() / "extraction"
+    return data._replace(fingerprint=_fingerprint(data), cache_dir=str(root / "probe_metric"))
+
+
+def _fingerprint(data: ProbeData) -> str:
+    """SHA-256 over the metric's inputs other than P0 (arrays by dtype, shape and bytes)."""
+    parts = [json.dumps([data.backbone, data.img_size, data.num_classes, data.precision, PROBE_L2]).encode()]
+    for array in (data.train_images, data.train_labels, data.val_images, data.val_labels,
+                  data.test_images, data.test_labels):  # fmt: skip
+        if array is None:
+            parts.append(b"none")
+        else:
+            contiguous = np.ascontiguousarray(array)
+            parts += [f"{contiguous.dtype.str}{contiguous.shape}".encode(), contiguous.tobytes()]
+    return sha256_bytes(b"|".join(parts))
 
 
 def _model(data: ProbeData) -> Any:
@@ -148,6 +179,28 @@ def probe_accuracy(data: ProbeData, subset: Any, alpha: Any, test: bool = False)
     prompts = torch.from_numpy(np.asarray(data.prompts)[np.asarray(subset)])
     weights = torch.as_tensor(np.asarray(alpha, dtype=np.float64), dtype=prompts.dtype)
     combined = torch.einsum("k,kmd->md", weights, prompts)
+    path = _cache_path(data, combined, test)
+    if path is not None and path.is_file():
+        kept = json.loads(path.read_text())
+        return (kept["val"], kept["test"]) if test else kept["val"]
+    result = _probe(data, combined, test)
+    if path is not None:
+        atomic_write_json(path, {"val": result[0], "test": result[1]} if test else {"val": result})
+    return result
+
+
+def _cache_path(data: ProbeData, combined: torch.Tensor, test: bool) -> Path | None:
+    """Where the metric of P0 = ``combined`` on ``data`` is kept (None: no cache)."""
+    if not (data.cache_dir and data.fingerprint):
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # as _model: the forward's device
+    key = sha256_bytes(b"|".join([data.fingerprint.encode(), device.encode(), str(bool(test)).encode(),
+                                  combined.contiguous().numpy().tobytes()]))  # fmt: skip
+    return Path(data.cache_dir) / f"{key}.json"
+
+
+def _probe(data: ProbeData, combined: torch.Tensor, test: bool) -> Any:
+    """:func:`probe_accuracy` computed: P0's forwards, the probe, its val (and test) accuracy."""
     model = _model(data)
     train = _features(model, data.train_images, combined, data.precision)
     val = _features(model, data.val_images, combined, data.precision)

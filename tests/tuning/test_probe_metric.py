@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +18,8 @@ from tests.workers.conftest import EMBED_DIM
 
 
 @pytest.fixture(scope="module")
-def probe_data(extraction_setup):
-    return probe_data_task(extraction_setup, resolve_target(extraction_setup.target))
+def probe_data(extraction_setup):  # no result cache: every call here runs the forward
+    return probe_data_task(extraction_setup, resolve_target(extraction_setup.target))._replace(cache_dir=None)
 
 
 def test_probe_data_holds_the_extractions_samples_and_prompts(probe_data, extraction_setup):
@@ -55,3 +58,29 @@ def test_read_only_images_from_the_object_store_raise_no_warning(probe_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert probe_accuracy(frozen, [0, 1], [0.5, 0.5]) == probe_accuracy(probe_data, [0, 1], [0.5, 0.5])
+
+
+def test_the_metric_is_kept_by_p0_and_data_and_read_back(probe_data, extraction_setup, tmp_path):
+    """A second call with the same P0 on the same data reads the kept result (a marker written into
+    the file comes back: no forward ran); another P0, the test diagnostic or another split draw's
+    data get their own entries; a hand-built ProbeData (no fingerprint) keeps nothing."""
+    config = dataclasses.replace(extraction_setup, cache_dir=str(tmp_path))
+    data = probe_data_task(config, resolve_target(config.target))
+    assert data.cache_dir == str(tmp_path / "probe_metric") and len(data.fingerprint) == 64
+    assert data.fingerprint == probe_data.fingerprint  # the same draw: the same identity
+    first = probe_accuracy(data, [0, 2], [0.25, 0.75])
+    assert first == probe_accuracy(probe_data, [0, 2], [0.25, 0.75])  # the uncached computation
+    (kept,) = (tmp_path / "probe_metric").glob("*.json")
+    kept.write_text(json.dumps({"val": 0.123}))
+    assert probe_accuracy(data, [0, 2], [0.25, 0.75]) == 0.123  # read back, not recomputed
+    assert probe_accuracy(data, [0, 2], [0.5, 0.5]) != 0.123
+    val, test = probe_accuracy(data._replace(test_images=data.val_images, test_labels=data.val_labels),
+                               [0, 2], [0.25, 0.75], test=True)  # fmt: skip
+    assert val == first  # its own entry (test=True): computed, not the marker
+    assert len(list((tmp_path / "probe_metric").glob("*.json"))) == 3
+    other = probe_data_task(dataclasses.replace(config, split_seed=config.split_seed + 1), resolve_target(config.target))
+    assert other.fingerprint != data.fingerprint
+    assert probe_accuracy(other, [0, 2], [0.25, 0.75]) != 0.123
+    assert len(list((tmp_path / "probe_metric").glob("*.json"))) == 4
+    assert probe_accuracy(data._replace(fingerprint=""), [0, 2], [0.25, 0.75]) == first  # no cache
+    assert len(list((tmp_path / "probe_metric").glob("*.json"))) == 4

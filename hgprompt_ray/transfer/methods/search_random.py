@@ -14,7 +14,9 @@ at random until ten have finished: 11 on count's first split draw in #20's leave
 is still a valid draw of its own method, and their paired difference is TPE's guidance over the
 remaining trials: where the best trial is among the shared ones, both pick the same alpha and tie
 on that draw (as on count's first draw). An independent seed would add the noise of two unrelated startups to every
-difference without changing either method.
+difference without changing either method. The shared trials reach the same alpha bit for bit
+(11 per draw on count's first three draws), so their val-probe results are read from the metric's
+cache (``tuning.probe_metric``) instead of recomputed.
 """
 
 from __future__ import annotations
