@@ -96,7 +96,8 @@ def real_statistics(args: argparse.Namespace) -> tuple[SearchStatistics, Any]:
         from hgprompt_ray.data import resolve_target
         from hgprompt_ray.tuning.probe_metric import probe_data_task
 
-        probe = probe_data_task(config, resolve_target(args.target))
+        # no kept results: the second runner must compute the same trials' metric, not read the first's
+        probe = probe_data_task(config, resolve_target(args.target))._replace(cache_dir=None)
     return statistics, probe
 
 

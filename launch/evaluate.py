@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="end this invocation (a chunk) at the first step boundary after M minutes (a target's "
                              "zero-shot columns, one split draw's weights, a target's init-probe runs) with exit "
                              f"code {TIME_LIMIT_EXIT}; the same command continues from there. A chunk then takes "
-                             "at most M minutes plus its longest step")  # fmt: skip
+                             "at most M minutes plus its longest step. The tuned runs, which start once every target has "
+                             "its weights, are not bounded: give them a chunk of their own")  # fmt: skip
     parser.add_argument("--prepare-only", action="store_true",
                         help="compute every method's weights, write OUTPUT/jobs.json (the runs to go) and stop: "
                              "run them with launch/run_jobs.py, e.g. on a GPU machine without Ray")  # fmt: skip

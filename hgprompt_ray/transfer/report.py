@@ -173,8 +173,9 @@ def _protocol_section(
             "spread of the sources' zero-shot test accuracies: a target is informative when both spreads are "
             f"real (zero-shot >= {INFORMATIVE['zero_shot_spread']:g} points, p < {INFORMATIVE['p']:g} with "
             f">= {INFORMATIVE['seeds']} seeds). The one-way test ignores that all weightings of a seed share "
-            "its split draw; \"p (blocked on seed)\" is the randomized-block ANOVA that removes each draw's "
-            "common shift (shown beside it; the verdict uses the one-way p).\n\n" + markdown(informative, ".3g")
+            "its split draw (init-probe) or training seed (tuned); \"p (blocked on seed)\" is the "
+            "randomized-block ANOVA that removes each seed's common shift, over the seeds every weighting "
+            "ran (shown beside it; the verdict uses the one-way p).\n\n" + markdown(informative, ".3g")
         )
     if not ablation.isna().all().all() and (ablation != "-").any().any():
         parts.append(f"### Ablation ({protocol}; test top-1 %)\n\nThe four objectives on the same sources: the subset "
@@ -191,7 +192,7 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
     lines = []
     for chunk in chunks:
         seconds = chunk.get("seconds")
-        ended = (f" until its time limit ({chunk['stopped']}), continued by the next" if chunk.get("stopped")
+        ended = (f" until its time limit ({chunk['stopped']})" if chunk.get("stopped")
                  else " until it was interrupted" if chunk.get("finished") is False else "")  # fmt: skip
         took = "did not finish" if seconds is None else f"{seconds / 60:.1f} min{ended}"
         protocols = f" ({', '.join(chunk['protocols'])})" if chunk.get("protocols") else ""

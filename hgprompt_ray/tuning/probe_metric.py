@@ -12,14 +12,18 @@ their labels); it is built once per search by one Ray task (:func:`probe_data_ta
 with the trials by ObjectRef. A trial process loads the backbone once and keeps it.
 
 The metric is a deterministic function of P0's bytes and the data, so its results are kept in
-``<extraction cache>/probe_metric/<key>.json`` (the key: SHA-256 of P0, the data's fingerprint
-and the device): a trial whose P0 another search already scored reads it. The random-search
-baseline shares TPE's seeded startup trials (the same configs, the same alpha), so those ten or
-so of its 32 trials cost nothing; results are unchanged.
+``<extraction cache>/probe_metric/<key>.json``; the key is the SHA-256 of P0, the data's
+fingerprint (images, labels, class count, the backbone's name and weights, image size, the probe's
+l2, :data:`PROBE_METRIC_VERSION`), the device (a GPU's name), the resolved precision and whether
+the test diagnostic is asked for. A trial whose P0 another search already scored reads it: the
+random-search baseline shares TPE's seeded startup trials (the same configs, the same alpha), so
+those ten or so of its 32 trials cost nothing, and results are unchanged. An unreadable entry is
+recomputed, and one that cannot be written is skipped with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -30,13 +34,14 @@ import torch
 
 from hgprompt_ray.atomic import atomic_write_json
 from hgprompt_ray.core.probe_head import fit_probe_head
-from hgprompt_ray.hashing import sha256_bytes
-from hgprompt_ray.models.precision import autocast
+from hgprompt_ray.models.precision import autocast, resolve_precision
 
 __all__ = ["ProbeData", "probe_accuracy", "probe_data_task"]
 
 PROBE_L2 = 1e-2
 """L2 of the metric's probe (on standardised features)."""
+PROBE_METRIC_VERSION = 1
+"""Part of every kept result's key: bump it when what the metric computes changes."""
 _MODELS: dict[tuple[str, int, int], Any] = {}
 
 
@@ -55,8 +60,10 @@ class ProbeData(NamedTuple):
         names: the names of ``prompts``, in order (a trial checks them against its statistics').
         precision: the network precision of P0's forward (the extraction's setting; ``auto``
             resolves in each trial for its device: a GPU when the trial holds a GPU share).
-        fingerprint: SHA-256 of everything but P0 that the metric reads (images, labels,
-            backbone, image size, precision, the probe's l2); "" (a hand-built instance): no cache.
+        fingerprint: SHA-256 of what the metric reads besides P0, the device and the resolved
+            precision (see the module); set by :func:`probe_data_task`. "" (a hand-built
+            instance): nothing is kept. Replacing a data field of an instance that has one
+            needs ``fingerprint=""`` (or a new one): it is not recomputed.
         cache_dir: where results are kept by key (None: not kept).
     """
 
@@ -91,6 +98,7 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.threads import use_allocated_threads
     from hgprompt_ray.workers.extract import sample_indices
+    from hgprompt_ray.workers.extract.keys import backbone_fingerprint
 
     use_allocated_threads()
     backbone = load_backbone(extraction.backbone, extraction.img_size)
@@ -123,20 +131,24 @@ def probe_data_task(extraction: Any, task: Any, test_samples: int = 0) -> ProbeD
         precision=extraction.precision,
     )
     root = Path(extraction.cache_dir).expanduser() if extraction.cache_dir else cache_root() / "extraction"
-    return data._replace(fingerprint=_fingerprint(data), cache_dir=str(root / "probe_metric"))
+    fingerprint = _fingerprint(data, backbone_fingerprint(backbone))
+    return data._replace(fingerprint=fingerprint, cache_dir=str(root / "probe_metric"))
 
 
-def _fingerprint(data: ProbeData) -> str:
-    """SHA-256 over the metric's inputs other than P0 (arrays by dtype, shape and bytes)."""
-    parts = [json.dumps([data.backbone, data.img_size, data.num_classes, data.precision, PROBE_L2]).encode()]
+def _fingerprint(data: ProbeData, weights: str) -> str:
+    """SHA-256 over the metric's inputs other than P0 (arrays by dtype, shape and bytes), the
+    backbone's weights' fingerprint ``weights`` and the code's version."""
+    digest = hashlib.sha256(json.dumps([data.backbone, weights, data.img_size, data.num_classes,
+                                        data.precision, PROBE_L2, PROBE_METRIC_VERSION]).encode())  # fmt: skip
     for array in (data.train_images, data.train_labels, data.val_images, data.val_labels,
                   data.test_images, data.test_labels):  # fmt: skip
         if array is None:
-            parts.append(b"none")
+            digest.update(b"|none")
         else:
             contiguous = np.ascontiguousarray(array)
-            parts += [f"{contiguous.dtype.str}{contiguous.shape}".encode(), contiguous.tobytes()]
-    return sha256_bytes(b"|".join(parts))
+            digest.update(f"|{contiguous.dtype.str}{contiguous.shape}|".encode())
+            digest.update(memoryview(contiguous).cast("B"))
+    return digest.hexdigest()
 
 
 def _model(data: ProbeData) -> Any:
@@ -181,11 +193,17 @@ def probe_accuracy(data: ProbeData, subset: Any, alpha: Any, test: bool = False)
     combined = torch.einsum("k,kmd->md", weights, prompts)
     path = _cache_path(data, combined, test)
     if path is not None and path.is_file():
-        kept = json.loads(path.read_text())
-        return (kept["val"], kept["test"]) if test else kept["val"]
+        try:
+            kept = json.loads(path.read_text())
+            return (float(kept["val"]), float(kept["test"])) if test else float(kept["val"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable (e.g. a foreign file): recomputed and rewritten below
     result = _probe(data, combined, test)
     if path is not None:
-        atomic_write_json(path, {"val": result[0], "test": result[1]} if test else {"val": result})
+        try:
+            atomic_write_json(path, {"val": result[0], "test": result[1]} if test else {"val": result})
+        except OSError as error:
+            warnings.warn(f"val-probe result not kept in {path.parent}: {error}", stacklevel=2)
     return result
 
 
@@ -193,10 +211,12 @@ def _cache_path(data: ProbeData, combined: torch.Tensor, test: bool) -> Path | N
     """Where the metric of P0 = ``combined`` on ``data`` is kept (None: no cache)."""
     if not (data.cache_dir and data.fingerprint):
         return None
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # as _model: the forward's device
-    key = sha256_bytes(b"|".join([data.fingerprint.encode(), device.encode(), str(bool(test)).encode(),
-                                  combined.contiguous().numpy().tobytes()]))  # fmt: skip
-    return Path(data.cache_dir) / f"{key}.json"
+    cuda = torch.cuda.is_available()  # as _model: the forward's device
+    device = f"cuda:{torch.cuda.get_device_name(0)}" if cuda else "cpu"
+    precision = resolve_precision(data.precision, "cuda" if cuda else "cpu")
+    digest = hashlib.sha256(f"{data.fingerprint}|{device}|{precision}|test={bool(test)}|".encode())
+    digest.update(memoryview(np.ascontiguousarray(combined.numpy())).cast("B"))
+    return Path(data.cache_dir) / f"{digest.hexdigest()}.json"
 
 
 def _probe(data: ProbeData, combined: torch.Tensor, test: bool) -> Any:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.methods import get_method, method_names, registered
-from hgprompt_ray.transfer.report import RESULT_COLUMNS, _chunks_text
+from hgprompt_ray.transfer.report import RESULT_COLUMNS, _chunks_text, _wall_text
 from launch.evaluate import TIME_LIMIT_EXIT, main
 from tests.workers.conftest import DEPTH, EMBED_DIM
 
@@ -166,8 +166,9 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
         assert "stopped at --max-minutes 1e-06" in capsys.readouterr().out
         stopped = json.loads((out / "evaluate.json").read_text())["chunks"][-1]
         assert stopped["stopped"] == "--max-minutes 1e-06" and stopped["finished"] is False
-        assert "until its time limit (--max-minutes 1e-06), continued by the next" in _chunks_text(
-            json.loads((out / "evaluate.json").read_text()))
+        after = json.loads((out / "evaluate.json").read_text())
+        assert "until its time limit (--max-minutes 1e-06)" in _chunks_text(after)
+        assert "interrupted" not in _wall_text(after, pd.DataFrame())  # stopped by design, not cut
         assert main([*argv, "--max-minutes", "0"]) == 2
         assert "--max-minutes 0: must be positive" in capsys.readouterr().err
         assert main(["--report-only", "--output", str(out)]) == 0

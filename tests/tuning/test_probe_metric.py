@@ -13,7 +13,7 @@ from hgprompt_ray.core import fit_probe_head
 from hgprompt_ray.data import resolve_target
 from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.transfer.weights import ensemble_prompt
-from hgprompt_ray.tuning.probe_metric import PROBE_L2, probe_accuracy, probe_data_task
+from hgprompt_ray.tuning.probe_metric import PROBE_L2, _cache_path, probe_accuracy, probe_data_task
 from tests.workers.conftest import EMBED_DIM
 
 
@@ -74,10 +74,17 @@ def test_the_metric_is_kept_by_p0_and_data_and_read_back(probe_data, extraction_
     kept.write_text(json.dumps({"val": 0.123}))
     assert probe_accuracy(data, [0, 2], [0.25, 0.75]) == 0.123  # read back, not recomputed
     assert probe_accuracy(data, [0, 2], [0.5, 0.5]) != 0.123
-    val, test = probe_accuracy(data._replace(test_images=data.val_images, test_labels=data.val_labels),
-                               [0, 2], [0.25, 0.75], test=True)  # fmt: skip
-    assert val == first  # its own entry (test=True): computed, not the marker
+    with_test = probe_data_task(config, resolve_target(config.target), test_samples=20)
+    assert with_test.fingerprint != data.fingerprint  # the test images are part of the identity
+    val, test = probe_accuracy(with_test, [0, 2], [0.25, 0.75], test=True)
+    assert val == first and 0 <= test <= 1  # its own entry: computed, not the marker
     assert len(list((tmp_path / "probe_metric").glob("*.json"))) == 3
+    kept.write_text("{not json")  # an unreadable entry is recomputed and rewritten
+    assert probe_accuracy(data, [0, 2], [0.25, 0.75]) == first
+    assert json.loads(kept.read_text()) == {"val": first}
+    combined = torch.einsum("k,kmd->md", torch.tensor([0.25, 0.75]), torch.from_numpy(data.prompts[[0, 2]]))
+    keys = {_cache_path(data._replace(precision=p), combined, False) for p in ("fp32", "bf16")}
+    assert len(keys) == 2  # the resolved precision is in the key
     other = probe_data_task(dataclasses.replace(config, split_seed=config.split_seed + 1), resolve_target(config.target))
     assert other.fingerprint != data.fingerprint
     assert probe_accuracy(other, [0, 2], [0.25, 0.75]) != 0.123

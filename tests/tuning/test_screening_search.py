@@ -102,7 +102,7 @@ def test_screened_search_scores_the_probe_on_the_right_prompts(ray_cluster, extr
     kept = json.loads((tmp_path / "search" / "screening.json").read_text())["kept"]
     searched = probe_data_task(
         dataclasses.replace(result.plan.extraction, prompts=tuple(kept)), resolve_target(config.target), 0
-    )
+    )._replace(cache_dir=None)  # recomputed here, not read back from the trials' kept results
     assert searched.names == tuple(kept) == ray.get(result.statistics).prompts
     assert len(result.trials) == 3
     for _, row in result.trials.iterrows():
