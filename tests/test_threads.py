@@ -48,3 +48,24 @@ def test_the_driver_has_no_allocation(cluster):
     current = torch.get_num_threads()
     assert allocated_cpus() is None and allocated_cpus(5) == 5
     assert use_allocated_threads() == current
+
+
+def _threads_after(function, *args) -> int:
+    """Start from one thread (a reused worker's leftover), run a task body, report torch's count.
+    A body that fails on its arguments has still applied the allocation first."""
+    torch.set_num_threads(1)
+    try:
+        function(*args)
+    except Exception:  # noqa: BLE001 - only the thread count matters here
+        pass
+    return torch.get_num_threads()
+
+
+def test_the_evaluations_weights_and_zero_shot_tasks_use_their_allocation(cluster, tmp_path):
+    """CMA-ES's val-probe forwards run in ``weights_task`` and the zero-shot forwards in
+    ``_zero_shot_task``: on a 2-CPU task they get both threads, whatever the worker ran before."""
+    from hgprompt_ray.transfer.method_weights import _zero_shot_task, weights_task
+
+    run = ray.remote(num_cpus=2)(_threads_after)
+    assert ray.get(run.remote(weights_task, None, [], [])) == 2
+    assert ray.get(run.remote(_zero_shot_task, str(tmp_path / "no-library"), [], None, [])) == 2

@@ -23,6 +23,7 @@ import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.errors import IntegrityError
+from hgprompt_ray.threads import use_allocated_threads
 from hgprompt_ray.transfer.methods.inputs import WeightingInputs, statistics_in_order
 from hgprompt_ray.transfer.plan import EvaluationPlan
 from hgprompt_ray.transfer.runner import remote
@@ -125,6 +126,7 @@ def _zero_shot_task(library: str, sources: list[str], config: Any, draws: list[i
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.zero_shot import zero_shot_draws
 
+    use_allocated_threads()  # first: a reused worker keeps whatever thread count ran in it before
     backbone = load_backbone(config.backbone, config.img_size)
     prompts = PromptLibrary(library).load_many(
         sources, backbone=config.backbone, embed_dim=backbone.embed_dim
@@ -180,8 +182,11 @@ def spot_prompts(plan: EvaluationPlan, target: str, seeds: list[int], tag: str |
 
 
 def weights_task(inputs: WeightingInputs, names: list[str], seeds: list[int]) -> dict[str, Any]:
-    """Ray task body: each named method's weights (a list; per seed for per-seed methods)."""
+    """Ray task body: each named method's weights (a list; per seed for per-seed methods).
+    CMA-ES's val-probe forwards run here: on the task's whole CPU allocation, not one thread."""
     from hgprompt_ray.transfer.methods import get_method
+
+    use_allocated_threads()
 
     found: dict[str, Any] = {}
     for name in names:
