@@ -66,6 +66,11 @@ def test_the_evaluations_weights_and_zero_shot_tasks_use_their_allocation(cluste
     ``_zero_shot_task``: on a 2-CPU task they get both threads, whatever the worker ran before."""
     from hgprompt_ray.transfer.method_weights import _zero_shot_task, weights_task
 
+    from hgprompt_ray.transfer.evaluation import _threads
+
     run = ray.remote(num_cpus=2)(_threads_after)
     assert ray.get(run.remote(weights_task, None, [], [])) == 2
+    # the evaluation's own task bodies: the allocation even where OMP_NUM_THREADS says otherwise
+    stale = ray.remote(num_cpus=2, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})(_threads_after)
+    assert ray.get(stale.remote(_threads)) == 2
     assert ray.get(run.remote(_zero_shot_task, str(tmp_path / "no-library"), [], None, [])) == 2

@@ -22,6 +22,7 @@ from hgprompt_ray.atomic import atomic_path, atomic_write_json
 from hgprompt_ray.config import TransferConfig
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import InvalidValueError, invalid_value
+from hgprompt_ray.threads import use_allocated_threads
 from hgprompt_ray.transfer.methods import get_method
 
 __all__ = ["EVALUATION_STATE", "RESULT_SCHEMA", "with_totals", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
@@ -117,9 +118,10 @@ def _progress_to_stderr() -> None:
 
 
 def _threads() -> None:
+    """Torch's threads: the Ray task's CPU allocation; outside Ray (``run_jobs.py``'s worker
+    processes) ``OMP_NUM_THREADS``, which it sets for each."""
     count = os.environ.get("OMP_NUM_THREADS")
-    if count and count.isdigit() and int(count) > 0:
-        torch.set_num_threads(int(count))
+    use_allocated_threads(int(count) if count and count.isdigit() and int(count) > 0 else None)
 
 
 def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[str, Any]:
