@@ -64,9 +64,8 @@ def _threads_after(function, *args) -> int:
 def test_the_evaluations_weights_and_zero_shot_tasks_use_their_allocation(cluster, tmp_path):
     """CMA-ES's val-probe forwards run in ``weights_task`` and the zero-shot forwards in
     ``_zero_shot_task``: on a 2-CPU task they get both threads, whatever the worker ran before."""
-    from hgprompt_ray.transfer.method_weights import _zero_shot_task, weights_task
-
     from hgprompt_ray.transfer.evaluation import _threads
+    from hgprompt_ray.transfer.method_weights import _zero_shot_task, weights_task
 
     run = ray.remote(num_cpus=2)(_threads_after)
     assert ray.get(run.remote(weights_task, None, [], [])) == 2
