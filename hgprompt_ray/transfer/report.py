@@ -202,6 +202,17 @@ def _chunks_text(state: Mapping[str, Any]) -> str:
     return "Chunks, one invocation each (the same budget and library; a repeated target resumes):\n\n" + "\n".join(lines)
 
 
+def _targets_text(planned: list[str], done: set[str]) -> str:
+    """The targets with results, then those a chunk planned that have none yet (a long evaluation
+    in progress, or one cut short)."""
+    waiting = [t for t in planned if t not in done]
+    have = [t for t in planned if t in done] + sorted(done - set(planned))
+    if not waiting:
+        return ", ".join(have)
+    return (f"with results: {', '.join(have) or 'none yet'}; planned, no results yet: "
+            f"{', '.join(waiting)}")  # fmt: skip
+
+
 def _wall_text(state: Mapping[str, Any], frame: pd.DataFrame) -> str:
     """The evaluation's wall time. An interrupted invocation (resumed later) records its time up to
     its last saved step (``finished: false``), or none if it was written before those checkpoints:
@@ -299,7 +310,7 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
         library=state["library"],
         backbone=state["backbone"],
         img_size=state["img_size"],
-        targets=", ".join(state["target_names"]),
+        targets=_targets_text(state["target_names"], set(frame["target"])),
         seeds=", ".join(f"{p} {budget.get('tuned_seeds') or state['seeds'] if p == 'tuned' else state['seeds']}"
                         for p in protocols),
         protocols=", ".join(protocols),

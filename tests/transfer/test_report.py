@@ -210,3 +210,11 @@ def test_the_wall_time_of_an_interrupted_evaluation_is_the_runs_sum():
         "1.5 min in all (1 invocation interrupted: counted up to the last result saved)")
     text = report._chunks_text({"chunks": [{**c, "command": f"evaluate {i}"} for i, c in enumerate(chunks)]})
     assert "# : 1.0 min\n" in text + "\n" and "0.5 min until it was interrupted" in text
+
+
+def test_the_header_separates_targets_with_results_from_planned_ones():
+    """A leave-one-out in progress plans every task; the header names the ones with results."""
+    assert report._targets_text(["a", "b"], {"a", "b"}) == "a, b"
+    assert report._targets_text(["a", "b", "c"], {"b"}) == "with results: b; planned, no results yet: a, c"
+    assert report._targets_text(["a"], set()) == "with results: none yet; planned, no results yet: a"
+    assert report._targets_text(["a"], {"a", "z"}) == "a, z"  # a result of an unlisted target is still shown
