@@ -28,6 +28,7 @@ from hgprompt_ray.config import PRECISIONS
 from hgprompt_ray.data import readable_here, resolve_target
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import open_library
+from hgprompt_ray.transfer.screening import write_screen
 from launch._cli import UsageError, cli_main, configure_logging
 
 
@@ -150,12 +151,16 @@ def run(argv: list[str] | None = None) -> int:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "zero_shot.csv") as tmp:
         frame.to_csv(tmp, index=False)
+    screen = write_screen(frame, {r.name: r.source_task for r in records}, out)
     first = frame[frame["split_seed"] == args.split_seeds[0]]  # the heatmap and the printout: one draw
     write_heatmap(first, out / "zero_shot.png")
     for column in ("val_accuracy", "test_accuracy"):
         print(f"{column} (rows: source prompts, columns: targets; split seed {args.split_seeds[0]})")
         print(first.pivot(index="source", columns="target", values=column).round(3).to_string())
-    print(f"wrote {out / 'zero_shot.parquet'}, {out / 'zero_shot.csv'}, {out / 'zero_shot.png'}")
+    if not screen.empty:
+        print("the targets' screen (eligible sources' zero-shot test spread, points; screen.md says how)")
+        print(screen.round(1).to_string())
+    print(f"wrote {out / 'zero_shot.parquet'}, {out / 'zero_shot.csv'}, {out / 'zero_shot.png'}, {out / 'screen.csv'}")
     return 0
 
 

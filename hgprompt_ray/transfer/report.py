@@ -184,6 +184,33 @@ def _protocol_section(
     return "\n\n".join(parts), display
 
 
+def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame, spread: Mapping[str, float]) -> str:
+    """The library's zero-shot screen (``transfer.screening``) of every target its matrix
+    (``<library>/zero_shot/zero_shot.parquet``, the library path as recorded, from the working
+    directory) covers, with each target's init-probe verdict where it has runs; "" without one."""
+    from hgprompt_ray.prompts import open_library
+    from hgprompt_ray.transfer.screening import SCREEN_TEXT, zero_shot_screen
+    from hgprompt_ray.transfer.zero_shot import current_rows
+
+    library = Path(str(state.get("library") or "")).expanduser()
+    matrix = library / "zero_shot" / "zero_shot.parquet"
+    if not state.get("library") or not matrix.is_file():
+        return ""
+    records = open_library(library).records()
+    rows = pd.read_parquet(matrix)
+    screen = zero_shot_screen(rows[current_rows(rows, {r.name: r.sha256 for r in records})],
+                              {r.name: r.source_task for r in records})  # fmt: skip
+    if screen.empty:
+        return ""
+    verdicts = informative_table(frame, "init-probe", None, spread)
+    known = {} if verdicts.empty else verdicts["verdict"].to_dict()
+    screen["init-probe verdict"] = [known.get(t, "no init-probe runs yet") for t in screen.index]
+    _write_csv(screen, output / "screen.csv")
+    return (f"## Which targets can separate weightings: the zero-shot screen of `{state['library']}`\n\n"
+            f"{SCREEN_TEXT} The last column is the target's verdict in the init-probe table above, where it "
+            f"has runs.\n\n{markdown(screen, '.1f')}")  # fmt: skip
+
+
 def _chunks_text(state: Mapping[str, Any]) -> str:
     """Every invocation that filled the folder (a chunk of targets each), with its wall time."""
     chunks = state.get("chunks") or [{"command": state["command"], "seconds": state.get("seconds")}]
@@ -266,7 +293,7 @@ def write_report(output: Path, state: Mapping[str, Any]) -> tuple[Path, pd.DataF
                                if not zero_shot.empty else (pd.DataFrame(), pd.DataFrame()))  # fmt: skip
     _write_csv(spearman, output / "spearman.csv")
     _write_csv(spearman_long, output / "spearman_ci.csv", index=False)
-    sections = []
+    sections = [_screen_section(output, state, frame, spread)]
     tuned_vpt = set(protocol_runs(frame, "tuned").query("method == 'vpt'")["target"])
     shown = [n for n in state.get("target_names", []) if n in tuned_vpt]  # the first with VPT's tuned runs
     if shown:

@@ -1,0 +1,107 @@
+"""The zero-shot screen of a library's targets, and its section in the evaluation report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hgprompt_ray.data.registry import related_tasks
+from hgprompt_ray.prompts import PromptLibrary
+from hgprompt_ray.transfer import report
+from hgprompt_ray.transfer.screening import eligible_sources, write_screen, zero_shot_screen
+
+TASKS = {"pa": "a", "pa2": "a-relabelled", "pb": "b", "pc": "c", "pd": "d"}
+
+
+def _related(name):
+    return {"a": ("a-relabelled",), "a-relabelled": ("a",)}.get(name, ())
+
+
+def _matrix():
+    """Target a on draws 0-2 (pd lacks draw 2), target b on draw 0 only."""
+    rows = []
+    accuracy = {("a", 0): {"pa": 0.99, "pa2": 0.98, "pb": 0.50, "pc": 0.70, "pd": 0.60, "(none)": 0.55},
+                ("a", 1): {"pa": 0.99, "pa2": 0.98, "pb": 0.52, "pc": 0.62, "pd": 0.60, "(none)": 0.57},
+                ("a", 2): {"pa": 0.99, "pa2": 0.98, "pb": 0.10, "pc": 0.90},
+                ("b", 0): {"pa": 0.80, "pb": 0.95, "pc": 0.82, "pd": 0.81, "(none)": 0.90}}  # fmt: skip
+    for (target, draw), column in accuracy.items():
+        rows += [{"source": s, "target": target, "test_accuracy": v, "split_seed": draw} for s, v in column.items()]
+    return pd.DataFrame(rows)
+
+
+def test_eligible_sources_leave_out_the_target_and_its_images_under_other_labels():
+    assert eligible_sources("a", TASKS, _related) == ["pb", "pc", "pd"]
+    assert eligible_sources("b", TASKS, _related) == ["pa", "pa2", "pc", "pd"]
+    registry = {"p1": "digits", "p2": "digits-parity", "p3": "count", "p4": "dsprites-shape"}
+    assert eligible_sources("digits-high", registry) == ["p3", "p4"]  # the registry's image sets
+    assert "digits" in related_tasks("digits-high")
+
+
+def test_the_screen_computes_spreads_over_complete_draws_only():
+    screen = zero_shot_screen(_matrix(), TASKS, _related)
+    a = screen.loc["a"]
+    assert (a["sources"], a["draws"]) == (3, 2)  # draw 2 lacks pd: left out (its 80-point spread too)
+    assert a["spread (draw 0)"] == pytest.approx(20.0)
+    assert a["spread of draw means"] == pytest.approx(66.0 - 51.0)  # pc's mean 66, pb's 51
+    assert a["per-draw spread"] == pytest.approx((20 + 10) / 2)
+    assert np.isfinite(a["± (95%)"]) and a["± (95%)"] > 0
+    assert (a["best source"], a["worst source"]) == ("pc", "pb")
+    assert a["bare backbone"] == pytest.approx(56.0) and a["best - bare"] == pytest.approx(10.0)
+    assert a["screen"] == "candidate: spread >= 5 points"
+    b = screen.loc["b"]  # pb is b's own prompt; pa2 has no row on b: the spread is over pa, pc, pd
+    assert (b["sources"], b["draws"]) == (3, 1) and b["spread (draw 0)"] == pytest.approx(2.0)
+    assert np.isnan(b["± (95%)"]) and b["best - bare"] == pytest.approx(82.0 - 90.0)
+    assert b["screen"] == "saturated: spread 2.0 < 5 points"
+    assert list(screen.index) == ["a", "b"]  # the widest draw-0 spread first
+
+
+def test_a_target_with_fewer_than_two_eligible_sources_has_no_row(tmp_path):
+    frame = _matrix()
+    assert zero_shot_screen(frame[frame["source"].isin(["pa", "pb", "(none)"])], TASKS, _related).empty
+    assert write_screen(frame.iloc[:0], TASKS, tmp_path, _related).empty and not (tmp_path / "screen.csv").exists()
+    written = write_screen(frame, TASKS, tmp_path, _related)
+    assert pd.read_csv(tmp_path / "screen.csv", index_col=0).index.tolist() == written.index.tolist()
+    assert "| a | 3 | 2 | 20.0 |" in (tmp_path / "screen.md").read_text()
+
+
+def test_the_report_screens_every_target_of_the_librarys_matrix(tmp_path):
+    """A library of four prompts whose matrix covers targets a and b; the evaluation ran a only:
+    the report's screen has both, a with its init-probe verdict, b with none yet."""
+    library = PromptLibrary(tmp_path / "lib", create=True)
+    for name, task in TASKS.items():
+        library.add(name, torch.randn(2, 8), source_task=task, backbone="vit", img_size=32)
+    (library.root / "zero_shot").mkdir()
+    _matrix().to_parquet(library.root / "zero_shot" / "zero_shot.parquet")
+    out = tmp_path / "eval"
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        for method, gap in (("average", 0.0), ("hgprompt", 0.1), ("single-best", -0.1)):
+            folder = out / "runs" / "a" / f"{method}~init-probe"
+            folder.mkdir(parents=True, exist_ok=True)
+            job = {"target_name": "a", "method": method, "protocol": "init-probe", "seed": seed, "scale": None,
+                   "sources": ["pb", "pc", "pd"]}  # fmt: skip
+            accuracy = 0.6 + gap + 0.01 * rng.normal()
+            (folder / f"seed{seed}.json").write_text(json.dumps({
+                "schema_version": 3, "job": job, "test_accuracy": accuracy, "val_accuracy": accuracy,
+                "seconds": 3.0, "key": f"a/{method}/seed{seed}", "trainable_parameters": 10,
+                "closed_form": True, "split_seed": seed, "split_seeded": True, "num_test": 500}))  # fmt: skip
+    (out / "weights").mkdir()
+    (out / "weights" / "a.json").write_text(json.dumps(
+        {"target": "a", "sources": ["pb", "pc", "pd"], "methods": {"hgprompt": [0.2, 0.3, 0.5]},
+         "zero_shot": {"pb": 0.5, "pc": 0.7, "pd": 0.6}, "scaling": {}}))  # fmt: skip
+    state = {"command": "evaluate.py --targets a", "library": str(library.root), "backbone": "vit", "img_size": 32,
+             "target_names": ["a"], "scaling_target_names": [], "scaling_seeds": 1, "seeds": 5,
+             "budget": {"tuned_seeds": 3}, "machine": "test machine"}  # fmt: skip
+    path, _ = report.write_report(out, state)
+    screen = pd.read_csv(out / "screen.csv", index_col=0)
+    assert screen.loc["a", "init-probe verdict"] == "informative"
+    assert screen.loc["b", "init-probe verdict"] == "no init-probe runs yet"
+    assert "the zero-shot screen of" in path.read_text()
+    (library.root / "zero_shot" / "zero_shot.parquet").unlink()  # no matrix: no section, no file
+    (out / "screen.csv").unlink()
+    path, _ = report.write_report(out, state)
+    assert "zero-shot screen" not in path.read_text() and not (out / "screen.csv").exists()
