@@ -186,8 +186,9 @@ def _protocol_section(
 
 def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame, spread: Mapping[str, float]) -> str:
     """The library's zero-shot screen (``transfer.screening``) of every target its matrix
-    (``<library>/zero_shot/zero_shot.parquet``, the library path as recorded, from the working
-    directory) covers, with each target's init-probe verdict where it has runs; "" without one."""
+    (``<library>/zero_shot/zero_shot.parquet`` and the ``parts/`` of a run still going, the library
+    path as recorded, from the working directory) covers, with each target's init-probe verdict
+    where it has runs; "" without a matrix."""
     from hgprompt_ray.prompts import open_library
     from hgprompt_ray.transfer.screening import SCREEN_TEXT, zero_shot_screen
     from hgprompt_ray.transfer.zero_shot import current_rows
@@ -197,7 +198,10 @@ def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame,
     if not state.get("library") or not matrix.is_file():
         return ""
     records = open_library(library).records()
-    rows = pd.read_parquet(matrix)
+    files = [matrix, *sorted((matrix.parent / "parts").glob("*.parquet"))]
+    rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    rows = rows.assign(split_seed=rows["split_seed"].fillna(0) if "split_seed" in rows else 0)
+    rows = rows.drop_duplicates(["source", "target", "split_seed"], keep="last")  # a part is newer
     screen = zero_shot_screen(rows[current_rows(rows, {r.name: r.sha256 for r in records})],
                               {r.name: r.source_task for r in records})  # fmt: skip
     if screen.empty:

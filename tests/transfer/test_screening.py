@@ -69,13 +69,15 @@ def test_a_target_with_fewer_than_two_eligible_sources_has_no_row(tmp_path):
 
 
 def test_the_report_screens_every_target_of_the_librarys_matrix(tmp_path):
-    """A library of four prompts whose matrix covers targets a and b; the evaluation ran a only:
+    """A library of five prompts whose matrix covers targets a and b; the evaluation ran a only:
     the report's screen has both, a with its init-probe verdict, b with none yet."""
     library = PromptLibrary(tmp_path / "lib", create=True)
     for name, task in TASKS.items():
         library.add(name, torch.randn(2, 8), source_task=task, backbone="vit", img_size=32)
-    (library.root / "zero_shot").mkdir()
-    _matrix().to_parquet(library.root / "zero_shot" / "zero_shot.parquet")
+    (library.root / "zero_shot" / "parts").mkdir(parents=True)
+    matrix = _matrix()  # a's rows in the matrix, b's in the part of a matrix run still going
+    matrix[matrix["target"] == "a"].to_parquet(library.root / "zero_shot" / "zero_shot.parquet")
+    matrix[matrix["target"] == "b"].to_parquet(library.root / "zero_shot" / "parts" / "b.parquet")
     out = tmp_path / "eval"
     rng = np.random.default_rng(0)
     for seed in range(5):
