@@ -18,6 +18,7 @@ from hgprompt_ray.data.base import (
 from hgprompt_ray.data.custom import CsvTask, FolderTask, TargetError
 from hgprompt_ray.data.registry import (
     IMAGE_SETS,
+    eligible_sources,
     get_task,
     image_set,
     list_tasks,
@@ -38,6 +39,7 @@ __all__ = [
     "TargetError",
     "TaskUnavailableError",
     "backbone_transform",
+    "eligible_sources",
     "get_task",
     "image_set",
     "list_tasks",

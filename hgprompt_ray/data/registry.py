@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hgprompt_ray.data.base import Task
@@ -11,7 +11,7 @@ from hgprompt_ray.data.offline import OFFLINE_TASKS, offline_task
 from hgprompt_ray.data.vtab import VTAB_TASKS, vtab_task
 from hgprompt_ray.errors import InvalidValueError, invalid_value
 
-__all__ = ["IMAGE_SETS", "get_task", "image_set", "list_tasks", "readable_here", "related_tasks", "resolve_target"]
+__all__ = ["IMAGE_SETS", "eligible_sources", "get_task", "image_set", "list_tasks", "readable_here", "related_tasks", "resolve_target"]
 
 IMAGE_SETS: dict[str, str] = {
     # offline suite
@@ -69,6 +69,14 @@ def related_tasks(name: str) -> tuple[str, ...]:
     if shared is None:
         return ()
     return tuple(sorted(task for task, images in IMAGE_SETS.items() if images == shared and task != name))
+
+
+def eligible_sources(target: str, source_tasks: Mapping[str, str]) -> list[str]:
+    """The prompts that may be a source of registered or user task ``target``: every prompt of
+    ``source_tasks`` (prompt name -> the task it was trained on, in the library's order, which is
+    kept) but those trained on ``target`` itself or on its images under another labelling."""
+    excluded = {target, *related_tasks(target)}
+    return [name for name, task in source_tasks.items() if task not in excluded]
 
 
 def list_tasks(suite: str | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hgprompt_ray.config import TransferConfig
-from hgprompt_ray.data import readable_here, related_tasks
+from hgprompt_ray.data import eligible_sources, readable_here
 from hgprompt_ray.errors import IntegrityError, InvalidValueError, require_positive_flag
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, open_library
@@ -292,8 +292,8 @@ def plan_evaluation(
             raise InvalidValueError(
                 text if "not available" in text else f"--targets {target!r}: {text}"
             ) from error
-        excluded = {task.info.name, *related_tasks(task.info.name)}  # its own images under any labels
-        usable = tuple(r.name for r in records if r.source_task not in excluded)
+        # not its own prompt nor those of its images under any labels; the library's order
+        usable = tuple(eligible_sources(task.info.name, {r.name: r.source_task for r in records}))
         if len(usable) < 2:
             raise InvalidValueError(
                 f"target {target!r} has {len(usable)} source prompt(s) once its own prompt and those "

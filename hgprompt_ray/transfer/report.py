@@ -188,23 +188,30 @@ def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame,
     """The library's zero-shot screen (``transfer.screening``) of every target its matrix
     (``<library>/zero_shot/zero_shot.parquet`` and the ``parts/`` of a run still going, the library
     path as recorded, from the working directory) covers, with each target's init-probe verdict
-    where it has runs; "" without a matrix."""
-    from hgprompt_ray.prompts import open_library
+    where it has runs; "" (and no ``screen.csv``) without a matrix or a readable manifest. Only the
+    manifest is read: a damaged prompt file does not stop a report."""
+    from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.screening import SCREEN_TEXT, zero_shot_screen
     from hgprompt_ray.transfer.zero_shot import current_rows
 
-    library = Path(str(state.get("library") or "")).expanduser()
-    matrix = library / "zero_shot" / "zero_shot.parquet"
-    if not state.get("library") or not matrix.is_file():
-        return ""
-    records = open_library(library).records()
-    files = [matrix, *sorted((matrix.parent / "parts").glob("*.parquet"))]
-    rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    rows = rows.assign(split_seed=rows["split_seed"].fillna(0) if "split_seed" in rows else 0)
-    rows = rows.drop_duplicates(["source", "target", "split_seed"], keep="last")  # a part is newer
-    screen = zero_shot_screen(rows[current_rows(rows, {r.name: r.sha256 for r in records})],
-                              {r.name: r.source_task for r in records})  # fmt: skip
+    folder = Path(str(state.get("library") or "")).expanduser() / "zero_shot"
+    files = [f for f in [folder / "zero_shot.parquet", *sorted((folder / "parts").glob("*.parquet"))] if f.is_file()]
+    screen = pd.DataFrame()
+    if state.get("library") and files:
+        try:
+            records = PromptLibrary(folder.parent).records()
+        except (OSError, ValueError) as error:  # the library's own errors say what is wrong
+            logger.warning("no zero-shot screen: the library %s cannot be read (%s)", folder.parent, error)
+            records = []
+        rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        rows = rows.assign(split_seed=rows["split_seed"].fillna(0) if "split_seed" in rows else 0)
+        key = ["source", "target", "split_seed", *(["num_test"] if "num_test" in rows else [])]
+        rows = rows.drop_duplicates(key, keep="last")  # a part is newer than the matrix
+        if records:
+            screen = zero_shot_screen(rows[current_rows(rows, {r.name: r.sha256 for r in records})],
+                                      {r.name: r.source_task for r in records})  # fmt: skip
     if screen.empty:
+        (output / "screen.csv").unlink(missing_ok=True)  # a screen of an earlier report would mislead
         return ""
     verdicts = informative_table(frame, "init-probe", None, spread)
     known = {} if verdicts.empty else verdicts["verdict"].to_dict()

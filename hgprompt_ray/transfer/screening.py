@@ -9,7 +9,10 @@ tabulates (1) for every target the matrix covers, before any run, and the report
 target's init-probe verdict beside it where there is one.
 
 Eligible sources are the leave-one-out's: every prompt but the target's own and those trained on
-the target's images under another labelling (``data.registry.related_tasks``). The spread is taken
+the target's images under another labelling (``data.eligible_sources``). A target is screened on
+the draws where every eligible source has a row (at the column's largest ``num_test``, the
+full test subset): a source missing there (a prompt added after the matrix, or retrained since)
+could only narrow the spread, so such a target waits for its rows. The spread is taken
 on split draw 0, as the report's verdict and ``--leave-one-out``'s order take it, and also over
 the draws: the spread of the sources' mean accuracies, and the per-draw spread's mean with its 95%
 Student-t half-width (the draws overlap, so that interval is optimistic, as the report says of
@@ -26,24 +29,16 @@ import numpy as np
 import pandas as pd
 
 from hgprompt_ray.atomic import atomic_path, atomic_write_text
-from hgprompt_ray.data.registry import related_tasks
+from hgprompt_ray.data.registry import eligible_sources
 from hgprompt_ray.transfer.statistics import mean_ci
 from hgprompt_ray.transfer.tables import INFORMATIVE, markdown
 from hgprompt_ray.transfer.zero_shot import NO_PROMPT
 
-__all__ = ["SCREEN_TEXT", "eligible_sources", "write_screen", "zero_shot_screen"]
-
-
-def eligible_sources(target: str, source_tasks: Mapping[str, str],
-                     related: Callable[[str], Sequence[str]] = related_tasks) -> list[str]:  # fmt: skip
-    """The prompts (names, sorted) that may be a source of ``target``: not trained on the target
-    itself nor on its images under another labelling."""
-    excluded = {target, *related(target)}
-    return sorted(name for name, task in source_tasks.items() if task not in excluded)
+__all__ = ["SCREEN_TEXT", "write_screen", "zero_shot_screen"]
 
 
 def zero_shot_screen(matrix: pd.DataFrame, source_tasks: Mapping[str, str],
-                     related: Callable[[str], Sequence[str]] = related_tasks) -> pd.DataFrame:  # fmt: skip
+                     eligible: Callable[[str, Mapping[str, str]], Sequence[str]] = eligible_sources) -> pd.DataFrame:  # fmt: skip
     """Per target of a zero-shot matrix, how far its eligible sources spread (module docstring).
 
     Args:
@@ -51,22 +46,26 @@ def zero_shot_screen(matrix: pd.DataFrame, source_tasks: Mapping[str, str],
             ``launch/zero_shot.py`` writes them, current rows only (``zero_shot.current_rows``);
             the bare backbone's rows have source ``(none)``.
         source_tasks: the library's prompts -> the task each was trained on.
-        related: the tasks sharing a target's images (default: the data registry's).
+        eligible: (target, source_tasks) -> its eligible prompts (default: the data registry's).
 
     Returns:
-        One row per target with at least two eligible sources on a draw where all of them have a
-        row (draws that lack one are left out), widest draw-0 spread first; accuracies and
-        spreads in points. Empty when no target qualifies.
+        One row per target with at least two eligible sources and a draw where all of them have a
+        row (draws that lack one are left out; "spread (draw 0)" is NaN when draw 0 is one of
+        them, and the screen then reads the spread of the means), widest draw-0 spread first;
+        accuracies and spreads in points. Empty when no target qualifies.
     """
-    frame = matrix.assign(split_seed=matrix["split_seed"] if "split_seed" in matrix else 0)
+    frame = matrix.assign(split_seed=matrix["split_seed"].fillna(0) if "split_seed" in matrix else 0)
     rows = []
     for target in sorted(frame["target"].unique()):
         column = frame[frame["target"] == target]
-        sources = [s for s in eligible_sources(target, source_tasks, related) if s in set(column["source"])]
+        if "num_test" in column:
+            column = column[column["num_test"] == column["num_test"].max()]
+        sources = list(eligible(target, source_tasks))
         if len(sources) < 2:
             continue
-        table = column.pivot_table(index="split_seed", columns="source", values="test_accuracy", aggfunc="mean")
-        complete = table[sources].dropna()
+        table = column.drop_duplicates(["source", "split_seed"], keep="last").pivot(
+            index="split_seed", columns="source", values="test_accuracy")
+        complete = table.reindex(columns=sources).dropna()
         if complete.empty:
             continue
         scores = 100 * complete
@@ -111,10 +110,10 @@ SCREEN_TEXT = (
 
 
 def write_screen(matrix: pd.DataFrame, source_tasks: Mapping[str, str], out: Path,
-                 related: Callable[[str], Sequence[str]] = related_tasks) -> pd.DataFrame:  # fmt: skip
+                 eligible: Callable[[str, Mapping[str, str]], Sequence[str]] = eligible_sources) -> pd.DataFrame:  # fmt: skip
     """:func:`zero_shot_screen` of ``matrix``, written atomically as ``out/screen.csv`` and
     ``out/screen.md`` (nothing when it is empty); returns it."""
-    screen = zero_shot_screen(matrix, source_tasks, related)
+    screen = zero_shot_screen(matrix, source_tasks, eligible)
     if screen.empty:
         return screen
     with atomic_path(out / "screen.csv") as tmp:

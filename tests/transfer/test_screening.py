@@ -9,40 +9,44 @@ import pandas as pd
 import pytest
 import torch
 
-from hgprompt_ray.data.registry import related_tasks
+from hgprompt_ray.data import eligible_sources, related_tasks
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer import report
-from hgprompt_ray.transfer.screening import eligible_sources, write_screen, zero_shot_screen
+from hgprompt_ray.transfer.screening import write_screen, zero_shot_screen
 
 TASKS = {"pa": "a", "pa2": "a-relabelled", "pb": "b", "pc": "c", "pd": "d"}
 
 
-def _related(name):
-    return {"a": ("a-relabelled",), "a-relabelled": ("a",)}.get(name, ())
+def _eligible(target, source_tasks):
+    excluded = {target, *{"a": ("a-relabelled",), "a-relabelled": ("a",)}.get(target, ())}
+    return [name for name, task in source_tasks.items() if task not in excluded]
 
 
 def _matrix():
-    """Target a on draws 0-2 (pd lacks draw 2), target b on draw 0 only."""
+    """Target a on draws 0-2 (pd lacks draw 2), target b on draw 0 only (a stale duplicate row of pc
+    at a smaller test subset, which does not count)."""
     rows = []
     accuracy = {("a", 0): {"pa": 0.99, "pa2": 0.98, "pb": 0.50, "pc": 0.70, "pd": 0.60, "(none)": 0.55},
                 ("a", 1): {"pa": 0.99, "pa2": 0.98, "pb": 0.52, "pc": 0.62, "pd": 0.60, "(none)": 0.57},
                 ("a", 2): {"pa": 0.99, "pa2": 0.98, "pb": 0.10, "pc": 0.90},
-                ("b", 0): {"pa": 0.80, "pb": 0.95, "pc": 0.82, "pd": 0.81, "(none)": 0.90}}  # fmt: skip
+                ("b", 0): {"pa": 0.80, "pa2": 0.805, "pb": 0.95, "pc": 0.82, "pd": 0.81, "(none)": 0.90}}  # fmt: skip
     for (target, draw), column in accuracy.items():
-        rows += [{"source": s, "target": target, "test_accuracy": v, "split_seed": draw} for s, v in column.items()]
+        rows += [{"source": s, "target": target, "test_accuracy": v, "split_seed": draw, "num_test": 500}
+                 for s, v in column.items()]  # fmt: skip
+    rows.append({"source": "pc", "target": "b", "test_accuracy": 0.2, "split_seed": 0, "num_test": 100})
     return pd.DataFrame(rows)
 
 
 def test_eligible_sources_leave_out_the_target_and_its_images_under_other_labels():
-    assert eligible_sources("a", TASKS, _related) == ["pb", "pc", "pd"]
-    assert eligible_sources("b", TASKS, _related) == ["pa", "pa2", "pc", "pd"]
-    registry = {"p1": "digits", "p2": "digits-parity", "p3": "count", "p4": "dsprites-shape"}
-    assert eligible_sources("digits-high", registry) == ["p3", "p4"]  # the registry's image sets
+    registry = {"p4": "dsprites-shape", "p1": "digits", "p2": "digits-parity", "p3": "count", "p5": "digits-high"}
+    assert eligible_sources("digits-high", registry) == ["p4", "p3"]  # the registry's image sets, its order
     assert "digits" in related_tasks("digits-high")
+    assert eligible_sources("my-folder", registry) == list(registry)  # a user's task shares no images
+    assert _eligible("a", TASKS) == ["pb", "pc", "pd"]
 
 
 def test_the_screen_computes_spreads_over_complete_draws_only():
-    screen = zero_shot_screen(_matrix(), TASKS, _related)
+    screen = zero_shot_screen(_matrix(), TASKS, _eligible)
     a = screen.loc["a"]
     assert (a["sources"], a["draws"]) == (3, 2)  # draw 2 lacks pd: left out (its 80-point spread too)
     assert a["spread (draw 0)"] == pytest.approx(20.0)
@@ -52,25 +56,32 @@ def test_the_screen_computes_spreads_over_complete_draws_only():
     assert (a["best source"], a["worst source"]) == ("pc", "pb")
     assert a["bare backbone"] == pytest.approx(56.0) and a["best - bare"] == pytest.approx(10.0)
     assert a["screen"] == "candidate: spread >= 5 points"
-    b = screen.loc["b"]  # pb is b's own prompt; pa2 has no row on b: the spread is over pa, pc, pd
-    assert (b["sources"], b["draws"]) == (3, 1) and b["spread (draw 0)"] == pytest.approx(2.0)
+    b = screen.loc["b"]  # pb is b's own prompt: the spread is over pa, pa2, pc, pd (pc at 500 test images)
+    assert (b["sources"], b["draws"]) == (4, 1) and b["spread (draw 0)"] == pytest.approx(2.0)
     assert np.isnan(b["± (95%)"]) and b["best - bare"] == pytest.approx(82.0 - 90.0)
     assert b["screen"] == "saturated: spread 2.0 < 5 points"
     assert list(screen.index) == ["a", "b"]  # the widest draw-0 spread first
 
 
-def test_a_target_with_fewer_than_two_eligible_sources_has_no_row(tmp_path):
+def test_a_target_waits_for_every_eligible_source(tmp_path):
+    """A source without a row on a target (a prompt added after the matrix) could only narrow its
+    spread: the target is not screened until the rows are there; fewer than 2 sources: no row."""
     frame = _matrix()
-    assert zero_shot_screen(frame[frame["source"].isin(["pa", "pb", "(none)"])], TASKS, _related).empty
-    assert write_screen(frame.iloc[:0], TASKS, tmp_path, _related).empty and not (tmp_path / "screen.csv").exists()
-    written = write_screen(frame, TASKS, tmp_path, _related)
+    screen = zero_shot_screen(frame[~((frame["target"] == "b") & (frame["source"] == "pa2"))], TASKS, _eligible)
+    assert list(screen.index) == ["a"]
+    assert zero_shot_screen(frame, {"pa": "a", "pb": "b"}, _eligible).empty
+    all_nan = frame.assign(test_accuracy=np.where(frame["source"] == "pd", np.nan, frame["test_accuracy"]))
+    assert zero_shot_screen(all_nan, TASKS, _eligible).empty  # pd's rows hold no number: no complete draw
+    assert write_screen(frame.iloc[:0], TASKS, tmp_path, _eligible).empty and not (tmp_path / "screen.csv").exists()
+    written = write_screen(frame, TASKS, tmp_path, _eligible)
     assert pd.read_csv(tmp_path / "screen.csv", index_col=0).index.tolist() == written.index.tolist()
     assert "| a | 3 | 2 | 20.0 |" in (tmp_path / "screen.md").read_text()
 
 
 def test_the_report_screens_every_target_of_the_librarys_matrix(tmp_path):
     """A library of five prompts whose matrix covers targets a and b; the evaluation ran a only:
-    the report's screen has both, a with its init-probe verdict, b with none yet."""
+    the report's screen has both, a with its init-probe verdict, b with none yet. (User task names
+    share no images in the registry, so pa2 is a source of a here.)"""
     library = PromptLibrary(tmp_path / "lib", create=True)
     for name, task in TASKS.items():
         library.add(name, torch.randn(2, 8), source_task=task, backbone="vit", img_size=32)
@@ -102,8 +113,16 @@ def test_the_report_screens_every_target_of_the_librarys_matrix(tmp_path):
     screen = pd.read_csv(out / "screen.csv", index_col=0)
     assert screen.loc["a", "init-probe verdict"] == "informative"
     assert screen.loc["b", "init-probe verdict"] == "no init-probe runs yet"
+    assert screen.loc["a", "sources"] == 4 and screen.loc["a", "best source"] == "pa2"  # the library's tasks
+    assert screen.loc["b", "spread (draw 0)"] == pytest.approx(2.0)  # b's part is read
     assert "the zero-shot screen of" in path.read_text()
-    (library.root / "zero_shot" / "zero_shot.parquet").unlink()  # no matrix: no section, no file
-    (out / "screen.csv").unlink()
+    manifest = (library.root / "manifest.json").read_text()
+    (library.root / "manifest.json").write_text("{not json")  # an unreadable library: no section, no crash
     path, _ = report.write_report(out, state)
+    assert "zero-shot screen" not in path.read_text() and not (out / "screen.csv").exists()
+    (library.root / "manifest.json").write_text(manifest)
+    report.write_report(out, state)
+    assert (out / "screen.csv").is_file()
+    library.add("pe", torch.randn(2, 8), source_task="e", backbone="vit", img_size=32)  # no rows yet
+    path, _ = report.write_report(out, state)  # every target waits for pe's rows
     assert "zero-shot screen" not in path.read_text() and not (out / "screen.csv").exists()
