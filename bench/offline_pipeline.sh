@@ -6,7 +6,8 @@
 #      it, one prompt per offline task (train_sources skips the finished ones and resumes a cut
 #      one from its last epoch checkpoint in $STORAGE), copied into prompt_zoo/offline-v2;
 #   2. its zero-shot matrix over the init-probe protocol's 5 split draws (only missing or changed
-#      sources' rows are computed: launch/zero_shot.py keys them by the prompt file's sha256);
+#      sources' rows are computed: launch/zero_shot.py keys them by the prompt file's sha256), with
+#      the screen of its targets beside it (screen.md: the eligible sources' zero-shot spread);
 #      MATRIX_TARGETS="count dsprites-scale ..." computes only those columns (the LOO computes the
 #      others itself, target by target, and orders the covered ones first);
 #   3. the init-probe leave-one-out, 5 seeds, the widest zero-shot spread first, target by target,
