@@ -53,14 +53,11 @@ def _find_column(plan: EvaluationPlan, target: str, split_seed: int, tag: str) -
     precision (fp32 in matrices without the column, else the resolved ``--precision``) is recorded
     in them but not matched: a matrix computed in fp32 serves a bf16 evaluation. Rows that record
     a prompt file's sha256 other than the library's (retrained since) do not count."""
-    from hgprompt_ray.transfer.zero_shot import current_rows
+    from hgprompt_ray.transfer.zero_shot import current_rows, matrix_files
 
     name, sources = plan.target_name(target), list(plan.sources[target])
     checksums = {r.name: r.sha256 for r in plan.library.records()}
-    frames = [pd.read_parquet(plan.zero_shot)] if plan.zero_shot.is_file() else []
-    parts = plan.zero_shot.parent / "parts"
-    if parts.is_dir():
-        frames += [pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))]
+    frames = [pd.read_parquet(f) for f in matrix_files(plan.zero_shot)]
     local = plan.output / "zero_shot" / f"{tag}.parquet"
     if local.is_file():
         frames.append(pd.read_parquet(local))

@@ -192,10 +192,10 @@ def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame,
     manifest is read: a damaged prompt file does not stop a report."""
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.screening import SCREEN_TEXT, zero_shot_screen
-    from hgprompt_ray.transfer.zero_shot import current_rows
+    from hgprompt_ray.transfer.zero_shot import current_rows, matrix_files
 
     folder = Path(str(state.get("library") or "")).expanduser() / "zero_shot"
-    files = [f for f in [folder / "zero_shot.parquet", *sorted((folder / "parts").glob("*.parquet"))] if f.is_file()]
+    files = matrix_files(folder / "zero_shot.parquet")
     screen = pd.DataFrame()
     if state.get("library") and files:
         try:

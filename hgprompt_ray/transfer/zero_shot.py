@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.linear_probe import linear_probe
 from hgprompt_ray.transfer.splits import load_transfer_splits
 
-__all__ = ["NO_PROMPT", "current_rows", "distinct_images", "stale_rows", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
+__all__ = ["NO_PROMPT", "current_rows", "distinct_images", "matrix_files", "stale_rows", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
 
 logger = logging.getLogger(__name__)
 NO_PROMPT = "(none)"
@@ -132,6 +133,15 @@ def zero_shot_draws(
     logger.info("zero-shot %s: %d sources x %d draws in %.0f s (%d distinct images of %d)", task.name, len(names),
                 len(split_seeds), time.perf_counter() - start, len(images), total)  # fmt: skip
     return rows
+
+
+def matrix_files(matrix: Path) -> list[Path]:
+    """The files that hold a zero-shot matrix: ``matrix`` itself (a library's
+    ``zero_shot/zero_shot.parquet``) and the per-target ``parts/*.parquet`` beside it, which
+    ``launch/zero_shot.py`` writes as it goes (a run still going or stopped has only those), in that
+    order; those that exist."""
+    files = [matrix, *sorted((matrix.parent / "parts").glob("*.parquet"))]
+    return [f for f in files if f.is_file()]
 
 
 def current_rows(frame: pd.DataFrame, checksums: Mapping[str, str]) -> pd.Series:

@@ -192,6 +192,20 @@ def test_a_prompt_retrained_under_its_name_is_computed_again(tiny_library):
     assert frame.loc["p-darklight", "test_accuracy"] == 0.456  # unchanged prompt: kept
 
 
+def test_matrix_files_are_the_matrix_then_its_parts_that_exist(tmp_path):
+    from hgprompt_ray.transfer.zero_shot import matrix_files
+
+    matrix = tmp_path / "zero_shot" / "zero_shot.parquet"
+    assert matrix_files(matrix) == []  # no folder at all: nothing, no error
+    (matrix.parent / "parts").mkdir(parents=True)
+    for name in ("count.parquet", "blur.parquet", "notes.txt"):
+        (matrix.parent / "parts" / name).write_bytes(b"")
+    parts = [matrix.parent / "parts" / n for n in ("blur.parquet", "count.parquet")]
+    assert matrix_files(matrix) == parts  # a run still going: its parts, sorted, parquet only
+    matrix.write_bytes(b"")
+    assert matrix_files(matrix) == [matrix, *parts]  # the finished matrix first
+
+
 def test_stale_rows_reads_the_checksums_and_keeps_rows_from_before_them():
     from hgprompt_ray.transfer.zero_shot import NO_PROMPT, stale_rows
 
