@@ -356,12 +356,16 @@ def _widest_spread_first(targets: list[str], tasks: dict[str, Any], sources: dic
     """``--leave-one-out``'s order: the targets whose sources' zero-shot test accuracies (the
     library's matrix, split draw 0) spread the most first, since only a target where the sources
     differ can separate weightings (#20: informative targets first); targets the matrix does not
-    cover follow in name order. The order only schedules the chunk: no method reads test."""
-    if not matrix.is_file():
-        return targets
+    cover follow in name order. The order only schedules the chunk: no method reads test. A matrix
+    still being computed counts by its ``parts/`` (``zero_shot.matrix_files``)."""
     import pandas as pd
 
-    frame = pd.read_parquet(matrix, columns=None)
+    from hgprompt_ray.transfer.zero_shot import matrix_files
+
+    files = matrix_files(matrix)
+    if not files:
+        return targets
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     frame = frame[(frame["split_seed"] if "split_seed" in frame else 0) == 0]
     spread = {}
     for target in targets:
