@@ -306,7 +306,7 @@ def plan_evaluation(
                            target, getattr(task, "SPLIT_PROTOCOL", "not seeded"), settings.seeds)  # fmt: skip
     zero_shot = Path(settings.zero_shot) if settings.zero_shot else library.root / "zero_shot" / "zero_shot.parquet"
     if leave_one_out:
-        targets = _widest_spread_first(targets, tasks, sources, zero_shot)
+        targets = _widest_spread_first(targets, tasks, records, zero_shot)
     scaling_targets = settings.scaling_targets
     if scaling_targets is None:  # the first target; in a folder that has them, its scaling targets
         recorded = _recorded_scaling_targets(Path(settings.output).expanduser())
@@ -351,28 +351,25 @@ def plan_evaluation(
     return plan
 
 
-def _widest_spread_first(targets: list[str], tasks: dict[str, Any], sources: dict[str, tuple[str, ...]],
-                         matrix: Path) -> list[str]:  # fmt: skip
-    """``--leave-one-out``'s order: the targets whose sources' zero-shot test accuracies (the
-    library's matrix, split draw 0) spread the most first, since only a target where the sources
-    differ can separate weightings (#20: informative targets first); targets the matrix does not
-    cover follow in name order. The order only schedules the chunk: no method reads test. A matrix
-    still being computed counts by its ``parts/`` (``zero_shot.matrix_files``)."""
-    import pandas as pd
+def _widest_spread_first(targets: list[str], tasks: dict[str, Any], records: list[Any], matrix: Path) -> list[str]:
+    """``--leave-one-out``'s order: the targets whose eligible sources spread the most zero-shot
+    first, as the report's screen ranks them (``screening.zero_shot_screen`` on
+    ``zero_shot.read_matrix``: split draw 0's spread of test accuracies, the spread of the draw
+    means where draw 0 lacks a source), since only a target where the sources differ can separate
+    weightings (#20: informative targets first); targets the screen does not cover follow in name
+    order. The order only schedules the chunks: no method reads test. A matrix still being computed
+    counts by its ``parts/``."""
+    from hgprompt_ray.transfer.screening import zero_shot_screen
+    from hgprompt_ray.transfer.zero_shot import read_matrix
 
-    from hgprompt_ray.transfer.zero_shot import matrix_files
-
-    files = matrix_files(matrix)
-    if not files:
+    rows = read_matrix(matrix, {r.name: r.sha256 for r in records})
+    if rows.empty:
         return targets
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    frame = frame[(frame["split_seed"] if "split_seed" in frame else 0) == 0]
-    spread = {}
-    for target in targets:
-        rows = frame[(frame["target"] == tasks[target].info.name) & frame["source"].isin(sources[target])]
-        if set(sources[target]) <= set(rows["source"]):
-            spread[target] = float(rows["test_accuracy"].max() - rows["test_accuracy"].min())
-    return sorted(targets, key=lambda t: -spread.get(t, -1.0))
+    screen = zero_shot_screen(rows, {r.name: r.source_task for r in records})
+    if screen.empty:
+        return targets
+    spread = screen["spread (draw 0)"].fillna(screen["spread of draw means"]).to_dict()
+    return sorted(targets, key=lambda t: -spread.get(tasks[t].info.name, -1.0))
 
 
 def _recorded_scaling_targets(output: Path) -> list[str] | None:

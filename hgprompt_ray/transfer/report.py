@@ -192,24 +192,19 @@ def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame,
     manifest is read: a damaged prompt file does not stop a report."""
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.screening import SCREEN_TEXT, zero_shot_screen
-    from hgprompt_ray.transfer.zero_shot import current_rows, matrix_files
+    from hgprompt_ray.transfer.zero_shot import matrix_files, read_matrix
 
     folder = Path(str(state.get("library") or "")).expanduser() / "zero_shot"
-    files = matrix_files(folder / "zero_shot.parquet")
     screen = pd.DataFrame()
-    if state.get("library") and files:
+    if state.get("library") and matrix_files(folder / "zero_shot.parquet"):
         try:
             records = PromptLibrary(folder.parent).records()
         except (OSError, ValueError) as error:  # the library's own errors say what is wrong
             logger.warning("no zero-shot screen: the library %s cannot be read (%s)", folder.parent, error)
             records = []
-        rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        rows = rows.assign(split_seed=rows["split_seed"].fillna(0) if "split_seed" in rows else 0)
-        key = ["source", "target", "split_seed", *(["num_test"] if "num_test" in rows else [])]
-        rows = rows.drop_duplicates(key, keep="last")  # a part is newer than the matrix
         if records:
-            screen = zero_shot_screen(rows[current_rows(rows, {r.name: r.sha256 for r in records})],
-                                      {r.name: r.source_task for r in records})  # fmt: skip
+            rows = read_matrix(folder / "zero_shot.parquet", {r.name: r.sha256 for r in records})
+            screen = zero_shot_screen(rows, {r.name: r.source_task for r in records})
     if screen.empty:
         (output / "screen.csv").unlink(missing_ok=True)  # a screen of an earlier report would mislead
         return ""

@@ -144,6 +144,21 @@ def matrix_files(matrix: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
+def read_matrix(matrix: Path, checksums: Mapping[str, str]) -> pd.DataFrame:
+    """A library's zero-shot matrix as one frame (empty when it has no file): the rows of
+    :func:`matrix_files`, ``split_seed`` filled in (absent: draw 0), the newest row per (source,
+    target, draw, test size) among those that still describe the library (:func:`current_rows`
+    with ``checksums``, name -> sha256), since a part is newer than the matrix. The report's
+    screen and ``--leave-one-out``'s order both read it, so they agree."""
+    files = matrix_files(matrix)
+    if not files:
+        return pd.DataFrame()
+    rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    rows = rows.assign(split_seed=rows["split_seed"].fillna(0) if "split_seed" in rows else 0)
+    key = ["source", "target", "split_seed", *(["num_test"] if "num_test" in rows else [])]
+    return rows[current_rows(rows, checksums)].drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
 def current_rows(frame: pd.DataFrame, checksums: Mapping[str, str]) -> pd.Series:
     """Which rows still describe the library: the bare backbone's, and those of its prompts whose
     recorded ``sha256`` is the file's (rows from before the column, with none, count as current)."""
