@@ -49,7 +49,9 @@ def spearman_ci(
 
     The pairs (x_i, y_i) are resampled with replacement ``n_boot`` times (a
     ``numpy.random.default_rng(seed)`` Generator); resamples in which either side is constant
-    have no rho and are dropped. Ties get average ranks, as in ``scipy.stats.spearmanr``.
+    have no rho and are dropped. Ties get average ranks, as in ``scipy.stats.spearmanr``. For a
+    one-hot ``x`` (one source chosen) the kept resamples are those that draw the chosen source,
+    often more than once, which pushes rho away from 0: the interval can exclude the estimate.
 
     Args:
         x: one vector (e.g. a method's source weights).
