@@ -76,3 +76,18 @@ def test_the_search_plan_leaves_related_sources_out(tmp_path):
     sources = {r.source_task for r in plan.selection.records}
     assert not sources & {"digits", "digits-high", "digits-parity"}
     assert {"digits", "digits-high"} <= {r.source_task for r in PromptLibrary(DEFAULT_LIBRARY).records()}
+
+
+def test_the_search_and_the_screen_agree_on_every_offline_targets_sources(tmp_path):
+    """select_sources (the search's) and eligible_sources (the screen's and the leave-one-out
+    order's) apply one rule: the same prompts, in the library's order, for every offline target."""
+    from hgprompt_ray.data import eligible_sources
+
+    library = PromptLibrary(tmp_path / "lib", create=True)
+    for name in list_tasks("offline"):
+        library.add(f"p-{name}", torch.zeros(2, 8), source_task=name, backbone="b", img_size=32)
+    tasks = {record.name: record.source_task for record in library.records()}
+    for target in list_tasks("offline"):
+        chosen = select_sources(library, target, related=related_tasks(target)).names
+        assert list(chosen) == eligible_sources(target, tasks), target
+        assert len(chosen) < len(tasks)  # the target's own prompt at least is left out
