@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hgprompt_ray.data import IMAGE_SETS, image_set, list_tasks, related_tasks
+from hgprompt_ray.data import IMAGE_SETS, eligible_sources, image_set, list_tasks, related_tasks
 from hgprompt_ray.paths import DEFAULT_LIBRARY
 from hgprompt_ray.prompts import PromptLibrary, select_sources
 
@@ -60,11 +60,15 @@ def test_no_offline_task_is_a_source_for_a_target_on_its_images(tmp_path):
     library = PromptLibrary(tmp_path / "lib", create=True)
     for name in list_tasks("offline"):
         library.add(name, torch.zeros(2, 8), source_task=name, backbone="b", img_size=32)
+    tasks = {record.name: record.source_task for record in library.records()}
     for target in list_tasks("offline"):
         selection = select_sources(library, target, related=related_tasks(target))
         chosen = {record.source_task for record in selection.records}
         assert not chosen & {name for name in IMAGE_SETS if image_set(name) == image_set(target)}, target
         assert set(selection.left_out) == {target, *related_tasks(target)} & set(library.names)
+        # the search's select_sources and the screen's (and the leave-one-out order's)
+        # eligible_sources restate one rule in two layers: the same prompts, in the library's order
+        assert list(selection.names) == eligible_sources(target, tasks), target
     selection = select_sources(library, "digits", related=related_tasks("digits"))
     assert {"digits-mirror", "digits-parity"} <= set(selection.left_out)
 
@@ -77,17 +81,3 @@ def test_the_search_plan_leaves_related_sources_out(tmp_path):
     assert not sources & {"digits", "digits-high", "digits-parity"}
     assert {"digits", "digits-high"} <= {r.source_task for r in PromptLibrary(DEFAULT_LIBRARY).records()}
 
-
-def test_the_search_and_the_screen_agree_on_every_offline_targets_sources(tmp_path):
-    """select_sources (the search's) and eligible_sources (the screen's and the leave-one-out
-    order's) apply one rule: the same prompts, in the library's order, for every offline target."""
-    from hgprompt_ray.data import eligible_sources
-
-    library = PromptLibrary(tmp_path / "lib", create=True)
-    for name in list_tasks("offline"):
-        library.add(f"p-{name}", torch.zeros(2, 8), source_task=name, backbone="b", img_size=32)
-    tasks = {record.name: record.source_task for record in library.records()}
-    for target in list_tasks("offline"):
-        chosen = select_sources(library, target, related=related_tasks(target)).names
-        assert list(chosen) == eligible_sources(target, tasks), target
-        assert len(chosen) < len(tasks)  # the target's own prompt at least is left out
