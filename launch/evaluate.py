@@ -14,7 +14,7 @@ source): the zero-shot column, the HGPrompt search (``run_search``, cached extra
 briefly tuned prompt per seed, every method's weights (``hgprompt_ray.transfer.method_weights``),
 target by target, each target's cheap init-probe runs right after its weights, the tuned runs
 once every target has its weights (``--leave-one-out`` takes the targets whose sources' zero-shot
-accuracies spread the most first). Every (method, target, seed) transfer runs as a Ray task under each chosen ``--protocol``:
+accuracies spread the most first, the saturated ones last). Every (method, target, seed) transfer runs as a Ray task under each chosen ``--protocol``:
 ``tuned`` is the VTAB-1k protocol with the same budget for every method (``TransferConfig``:
 epochs, learning-rate grid, precision); ``init-probe`` fits a logistic probe on the features
 under the initial prompt P0 (the weightings, and the linear probe's bare backbone), where seed k

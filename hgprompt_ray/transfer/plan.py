@@ -356,10 +356,13 @@ def _widest_spread_first(targets: list[str], tasks: dict[str, Any], records: lis
     first, as the report's screen ranks them (``screening.zero_shot_screen`` on
     ``zero_shot.read_matrix``: split draw 0's spread of test accuracies, the spread of the draw
     means where draw 0 lacks a source), since only a target where the sources differ can separate
-    weightings (#20: informative targets first); targets the screen does not cover follow in name
-    order. The order only schedules the chunks: no method reads test. A matrix still being computed
+    weightings (#20: informative targets first). Targets the screen does not cover follow in name
+    order, and the saturated ones (spread under ``INFORMATIVE``'s 5 points: they cannot be
+    informative) come last, widest first, since an unscreened target still may be informative.
+    The order only schedules the chunks: no method reads test. A matrix still being computed
     counts by its ``parts/``."""
     from hgprompt_ray.transfer.screening import zero_shot_screen
+    from hgprompt_ray.transfer.tables import INFORMATIVE
     from hgprompt_ray.transfer.zero_shot import read_matrix
 
     rows = read_matrix(matrix, {r.name: r.sha256 for r in records})
@@ -369,7 +372,15 @@ def _widest_spread_first(targets: list[str], tasks: dict[str, Any], records: lis
     if screen.empty:
         return targets
     spread = screen["spread (draw 0)"].fillna(screen["spread of draw means"]).to_dict()
-    return sorted(targets, key=lambda t: -spread.get(tasks[t].info.name, -1.0))
+    limit = INFORMATIVE["zero_shot_spread"]
+
+    def rank(target: str) -> tuple[int, float]:  # candidates, then unscreened, then saturated
+        value = spread.get(tasks[target].info.name)
+        if value is None:
+            return 1, 0.0
+        return (0 if value >= limit else 2), -value
+
+    return sorted(targets, key=rank)
 
 
 def _recorded_scaling_targets(output: Path) -> list[str] | None:

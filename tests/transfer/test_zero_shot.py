@@ -274,19 +274,21 @@ def test_read_matrix_takes_the_newest_current_rows_and_the_leave_one_out_order_f
     from hgprompt_ray.transfer.zero_shot import NO_PROMPT, read_matrix
 
     matrix = tmp_path / "zero_shot" / "zero_shot.parquet"
-    records = [SimpleNamespace(name=f"p-{t}", source_task=t, sha256=t) for t in ("a", "b", "c")]
+    records = [SimpleNamespace(name=f"p-{t}", source_task=t, sha256=t) for t in ("a", "b", "c")]  # d: no prompt
     checksums = {r.name: r.sha256 for r in records}
     assert read_matrix(matrix, checksums).empty
     (matrix.parent / "parts").mkdir(parents=True)
     rows = [("p-b", "a", 0.50, "b"), ("p-c", "a", 0.60, "c"), ("p-a", "b", 0.50, "a"), ("p-c", "b", 0.58, "c"),
-            ("p-a", "b", 0.99, "retrained"), (NO_PROMPT, "a", 0.4, None)]  # fmt: skip
+            ("p-a", "b", 0.99, "retrained"), (NO_PROMPT, "a", 0.4, None),
+            ("p-a", "d", 0.70, "a"), ("p-b", "d", 0.72, "b"), ("p-c", "d", 0.71, "c")]  # fmt: skip
     pd.DataFrame(rows, columns=["source", "target", "test_accuracy", "sha256"]).to_parquet(matrix)  # no split_seed
     pd.DataFrame([("p-c", "b", 0.45, "c", 0)], columns=["source", "target", "test_accuracy", "sha256", "split_seed"]
                  ).to_parquet(matrix.parent / "parts" / "b.parquet")  # fmt: skip
     frame = read_matrix(matrix, checksums)
-    assert (frame["split_seed"] == 0).all() and len(frame) == 5  # the stale "retrained" row is gone
+    assert (frame["split_seed"] == 0).all() and len(frame) == 8  # the stale "retrained" row is gone
     assert frame.set_index(["source", "target"]).loc[("p-c", "b"), "test_accuracy"] == 0.45  # the part is newer
-    tasks = {t: SimpleNamespace(info=SimpleNamespace(name=t)) for t in ("a", "b", "c")}
-    # b spreads 5 points (0.50 vs 0.45), a 10; the stale 0.99 would have put b first; c has no column
-    assert _widest_spread_first(["c", "b", "a"], tasks, records, matrix) == ["a", "b", "c"]
+    tasks = {t: SimpleNamespace(info=SimpleNamespace(name=t)) for t in ("a", "b", "c", "d")}
+    # b spreads 5 points (0.50 vs 0.45), a 10; the stale 0.99 would have put b first; c has no
+    # column: it may still be informative, so it goes before d, saturated at 2 points
+    assert _widest_spread_first(["d", "c", "b", "a"], tasks, records, matrix) == ["a", "b", "c", "d"]
     assert _widest_spread_first(["b", "a"], tasks, records, tmp_path / "none.parquet") == ["b", "a"]
