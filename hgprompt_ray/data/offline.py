@@ -19,6 +19,10 @@
 | digits-mirror | the digits images, a fixed half of them mirrored left-right: upright or mirrored | 2 |
 | texture-blur | new patches of the textures images, Gaussian blur sigma 0, 1, 2 or 4 px (train/val and test regions as in textures) | 4 |
 | texture-contrast | new patches of the textures images, contrast scaled by 1, 1/2, 1/4 or 1/8 about the patch mean | 4 |
+| sprites-count | generated dSprites-style sprites, 1-6 apart in one image: how many | 6 |
+| sprites-distance | generated pairs of dSprites-style sprites, distance between their centres in 4 bins of 8 px, 19-51 px | 4 |
+| shape-lighting | generated smallNORB-style 3-D solids lit from the left, right, above, below or front (smallNORB has 6 lightings) | 5 |
+| scene-size | generated CLEVR-style scenes of 3-8 objects in CLEVR's two sizes: how many are large (0-3) | 4 |
 | fashion-mnist | Debian ``dataset-fashion-mnist`` (60k + 10k), when installed | 10 |
 | fashion-coarse | the same, grouped into tops / trousers-dresses / footwear / bags | 4 |
 
@@ -28,11 +32,14 @@ the pool by the split seed; test is the rest of the pool (at least 500 images), 
 test split for Fashion-MNIST. The texture-blur and texture-contrast pools, like textures, keep
 their test patches (600 of the 2,000) apart: they are cut from the bottom third of each image.
 Tasks that relabel or re-cut the same images share an image set (``registry.IMAGE_SETS``), so
-none is ever a source for another.
+none is ever a source for another. sprites-count, sprites-distance, shape-lighting and scene-size
+each render new images (their own image set) in the style of the dsprites, shape and count
+tasks, so every prompt trained on those is an eligible source for them.
 """
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Callable
 from functools import partial
@@ -49,12 +56,23 @@ from hgprompt_ray.data.base import (
     vtab_split_indices,
 )
 from hgprompt_ray.data.packaged import FASHION_MNIST_ENV, FashionTask, TextileTask, read_idx
-from hgprompt_ray.data.shapes3d import render_shapes, sample_shape_factors
+from hgprompt_ray.data.shapes3d import (
+    SHAPE_LIGHTINGS,
+    render_shapes,
+    sample_lighting_factors,
+    sample_shape_factors,
+)
 from hgprompt_ray.data.synthetic import (
     CLOSEST_BINS,
+    SCENE_LARGE_COUNTS,
+    SPRITE_COUNT_MAX,
+    SPRITE_DISTANCE_EDGES,
     render_closest,
     render_counting,
     render_dsprites,
+    render_scene_sizes,
+    render_sprite_counts,
+    render_sprite_pairs,
     sample_dsprites_factors,
 )
 from hgprompt_ray.data.texture_patches import (
@@ -174,6 +192,45 @@ def _shapes() -> dict[str, np.ndarray]:
     return _cached_arrays("shapes3d", build)
 
 
+def _sprite_counts() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        rng = _data_rng("sprites-count")
+        labels = rng.permutation(np.arange(_POOL) % SPRITE_COUNT_MAX)
+        scenes = render_sprite_counts(labels + 1, rng)
+        return {"images": scenes.images, "labels": labels, "centres": scenes.centres, "radii": scenes.radii}
+
+    return _cached_arrays("sprites-count", build)
+
+
+def _sprite_distances() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        rng = _data_rng("sprites-distance")
+        labels = rng.permutation(np.arange(_POOL) % (len(SPRITE_DISTANCE_EDGES) - 1))
+        scenes = render_sprite_pairs(labels, rng)
+        return {"images": scenes.images, "labels": labels, "centres": scenes.centres, "radii": scenes.radii}
+
+    return _cached_arrays("sprites-distance", build)
+
+
+def _shape_lightings() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        rng = _data_rng("shape-lighting")
+        labels = rng.permutation(np.arange(_POOL) % len(SHAPE_LIGHTINGS))
+        factors = sample_lighting_factors(labels, rng)
+        return {"images": render_shapes(factors, rng), "labels": labels, **factors._asdict()}
+
+    return _cached_arrays("shape-lighting", build)
+
+
+def _scene_sizes() -> dict[str, np.ndarray]:
+    def build() -> dict[str, np.ndarray]:
+        rng = _data_rng("scene-size")
+        labels = rng.permutation(np.arange(_POOL) % SCENE_LARGE_COUNTS)
+        return {"images": render_scene_sizes(labels, rng), "labels": labels}
+
+    return _cached_arrays("scene-size", build)
+
+
 def _array_pool(
     arrays: Callable[[], dict[str, np.ndarray]], key: str
 ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
@@ -243,6 +300,7 @@ def _texture_task(name: str, kind: str, description: str) -> Task:
 
 _DSPRITES_SOURCE = "generated (dSprites factors: 3 shapes, 6 scales, 40 orientations, 32 x 32 positions)"
 _SHAPES_SOURCE = "generated (smallNORB-style: 5 solids, per-axis stretch, azimuth, elevation, lighting)"
+_SPRITE_SCENES_SOURCE = "generated (dSprites-style sprites: 3 shapes, 6 scales, 40 orientations, apart)"
 _DIGIT_NAMES = tuple(str(i) for i in range(10))
 
 OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
@@ -356,6 +414,38 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
     ),
     "texture-contrast": lambda: _texture_task(
         "texture-contrast", "contrast", "contrast of a texture patch (x1, 1/2, 1/4, 1/8 about its mean)"
+    ),
+    "sprites-count": lambda: _pool_task(
+        "sprites-count",
+        tuple(str(i) for i in range(1, SPRITE_COUNT_MAX + 1)),
+        (64, 64),
+        "number of dSprites-style sprites in an image (1-6)",
+        _SPRITE_SCENES_SOURCE,
+        _array_pool(_sprite_counts, "labels"),
+    ),
+    "sprites-distance": lambda: _pool_task(
+        "sprites-distance",
+        tuple(f"d{low:g}-{high:g}" for low, high in itertools.pairwise(SPRITE_DISTANCE_EDGES)),
+        (64, 64),
+        "distance between two dSprites-style sprites' centres (4 bins of 8 px, 19-51 px)",
+        _SPRITE_SCENES_SOURCE,
+        _array_pool(_sprite_distances, "labels"),
+    ),
+    "shape-lighting": lambda: _pool_task(
+        "shape-lighting",
+        SHAPE_LIGHTINGS,
+        (64, 64),
+        "where the light on a shaded 3-D solid comes from (left, right, above, below, front)",
+        "generated (smallNORB-style: 5 solids, per-axis stretch, random azimuth and elevation, 5 lights)",
+        _array_pool(_shape_lightings, "labels"),
+    ),
+    "scene-size": lambda: _pool_task(
+        "scene-size",
+        tuple(f"{i} large" for i in range(SCENE_LARGE_COUNTS)),
+        (64, 64),
+        "number of large objects (0-3) in a CLEVR-style scene of 3-8 small and large objects",
+        "generated (CLEVR-style scenes, CLEVR's two object sizes)",
+        _array_pool(_scene_sizes, "labels"),
     ),
     "fashion-mnist": lambda: FashionTask("fashion-mnist", coarse=False),
     "fashion-coarse": lambda: FashionTask("fashion-coarse", coarse=True),

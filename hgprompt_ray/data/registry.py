@@ -32,6 +32,10 @@ IMAGE_SETS: dict[str, str] = {
     "digits-mirror": "sklearn-digits",  # the digits images, half of them mirrored
     "texture-blur": "skimage-textures",  # new patches of the textures task's images
     "texture-contrast": "skimage-textures",
+    "sprites-count": "multi-sprites",  # new images in the dsprites tasks' style
+    "sprites-distance": "sprite-pairs",
+    "shape-lighting": "smallnorb-style-lighting",  # new renders, not the shape-azimuth images
+    "scene-size": "clevr-style-sizes",
     "fashion-mnist": "fashion-mnist",
     "fashion-coarse": "fashion-mnist",
     # VTAB-1k

@@ -9,7 +9,8 @@ axes (the "instance"), turned to the azimuth, and seen from the elevation by an 
 camera. Each pixel's ray is intersected with every part (a convex part is an intersection of
 half-spaces), the nearest hit is shaded Lambertian under a light that moves a little per image,
 and 2 x 2 supersampling anti-aliases the 64 x 64 grey image. Backgrounds are flat grey with
-noise, as smallNORB's.
+noise, as smallNORB's. :func:`sample_lighting_factors` draws views lit from one of 5 directions,
+for a lighting task (smallNORB has 6 lightings).
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ import numpy as np
 __all__ = [
     "SHAPE_AZIMUTHS",
     "SHAPE_ELEVATIONS",
+    "SHAPE_LIGHTINGS",
     "SHAPE_NAMES",
     "ShapeFactors",
     "render_shapes",
+    "sample_lighting_factors",
     "sample_shape_factors",
 ]
 
 SHAPE_NAMES = ("car", "ramp", "l-block", "plane", "tower")
 SHAPE_AZIMUTHS = 8  # bins of 45 degrees; bin k is centred on k * 45 degrees
 SHAPE_ELEVATIONS = 6  # bins of 10 degrees; bin k is centred on 20 + k * 10 degrees
+SHAPE_LIGHTINGS = ("left", "right", "above", "below", "front")
+_LIGHT_DIRECTIONS = np.array(  # camera coordinates (right, up, towards the camera), before normalising
+    [[-0.85, 0.25, 0.45], [0.85, 0.25, 0.45], [0.0, 0.9, 0.4], [0.0, -0.6, 0.8], [0.0, 0.0, 1.0]]
+)
+_LIGHT_JITTER = 0.05  # standard deviation of each component's jitter, before normalising
 _SIZE = 64
 _SUPER = 2
 _PX_PER_UNIT = 17.0  # the solids span about [-1, 1] x [-1, 1] x [0, 1.2]
@@ -125,6 +133,35 @@ def sample_shape_factors(count: int, rng: np.random.Generator) -> ShapeFactors:
         elevation=elevation,
         azimuth_deg=(azimuth + rng.uniform(-0.25, 0.25, count)) * (360.0 / SHAPE_AZIMUTHS),
         elevation_deg=20.0 + 10.0 * elevation + rng.uniform(-3.0, 3.0, count),
+        stretch=rng.uniform(0.85, 1.15, (count, 3)),
+        light=light / np.linalg.norm(light, axis=1, keepdims=True),
+    )
+
+
+def sample_lighting_factors(lightings: np.ndarray, rng: np.random.Generator) -> ShapeFactors:
+    """Factors of renders lit from ``SHAPE_LIGHTINGS[lightings[i]]``; the other factors random.
+
+    smallNORB lights each view in 6 conditions; here 5 lights come from the camera's left,
+    right, above, below and front (flat: every visible face alike), each jittered a little. (A
+    light from behind leaves the solid at the ambient 0.25 of its albedo, often no brighter than
+    the background: a blank image, not a shading.) The shape is uniform, the azimuth uniform
+    over 0-360 degrees and the elevation over 20-70 degrees (their bins recorded as
+    :func:`sample_shape_factors`' are), the stretch as there.
+
+    Shape:
+        lightings: (N,) ints in [0, 5).
+    """
+    count = len(lightings)
+    shape = rng.integers(0, len(SHAPE_NAMES), count)
+    azimuth_deg = rng.uniform(0.0, 360.0, count)
+    elevation_deg = rng.uniform(20.0, 70.0, count)
+    light = _LIGHT_DIRECTIONS[lightings] + rng.normal(0.0, _LIGHT_JITTER, (count, 3))
+    return ShapeFactors(
+        shape=shape,
+        azimuth=np.round(azimuth_deg / (360.0 / SHAPE_AZIMUTHS)).astype(np.int64) % SHAPE_AZIMUTHS,
+        elevation=np.clip(np.round((elevation_deg - 20.0) / 10.0), 0, SHAPE_ELEVATIONS - 1).astype(np.int64),
+        azimuth_deg=azimuth_deg,
+        elevation_deg=elevation_deg,
         stretch=rng.uniform(0.85, 1.15, (count, 3)),
         light=light / np.linalg.norm(light, axis=1, keepdims=True),
     )

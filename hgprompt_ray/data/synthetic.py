@@ -5,12 +5,15 @@ dSprites (Matthey et al., 2017) has five factors: shape (square, ellipse, heart)
 in [0, 1]), rendered white on black at 64 x 64. :func:`render_dsprites` draws the same factors
 with implicit shape equations evaluated at each pixel centre (anti-aliased by 2 x 2
 supersampling). Factors are drawn uniformly and independently, as in dSprites.
+:func:`render_sprite_counts` and :func:`render_sprite_pairs` draw several such sprites apart in
+one image (1 to 6 of them; or two at a binned distance).
 
 :func:`render_counting` draws CLEVR-style scenes: 3 to 10 non-overlapping objects (spheres,
 cubes, cylinders seen from above: shaded discs, squares, rounded squares) of random colour and
 size on a grey floor with a light gradient, at 64 x 64. Colours are saturated (HSV s >= 0.45)
 so every object stands out from the floor. :func:`render_closest` puts the same objects in
-perspective, for VTAB's closest-object distance (see its docstring).
+perspective, for VTAB's closest-object distance (see its docstring); :func:`render_scene_sizes`
+draws them in CLEVR's two sizes, 0 to 3 of them large.
 """
 
 from __future__ import annotations
@@ -25,11 +28,18 @@ __all__ = [
     "DSPRITES_POSITIONS",
     "DSPRITES_SCALES",
     "DSPRITES_SHAPES",
+    "SCENE_LARGE_COUNTS",
+    "SPRITE_COUNT_MAX",
+    "SPRITE_DISTANCE_EDGES",
     "DspritesFactors",
+    "SpriteScenes",
     "closest_bin_rows",
     "render_closest",
     "render_counting",
     "render_dsprites",
+    "render_scene_sizes",
+    "render_sprite_counts",
+    "render_sprite_pairs",
     "sample_dsprites_factors",
 ]
 
@@ -81,24 +91,156 @@ def render_dsprites(factors: DspritesFactors) -> np.ndarray:
         returns: (N, 64, 64) uint8.
     """
     count = len(factors.shape)
-    offsets = (np.arange(2) + 0.5) / 2.0 - 0.5  # 2 x 2 supersampling
-    grid = np.arange(_SIZE, dtype=np.float64) + 0.5
     images = np.zeros((count, _SIZE, _SIZE), dtype=np.float64)
     for i in range(count):
         cx = _MARGIN + DSPRITES_POSITIONS[factors.x[i]] * (_SIZE - 2 * _MARGIN)
         cy = _MARGIN + DSPRITES_POSITIONS[factors.y[i]] * (_SIZE - 2 * _MARGIN)
         radius = _SPRITE_RADIUS * DSPRITES_SCALES[factors.scale[i]]
         angle = DSPRITES_ORIENTATIONS[factors.orientation[i]]
-        cos, sin = np.cos(angle), np.sin(angle)
-        coverage = np.zeros((_SIZE, _SIZE))
-        for dy in offsets:
-            for dx in offsets:
-                px = (grid[None, :] + dx - cx) / radius
-                py = (grid[:, None] + dy - cy) / radius
-                u, v = cos * px + sin * py, -sin * px + cos * py
-                coverage += _inside(int(factors.shape[i]), u, v)
-        images[i] = coverage / offsets.size**2
+        images[i] = _sprite_coverage(int(factors.shape[i]), (cx, cy), radius, angle)
     return np.round(images * 255).astype(np.uint8)
+
+
+def _sprite_coverage(shape: int, centre: tuple[float, float], radius: float, angle: float) -> np.ndarray:
+    """The fraction (0-1) of each pixel of a 64 x 64 frame that one sprite covers.
+
+    The sprite's unit frame is centred on ``centre`` (x, y in pixels), scaled by ``radius`` pixels
+    and turned by ``angle``; 2 x 2 supersampling anti-aliases the edges.
+
+    Shape:
+        returns: (64, 64) float64.
+    """
+    offsets = (np.arange(2) + 0.5) / 2.0 - 0.5  # 2 x 2 supersampling
+    grid = np.arange(_SIZE, dtype=np.float64) + 0.5
+    cos, sin = np.cos(angle), np.sin(angle)
+    coverage = np.zeros((_SIZE, _SIZE))
+    for dy in offsets:
+        for dx in offsets:
+            px = (grid[None, :] + dx - centre[0]) / radius
+            py = (grid[:, None] + dy - centre[1]) / radius
+            u, v = cos * px + sin * py, -sin * px + cos * py
+            coverage += _inside(shape, u, v)
+    return coverage / offsets.size**2
+
+
+SPRITE_COUNT_MAX = 6
+SPRITE_DISTANCE_EDGES = np.array([19.0, 27.0, 35.0, 43.0, 51.0])
+"""Pixel distances between the two sprites' centres that bound the 4 bins of sprite pairs."""
+_SCENE_SPRITE_RADIUS = 7.0  # pixels at scale 1 in multi-sprite scenes: six dSprites-sized ones crowd 64 px
+_SPRITE_EXTENT = 1.14  # every shape lies within this radius of its unit frame's centre (square: 0.8 sqrt 2)
+_SPRITE_GAP = 3.0  # pixels between two sprites' bounding circles: never touching, even diagonally
+_PLACEMENT_TRIES, _PLACEMENT_RESTARTS = 200, 100
+
+
+class SpriteScenes(NamedTuple):
+    """N images of several sprites and each sprite's factors; rows are padded with NaN (or -1)."""
+
+    images: np.ndarray  # (N, 64, 64) uint8
+    shapes: np.ndarray  # (N, K) shape index 0-2, -1 where an image has fewer sprites
+    radii: np.ndarray  # (N, K) pixels
+    angles: np.ndarray  # (N, K) radians
+    centres: np.ndarray  # (N, K, 2) x, y in pixels
+
+
+def _place_apart(extents: np.ndarray, gap: float, rng: np.random.Generator) -> np.ndarray:
+    """Centres (x, y) of discs of radii ``extents`` inside the frame (1 px margin), ``gap`` apart.
+
+    Rejection sampling in the given order; a placement that gets stuck starts again, so the
+    discs' sizes never depend on how crowded a scene is.
+
+    Shape:
+        extents: (K,). returns: (K, 2).
+    """
+    for _ in range(_PLACEMENT_RESTARTS):
+        centres: list[np.ndarray] = []
+        for extent in extents:
+            for _ in range(_PLACEMENT_TRIES):
+                centre = rng.uniform(extent + 1, _SIZE - extent - 1, size=2)
+                if all(np.hypot(*(centre - c)) >= extent + e + gap for c, e in zip(centres, extents)):
+                    centres.append(centre)
+                    break
+            else:
+                break  # stuck: start this scene's placement again
+        else:
+            return np.array(centres).reshape(len(extents), 2)
+    raise RuntimeError(f"could not place discs of radii {extents.tolist()} {gap} px apart in {_SIZE} px")
+
+
+def _random_sprites(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shapes, radii (px) and angles of ``count`` sprites, dSprites' factors drawn uniformly."""
+    shapes = rng.integers(0, len(DSPRITES_SHAPES), count)
+    radii = _SCENE_SPRITE_RADIUS * DSPRITES_SCALES[rng.integers(0, len(DSPRITES_SCALES), count)]
+    angles = DSPRITES_ORIENTATIONS[rng.integers(0, len(DSPRITES_ORIENTATIONS), count)]
+    return shapes, radii, angles
+
+
+def _sprite_scenes(scenes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> SpriteScenes:
+    """Paint (shapes, radii, angles, centres) scenes white on black, rows padded to the largest."""
+    width = max(len(shapes) for shapes, *_ in scenes)
+    out = SpriteScenes(
+        images=np.zeros((len(scenes), _SIZE, _SIZE), dtype=np.uint8),
+        shapes=np.full((len(scenes), width), -1, dtype=np.int64),
+        radii=np.full((len(scenes), width), np.nan),
+        angles=np.full((len(scenes), width), np.nan),
+        centres=np.full((len(scenes), width, 2), np.nan),
+    )
+    for i, (shapes, radii, angles, centres) in enumerate(scenes):
+        coverage = np.zeros((_SIZE, _SIZE))
+        for shape, radius, angle, centre in zip(shapes, radii, angles, centres):
+            sprite = _sprite_coverage(int(shape), (centre[0], centre[1]), radius, angle)
+            np.maximum(coverage, sprite, out=coverage)
+        out.images[i] = np.round(coverage * 255).astype(np.uint8)
+        count = len(shapes)
+        out.shapes[i, :count], out.radii[i, :count], out.angles[i, :count] = shapes, radii, angles
+        out.centres[i, :count] = centres
+    return out
+
+
+def render_sprite_counts(counts: np.ndarray, rng: np.random.Generator) -> SpriteScenes:
+    """``counts[i]`` (1-6) dSprites-style sprites per image, apart and wholly inside the frame.
+
+    Each sprite's shape, scale and orientation are drawn as dSprites' (uniform over its 3 shapes,
+    6 scales and 40 orientations) at 7 px per unit scale instead of 11, so six fit; centres are
+    uniform, every two sprites' bounding circles 3 px apart, so each sprite is one connected
+    component of the image.
+
+    Shape:
+        counts: (N,) ints in [1, 6]. returns: images (N, 64, 64) uint8, factors (N, max count).
+    """
+    scenes = []
+    for count in counts:
+        shapes, radii, angles = _random_sprites(int(count), rng)
+        scenes.append((shapes, radii, angles, _place_apart(radii * _SPRITE_EXTENT, _SPRITE_GAP, rng)))
+    return _sprite_scenes(scenes)
+
+
+def render_sprite_pairs(labels: np.ndarray, rng: np.random.Generator) -> SpriteScenes:
+    """Two dSprites-style sprites per image whose centres lie ``SPRITE_DISTANCE_EDGES`` bin apart.
+
+    Bin ``labels[i]`` spans ``SPRITE_DISTANCE_EDGES[label]`` to ``[label + 1]`` px (4 equal-width
+    bins, 19-51 px); the distance is uniform within the bin and the direction uniform. The
+    sprites are drawn as :func:`render_sprite_counts`'s; 19 px keeps the two largest 3 px apart,
+    and 51 px still fits them inside the frame along a diagonal, so every bin is reachable.
+
+    Shape:
+        labels: (N,) ints in [0, 4). returns: images (N, 64, 64) uint8, factors (N, 2).
+    """
+    scenes = []
+    for label in labels:
+        shapes, radii, angles = _random_sprites(2, rng)
+        extents = radii * _SPRITE_EXTENT
+        low, high = SPRITE_DISTANCE_EDGES[label], SPRITE_DISTANCE_EDGES[label + 1]
+        for _ in range(_PLACEMENT_TRIES * _PLACEMENT_RESTARTS):
+            first = rng.uniform(extents[0] + 1, _SIZE - extents[0] - 1, size=2)
+            distance, direction = rng.uniform(low, high), rng.uniform(0.0, 2.0 * np.pi)
+            second = first + distance * np.array([np.cos(direction), np.sin(direction)])
+            inside = np.all((second >= extents[1] + 1) & (second <= _SIZE - extents[1] - 1))
+            if inside and distance >= extents.sum() + _SPRITE_GAP:
+                break
+        else:
+            raise RuntimeError(f"could not place sprites of radii {radii.tolist()} in distance bin {label}")
+        scenes.append((shapes, radii, angles, np.stack([first, second])))
+    return _sprite_scenes(scenes)
 
 
 def _saturated_colour(rng: np.random.Generator) -> np.ndarray:
@@ -152,6 +294,36 @@ def render_counting(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                 placed.append((cx, cy, radius))
                 kind = int(rng.integers(0, 3))
                 _draw_object(canvas, (yy, xx), (cx, cy), radius, kind, _saturated_colour(rng))
+        images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
+    return images
+
+
+SCENE_LARGE_COUNTS = 4  # labels 0-3: how many of a scene's objects are large
+_SMALL_RADII, _LARGE_RADII = (3.0, 4.0), (6.0, 7.0)  # pixels; CLEVR's two sizes, never confused
+
+
+def render_scene_sizes(large_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """CLEVR-style scenes of 3 to 8 objects of which ``large_counts[i]`` (0-3) are large.
+
+    CLEVR objects come in two sizes; here small objects have radius 3-4 px and large ones 6-7 px,
+    so a large one covers at least twice the area of any small one. The total count is uniform
+    over 3-8 whatever the label, the rest of the objects are small, and objects are placed
+    1.5 px apart as :func:`render_counting`'s, with its objects, colours and floor.
+
+    Shape:
+        large_counts: (N,) ints in [0, 4). returns: (N, 64, 64, 3) uint8.
+    """
+    yy, xx = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64) + 0.5
+    images = np.empty((len(large_counts), _SIZE, _SIZE, 3), dtype=np.uint8)
+    for i, large in enumerate(large_counts):
+        floor = 110 + 25 * (yy / _SIZE) + rng.normal(0, 2, size=(_SIZE, _SIZE))
+        canvas = np.repeat(floor[:, :, None], 3, axis=2)
+        total = int(rng.integers(3, 9))
+        large_radii = rng.uniform(*_LARGE_RADII, int(large))
+        radii = np.concatenate([large_radii, rng.uniform(*_SMALL_RADII, total - int(large))])
+        for (cx, cy), radius in zip(_place_apart(radii, 1.5, rng), radii):
+            kind = int(rng.integers(0, 3))
+            _draw_object(canvas, (yy, xx), (cx, cy), radius, kind, _saturated_colour(rng))
         images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
     return images
 

@@ -35,6 +35,10 @@ STRUCTURED = {  # the VTAB-structured-style targets and their class counts
     "digits-mirror": 2,
     "texture-blur": 4,
     "texture-contrast": 4,
+    "sprites-count": 6,
+    "sprites-distance": 4,
+    "shape-lighting": 5,
+    "scene-size": 4,
 }
 
 
@@ -84,6 +88,10 @@ _BUILDERS = {  # each generated image set once: name -> its images, built from _
     "digits-mirror": lambda: offline._digits_mirror()[0],
     "texture-blur": lambda: offline._texture_levels("blur")["train_images"],
     "texture-contrast": lambda: offline._texture_levels("contrast")["test_images"],
+    "sprites-count": lambda: offline._sprite_counts()["images"],
+    "sprites-distance": lambda: offline._sprite_distances()["images"],
+    "shape-lighting": lambda: offline._shape_lightings()["images"],
+    "scene-size": lambda: offline._scene_sizes()["images"],
 }
 
 
