@@ -67,6 +67,7 @@ from hgprompt_ray.data.synthetic import (
     SCENE_LARGE_COUNTS,
     SPRITE_COUNT_MAX,
     SPRITE_DISTANCE_EDGES,
+    SpriteScenes,
     render_closest,
     render_counting,
     render_dsprites,
@@ -174,13 +175,22 @@ def _counting() -> dict[str, np.ndarray]:
     return _cached_arrays("count", build)
 
 
-def _closest() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        rng = _data_rng("closest-distance")
-        labels = rng.permutation(np.arange(_POOL) % CLOSEST_BINS)
-        return {"images": render_closest(labels, rng), "labels": labels}
+def _balanced(
+    name: str, classes: int, render: Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Pool ``name``: ``_POOL`` labels, each of ``classes`` equally often in a seeded random order
+    (``_data_rng(name)``), rendered by ``render(labels, rng)`` (the images and any factors), cached."""
 
-    return _cached_arrays("closest-distance", build)
+    def build() -> dict[str, np.ndarray]:
+        rng = _data_rng(name)
+        labels = rng.permutation(np.arange(_POOL) % classes)
+        return {"labels": labels, **render(labels, rng)}
+
+    return _cached_arrays(name, build)
+
+
+def _closest() -> dict[str, np.ndarray]:
+    return _balanced("closest-distance", CLOSEST_BINS, lambda labels, rng: {"images": render_closest(labels, rng)})
 
 
 def _shapes() -> dict[str, np.ndarray]:
@@ -192,43 +202,30 @@ def _shapes() -> dict[str, np.ndarray]:
     return _cached_arrays("shapes3d", build)
 
 
-def _sprite_counts() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        rng = _data_rng("sprites-count")
-        labels = rng.permutation(np.arange(_POOL) % SPRITE_COUNT_MAX)
-        scenes = render_sprite_counts(labels + 1, rng)
-        return {"images": scenes.images, "labels": labels, "centres": scenes.centres, "radii": scenes.radii}
+def _sprite_arrays(scenes: SpriteScenes) -> dict[str, np.ndarray]:
+    return {"images": scenes.images, "centres": scenes.centres, "radii": scenes.radii}
 
-    return _cached_arrays("sprites-count", build)
+
+def _sprite_counts() -> dict[str, np.ndarray]:
+    return _balanced("sprites-count", SPRITE_COUNT_MAX,
+                     lambda labels, rng: _sprite_arrays(render_sprite_counts(labels + 1, rng)))  # fmt: skip
 
 
 def _sprite_distances() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        rng = _data_rng("sprites-distance")
-        labels = rng.permutation(np.arange(_POOL) % (len(SPRITE_DISTANCE_EDGES) - 1))
-        scenes = render_sprite_pairs(labels, rng)
-        return {"images": scenes.images, "labels": labels, "centres": scenes.centres, "radii": scenes.radii}
-
-    return _cached_arrays("sprites-distance", build)
+    return _balanced("sprites-distance", len(SPRITE_DISTANCE_EDGES) - 1,
+                     lambda labels, rng: _sprite_arrays(render_sprite_pairs(labels, rng)))  # fmt: skip
 
 
 def _shape_lightings() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        rng = _data_rng("shape-lighting")
-        labels = rng.permutation(np.arange(_POOL) % len(SHAPE_LIGHTINGS))
+    def render(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         factors = sample_lighting_factors(labels, rng)
-        return {"images": render_shapes(factors, rng), "labels": labels, **factors._asdict()}
+        return {"images": render_shapes(factors, rng), **factors._asdict()}
 
-    return _cached_arrays("shape-lighting", build)
+    return _balanced("shape-lighting", len(SHAPE_LIGHTINGS), render)
 
 
 def _scene_sizes() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        rng = _data_rng("scene-size")
-        labels = rng.permutation(np.arange(_POOL) % SCENE_LARGE_COUNTS)
-        return {"images": render_scene_sizes(labels, rng), "labels": labels}
-
-    return _cached_arrays("scene-size", build)
+    return _balanced("scene-size", SCENE_LARGE_COUNTS, lambda labels, rng: {"images": render_scene_sizes(labels, rng)})
 
 
 def _array_pool(
