@@ -38,9 +38,6 @@ def test_the_structured_targets_declare_their_image_sets():
     assert {"texture-blur", "texture-contrast"} <= set(related_tasks("textures"))
     # new scenes: the count renderer's objects, not its images
     assert related_tasks("closest-distance") == ()
-    # new images in the style of the dsprites, shape and count tasks, each its own image set
-    for name in ("sprites-count", "sprites-distance", "shape-lighting", "scene-size"):
-        assert related_tasks(name) == (), name
 
 
 @pytest.mark.parametrize("target", list_tasks("offline"))
