@@ -233,7 +233,11 @@ def run_here(
 
     Args:
         output: the evaluation folder (``runs/`` goes under it).
-        jobs: every job of the file; the shard takes the seed-major order's ``index::count``.
+        jobs: every job of the file; the shard takes the seed-major order's ``index::count`` of all
+            of them, then runs those still unfinished. Sharding the full list, not the unfinished
+            one, keeps the shards disjoint and complete when their processes start at different
+            times: a shard that read the unfinished list after another had finished a run would
+            slice a shorter list and skip runs that neither takes.
         transfer: the budget; library: the prompt library's folder.
         shard: (index, count): this process's share, so that several processes share one GPU.
         deadline: start no job after this time (of ``clock``); a job in progress finishes.
@@ -246,7 +250,9 @@ def run_here(
     if not 0 <= index < count:
         raise InvalidValueError(invalid_value("shard", f"{index}/{count}", "must be I/N with 0 <= I < N", "Use e.g. 0/4."))
     clock = clock or time.monotonic
-    mine = _seed_major(unfinished(Path(output), jobs))[index::count]
+    share = _seed_major(jobs)[index::count]
+    open_keys = {job.key for job in unfinished(Path(output), share)}
+    mine = [job for job in share if job.key in open_keys]
     done = []
     for job in mine:
         if deadline is not None and clock() >= deadline:

@@ -147,3 +147,14 @@ def test_a_call_cut_off_midway_keeps_its_time_and_runs(prepared, tmp_path):
     assert 1 <= chunk["ran"] < to_go and chunk["seconds"] > 0 and state["seconds"] >= chunk["seconds"]
     assert evaluate(["--report-only", "--output", str(folder)]) == 0
     assert "1 invocation interrupted" in (folder / "report.md").read_text()
+
+
+def test_shards_started_at_different_times_run_every_job(prepared, tmp_path):
+    # shard 0 runs all its share before shard 1 reads the folder (a late process start): slicing
+    # the unfinished list would give shard 1 a shorter list's odd positions and skip runs
+    jobs, transfer, library = read_job_file(prepared)
+    out = tmp_path / "late"
+    first = run_here(out, jobs, transfer, library, shard=(0, 2))
+    second = run_here(out, jobs, transfer, library, shard=(1, 2))
+    assert not set(first) & set(second) and sorted(first + second) == sorted(j.key for j in jobs)
+    assert unfinished(out, jobs) == []
