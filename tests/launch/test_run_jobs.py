@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -154,7 +155,12 @@ def test_shards_started_at_different_times_run_every_job(prepared, tmp_path):
     # the unfinished list would give shard 1 a shorter list's odd positions and skip runs
     jobs, transfer, library = read_job_file(prepared)
     out = tmp_path / "late"
-    first = run_here(out, jobs, transfer, library, shard=(0, 2))
-    second = run_here(out, jobs, transfer, library, shard=(1, 2))
+    progress = logging.getLogger("hgprompt_ray.transfer")  # run_job points it at stderr: restored
+    saved = (list(progress.handlers), progress.level, progress.propagate)
+    try:
+        first = run_here(out, jobs, transfer, library, shard=(0, 2))
+        second = run_here(out, jobs, transfer, library, shard=(1, 2))
+    finally:
+        progress.handlers[:], progress.level, progress.propagate = saved
     assert not set(first) & set(second) and sorted(first + second) == sorted(j.key for j in jobs)
     assert unfinished(out, jobs) == []
