@@ -25,7 +25,7 @@ from hgprompt_ray.errors import InvalidValueError, invalid_value
 from hgprompt_ray.threads import use_allocated_threads
 from hgprompt_ray.transfer.methods import get_method
 
-__all__ = ["EVALUATION_STATE", "RESULT_SCHEMA", "with_totals", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "write_result"]
+__all__ = ["EVALUATION_STATE", "RESULT_SCHEMA", "with_totals", "EvaluationJob", "brief_tune_task", "features_task", "run_job", "run_job_task", "write_result"]
 
 EVALUATION_STATE = "evaluate.json"
 """The evaluation folder's record of its invocations (``launch/evaluate.py``, ``launch/run_jobs.py``)."""
@@ -124,8 +124,16 @@ def _threads() -> None:
     use_allocated_threads(int(count) if count and count.isdigit() and int(count) > 0 else None)
 
 
+def run_job_task(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[str, Any]:
+    """The Ray task body: :func:`run_job` with the transfer modules' progress on the worker's stderr.
+    The handler is set here, in the Ray worker, not in :func:`run_job`, which ``run_jobs.py``'s worker
+    processes and tests call in-process, where the caller's logging setup stands."""
+    _progress_to_stderr()
+    return run_job(job, transfer, library)
+
+
 def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[str, Any]:
-    """The Ray task body: run one job; returns its metrics and final prompt."""
+    """Run one job; returns its metrics and final prompt."""
     from hgprompt_ray.data import resolve_target
     from hgprompt_ray.models import load_backbone
     from hgprompt_ray.prompts import PromptLibrary
@@ -135,7 +143,6 @@ def run_job(job: EvaluationJob, transfer: TransferConfig, library: str) -> dict[
     method = get_method(job.method)
     config = replace(transfer, task=job.target, seed=job.seed)
     _threads()
-    _progress_to_stderr()
     backbone = load_backbone(config.backbone, config.img_size)
     prompts = PromptLibrary(library).load_many(
         list(job.sources), backbone=config.backbone, embed_dim=backbone.embed_dim

@@ -1,7 +1,7 @@
 """The evaluation's transfer runs as Ray tasks: the job list, submission, results as they arrive.
 
 Each (target, method, seed) job — plus the scaling curve's (target, method@n, seed) jobs — is one
-Ray task of :func:`hgprompt_ray.transfer.evaluation.run_job` with the plan's per-job resources;
+Ray task of :func:`hgprompt_ray.transfer.evaluation.run_job_task` with the plan's per-job resources;
 its result is written atomically as it arrives, so a killed evaluation resumes where it stopped.
 
 The same jobs can also leave Ray: :func:`write_job_file` writes the unfinished ones, with their
@@ -136,14 +136,14 @@ def run_jobs(plan: Any, jobs: list[EvaluationJob], on_result: Callable[[], None]
     import ray
     from tqdm.auto import tqdm
 
-    from hgprompt_ray.transfer.evaluation import run_job, write_result
+    from hgprompt_ray.transfer.evaluation import run_job_task, write_result
 
     output = plan.output
     todo = unfinished(output, jobs)
     logger.info("%d runs, %d done before, %d to go", len(jobs), len(jobs) - len(todo), len(todo))
     if not todo:
         return 0
-    task = remote(run_job, plan, max_retries=1)
+    task = remote(run_job_task, plan, max_retries=1)
     library = str(plan.library.root)
     pending = {
         task.remote(job, dataclasses.replace(plan.transfer, task=job.target), library): job for job in todo

@@ -155,11 +155,13 @@ def test_shards_started_at_different_times_run_every_job(prepared, tmp_path):
     # the unfinished list would give shard 1 a shorter list's odd positions and skip runs
     jobs, transfer, library = read_job_file(prepared)
     out = tmp_path / "late"
-    progress = logging.getLogger("hgprompt_ray.transfer")  # run_job points it at stderr: restored
+    progress = logging.getLogger("hgprompt_ray.transfer")
     saved = (list(progress.handlers), progress.level, progress.propagate)
     try:
         first = run_here(out, jobs, transfer, library, shard=(0, 2))
         second = run_here(out, jobs, transfer, library, shard=(1, 2))
+        # in-process runs leave the caller's logging alone (only the Ray task body sets a handler)
+        assert (list(progress.handlers), progress.level, progress.propagate) == saved
     finally:
         progress.handlers[:], progress.level, progress.propagate = saved
     assert not set(first) & set(second) and sorted(first + second) == sorted(j.key for j in jobs)
