@@ -250,9 +250,7 @@ def run_here(
     if not 0 <= index < count:
         raise InvalidValueError(invalid_value("shard", f"{index}/{count}", "must be I/N with 0 <= I < N", "Use e.g. 0/4."))
     clock = clock or time.monotonic
-    share = _seed_major(jobs)[index::count]
-    open_keys = {job.key for job in unfinished(Path(output), share)}
-    mine = [job for job in share if job.key in open_keys]
+    mine = unfinished(Path(output), _seed_major(jobs)[index::count])  # keeps the seed-major order
     done = []
     for job in mine:
         if deadline is not None and clock() >= deadline:
