@@ -83,7 +83,10 @@ def start_ray(args: argparse.Namespace, log_file: Path | None = None) -> Any:
     """
     import ray
 
+    from hgprompt_ray.workers._trainer import QUIET_CLEANER_HOOK
+
     local = args.address in (None, "local")
+    quiet = local and args.no_dashboard  # no State API: Ray Train's cleaner would warn every second
     try:
         context = ray.init(
             address=None if local else args.address,
@@ -93,6 +96,7 @@ def start_ray(args: argparse.Namespace, log_file: Path | None = None) -> Any:
             ignore_reinit_error=True,
             log_to_driver=True,
             logging_level=logging.WARNING if log_file is not None else logging.INFO,
+            runtime_env={"worker_process_setup_hook": QUIET_CLEANER_HOOK} if quiet else None,
         )
     except (ConnectionError, RuntimeError, ValueError) as error:
         print(f"error: could not start or join Ray at {args.address!r}: {error}", file=sys.stderr)

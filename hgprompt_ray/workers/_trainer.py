@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+#: Ray Train's detached placement-group cleaner polls the controller's liveness through the State
+#: API once a second; on a cluster started without the dashboard that API is absent and every
+#: poll logs a WARNING (about 30 lines a minute, drowning the progress output) while changing
+#: nothing: the cleaner keeps running and still removes the group when the controller is gone.
+PLACEMENT_GROUP_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+QUIET_CLEANER_HOOK = f"{__name__}.quiet_placement_group_cleaner"
+
+
+def quiet_placement_group_cleaner() -> None:
+    """Ray ``worker_process_setup_hook``: only errors from the placement-group cleaner's logger.
+
+    ``launch/_ray.start_ray`` installs it (``QUIET_CLEANER_HOOK``) on a local cluster started
+    without the dashboard, where the cleaner's State-API poll can only fail.
+    """
+    logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
 def wants_gpu(use_gpu: bool | None, num_workers: int) -> bool:
