@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 
 from hgprompt_ray.prompts import PromptLibrary
+from hgprompt_ray.workers._trainer import PLACEMENT_GROUP_CLEANER_LOGGER
 from launch.search import main
 
 ray = pytest.importorskip("ray")
@@ -36,12 +38,31 @@ def _argv(config, out, *extra):
     ]  # fmt: skip
 
 
+def _cleaner_level() -> int:
+    return logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).level
+
+
+@ray.remote(num_cpus=0)
+class _Detached:
+    """Like Ray Train's placement-group cleaner: a detached actor that the job starts."""
+
+    def level(self) -> int:
+        return _cleaner_level()
+
+
 def test_search_writes_every_output(extraction_setup, tmp_path, capsys):
     out = tmp_path / "search"
     try:
         assert main(_argv(extraction_setup, out)) == 0
+        # --no-dashboard: no State API, so every worker quiets Ray Train's cleaner (it would warn each second)
+        task_level = ray.get(ray.remote(num_cpus=0)(_cleaner_level).remote())
+        actor = _Detached.options(name="cleaner-like", namespace="test-search", lifetime="detached").remote()
+        actor_level = ray.get(actor.level.remote())
+        ray.kill(actor)
     finally:
         ray.shutdown()
+    assert task_level == actor_level == logging.ERROR
+    assert _cleaner_level() == logging.NOTSET  # the driver's own logging is left alone
     printed = capsys.readouterr().out
     assert "Best ensemble for data after 6 trials" in printed
     best = json.loads((out / "best.json").read_text())
