@@ -183,6 +183,8 @@ def test_the_report_puts_informative_targets_first_and_says_why_the_others_are_n
     assert paired["p (Wilcoxon)"].isna().all()  # overlapping draws: no uncorrected test shown
     assert "corrected resampled t (variance x (1/n + n_test/n_train), n_test/n_train = 0.50)" in path.read_text()
     text = path.read_text()
+    main_table = text.split("## Main table, init-probe", 1)[1].split("|", 1)[0]  # its caption, before the table
+    assert "each half-width is Nadeau and Bengio's corrected one" in main_table and "1.87 times" in main_table
     assert "seeds: init-probe 5; protocols: init-probe" in text and "Machine: test machine." in text
 
 
@@ -194,6 +196,7 @@ def test_the_correction_applies_to_init_probe_draws_of_one_pool_only():
     frame = pd.DataFrame(rows)
     assert resampling_overlap(frame[frame["protocol"] == "init-probe"]) == 0.5  # 500 / train800val200
     assert resampling_overlap(frame[frame["protocol"] == "tuned"]) == 0.0  # seeds train on one draw
+    assert report._half_width_text(frame[frame["protocol"] == "tuned"]) == ""  # its table's CIs: plain t
     fixed = frame[frame["protocol"] == "init-probe"].assign(draw=-1)
     assert resampling_overlap(fixed) == 0.0  # one fixed split: nothing overlaps (and one replicate)
 
