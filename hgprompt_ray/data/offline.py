@@ -23,6 +23,7 @@
 | sprites-distance | generated pairs of dSprites-style sprites, distance between their centres in 4 bins of 8 px, 19-51 px | 4 |
 | shape-lighting | generated smallNORB-style 3-D solids lit from the left, right, above, below or front (smallNORB has 6 lightings) | 5 |
 | scene-size | generated CLEVR-style scenes of 3-8 objects in CLEVR's two sizes: how many are large (0-3) | 4 |
+| scene-spheres | generated CLEVR-style scenes of 3-8 spheres, cubes and cylinders: how many are spheres (0-3) | 4 |
 | fashion-mnist | Debian ``dataset-fashion-mnist`` (60k + 10k), when installed | 10 |
 | fashion-coarse | the same, grouped into tops / trousers-dresses / footwear / bags | 4 |
 
@@ -32,8 +33,8 @@ the pool by the split seed; test is the rest of the pool (at least 500 images), 
 test split for Fashion-MNIST. The texture-blur and texture-contrast pools, like textures, keep
 their test patches (600 of the 2,000) apart: they are cut from the bottom third of each image.
 Tasks that relabel or re-cut the same images share an image set (``registry.IMAGE_SETS``), so
-none is ever a source for another. sprites-count, sprites-distance, shape-lighting and scene-size
-each render new images (their own image set) in the style of the dsprites, shape and count
+none is ever a source for another. sprites-count, sprites-distance, shape-lighting, scene-size and
+scene-spheres each render new images (their own image set) in the style of the dsprites, shape and count
 tasks, so every prompt trained on those is an eligible source for them.
 """
 
@@ -65,6 +66,7 @@ from hgprompt_ray.data.shapes3d import (
 from hgprompt_ray.data.synthetic import (
     CLOSEST_BINS,
     SCENE_LARGE_COUNTS,
+    SCENE_SPHERE_COUNTS,
     SPRITE_COUNT_MAX,
     SPRITE_DISTANCE_EDGES,
     SpriteScenes,
@@ -72,6 +74,7 @@ from hgprompt_ray.data.synthetic import (
     render_counting,
     render_dsprites,
     render_scene_sizes,
+    render_scene_spheres,
     render_sprite_counts,
     render_sprite_pairs,
     sample_dsprites_factors,
@@ -226,6 +229,10 @@ def _shape_lightings() -> dict[str, np.ndarray]:
 
 def _scene_sizes() -> dict[str, np.ndarray]:
     return _balanced("scene-size", SCENE_LARGE_COUNTS, lambda labels, rng: {"images": render_scene_sizes(labels, rng)})
+
+
+def _scene_spheres() -> dict[str, np.ndarray]:
+    return _balanced("scene-spheres", SCENE_SPHERE_COUNTS, lambda labels, rng: {"images": render_scene_spheres(labels, rng)})
 
 
 def _array_pool(
@@ -429,6 +436,10 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         "scene-size", tuple(f"{i} large" for i in range(SCENE_LARGE_COUNTS)), (64, 64),
         "number of large objects (0-3) in a CLEVR-style scene of 3-8 small and large objects",
         "generated (CLEVR-style scenes, CLEVR's two object sizes)", _array_pool(_scene_sizes, "labels")),
+    "scene-spheres": lambda: _pool_task(
+        "scene-spheres", tuple(f"{i} spheres" for i in range(SCENE_SPHERE_COUNTS)), (64, 64),
+        "number of spheres (0-3) in a CLEVR-style scene of 3-8 spheres, cubes and cylinders",
+        "generated (CLEVR-style scenes, CLEVR's three shapes)", _array_pool(_scene_spheres, "labels")),
     "fashion-mnist": lambda: FashionTask("fashion-mnist", coarse=False),
     "fashion-coarse": lambda: FashionTask("fashion-coarse", coarse=True),
 }

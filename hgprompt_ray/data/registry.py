@@ -36,6 +36,7 @@ IMAGE_SETS: dict[str, str] = {
     "sprites-distance": "sprite-pairs",
     "shape-lighting": "smallnorb-style-lighting",  # new renders, not the shape-azimuth images
     "scene-size": "clevr-style-sizes",
+    "scene-spheres": "clevr-style-shapes",  # new scenes: how many spheres
     "fashion-mnist": "fashion-mnist",
     "fashion-coarse": "fashion-mnist",
     # VTAB-1k

@@ -13,7 +13,8 @@ cubes, cylinders seen from above: shaded discs, squares, rounded squares) of ran
 size on a grey floor with a light gradient, at 64 x 64. Colours are saturated (HSV s >= 0.45)
 so every object stands out from the floor. :func:`render_closest` puts the same objects in
 perspective, for VTAB's closest-object distance (see its docstring); :func:`render_scene_sizes`
-draws them in CLEVR's two sizes, 0 to 3 of them large.
+draws them in CLEVR's two sizes, 0 to 3 of them large, and :func:`render_scene_spheres` at one
+size, 0 to 3 of them spheres.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "DSPRITES_SCALES",
     "DSPRITES_SHAPES",
     "SCENE_LARGE_COUNTS",
+    "SCENE_SPHERE_COUNTS",
     "SPRITE_COUNT_MAX",
     "SPRITE_DISTANCE_EDGES",
     "DspritesFactors",
@@ -38,6 +40,7 @@ __all__ = [
     "render_counting",
     "render_dsprites",
     "render_scene_sizes",
+    "render_scene_spheres",
     "render_sprite_counts",
     "render_sprite_pairs",
     "sample_dsprites_factors",
@@ -316,14 +319,47 @@ def render_scene_sizes(large_counts: np.ndarray, rng: np.random.Generator) -> np
     yy, xx = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64) + 0.5
     images = np.empty((len(large_counts), _SIZE, _SIZE, 3), dtype=np.uint8)
     for i, large in enumerate(large_counts):
-        floor = 110 + 25 * (yy / _SIZE) + rng.normal(0, 2, size=(_SIZE, _SIZE))
-        canvas = np.repeat(floor[:, :, None], 3, axis=2)
+        canvas = _floor(yy, rng)
         total = int(rng.integers(3, 9))
         large_radii = rng.uniform(*_LARGE_RADII, int(large))
         radii = np.concatenate([large_radii, rng.uniform(*_SMALL_RADII, total - int(large))])
         for (cx, cy), radius in zip(_place_apart(radii, 1.5, rng), radii):
             kind = int(rng.integers(0, 3))
             _draw_object(canvas, (yy, xx), (cx, cy), radius, kind, _saturated_colour(rng))
+        images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
+    return images
+
+
+SCENE_SPHERE_COUNTS = 4  # labels 0-3: how many of a scene's objects are spheres
+_SHAPE_RADII = (5.0, 7.0)  # pixels: large enough that a disc, a square and a rounded square differ
+
+
+def _floor(yy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scenes' grey floor (a light gradient down the image, pixel noise sd 2) as an RGB canvas."""
+    floor = 110 + 25 * (yy / _SIZE) + rng.normal(0, 2, size=(_SIZE, _SIZE))
+    return np.repeat(floor[:, :, None], 3, axis=2)
+
+
+def render_scene_spheres(sphere_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """CLEVR-style scenes of 3 to 8 objects of which ``sphere_counts[i]`` (0-3) are spheres.
+
+    CLEVR counts objects by attribute; here by shape. The other objects are cubes or cylinders
+    (even odds), every object has radius 5-7 px whatever its shape, so size gives the shape
+    away no more than it does in CLEVR, the total count is uniform over 3-8 whatever the label,
+    and objects are placed 1.5 px apart with :func:`render_counting`'s colours and floor.
+
+    Shape:
+        sphere_counts: (N,) ints in [0, 4). returns: (N, 64, 64, 3) uint8.
+    """
+    yy, xx = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64) + 0.5
+    images = np.empty((len(sphere_counts), _SIZE, _SIZE, 3), dtype=np.uint8)
+    for i, spheres in enumerate(sphere_counts):
+        canvas = _floor(yy, rng)
+        total = int(rng.integers(3, 9))
+        kinds = np.concatenate([np.zeros(int(spheres), dtype=int), rng.integers(1, 3, total - int(spheres))])
+        radii = rng.uniform(*_SHAPE_RADII, total)
+        for (cx, cy), radius, kind in zip(_place_apart(radii, 1.5, rng), radii, kinds):
+            _draw_object(canvas, (yy, xx), (cx, cy), radius, int(kind), _saturated_colour(rng))
         images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
     return images
 

@@ -1,4 +1,4 @@
-"""sprites-count, sprites-distance, shape-lighting, scene-size: labels read back from the pixels,
+"""sprites-count, sprites-distance, shape-lighting, scene-size, scene-spheres: labels read back from the pixels,
 seeded renders, balanced pools, and every prompt of the v2 zoo an eligible source."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from hgprompt_ray.data.shapes3d import SHAPE_LIGHTINGS, render_shapes, sample_li
 from hgprompt_ray.data.synthetic import (
     SPRITE_DISTANCE_EDGES,
     render_scene_sizes,
+    render_scene_spheres,
     render_sprite_counts,
     render_sprite_pairs,
 )
@@ -24,6 +25,7 @@ NEW_TASKS = {  # task -> its pool builder and class count
     "sprites-distance": (offline._sprite_distances, 4),
     "shape-lighting": (offline._shape_lightings, 5),
     "scene-size": (offline._scene_sizes, 4),
+    "scene-spheres": (offline._scene_spheres, 4),
 }
 _V2_MANIFEST = Path(__file__).resolve().parents[2] / "prompt_zoo" / "offline-v2" / "manifest.json"
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -42,7 +44,7 @@ def _renders(name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.repeat(np.arange(5), 3)
         return render_shapes(sample_lighting_factors(labels, rng), rng), labels
     labels = np.repeat(np.arange(4), 3)
-    return render_scene_sizes(labels, rng), labels
+    return (render_scene_spheres if name == "scene-spheres" else render_scene_sizes)(labels, rng), labels
 
 
 @pytest.mark.parametrize("name", NEW_TASKS)
@@ -98,6 +100,23 @@ def test_scene_sizes_show_the_labelled_number_of_large_objects():
         # small objects (radius <= 4 px) cover at most ~50 px, large ones (>= 6 px) at least ~100
         assert not np.any((areas > 60) & (areas < 90)), areas
         assert int((areas >= 75).sum()) == label, (label, areas)
+
+
+def test_scene_spheres_show_the_labelled_number_of_discs():
+    labels = np.repeat(np.arange(4), 25)
+    images = render_scene_spheres(labels, np.random.default_rng(2))
+    found_spheres = []
+    for image in images:
+        saturation = image.max(axis=2).astype(int) - image.min(axis=2).astype(int)  # the floor is grey
+        labelled, found = ndimage.label(ndimage.binary_opening(saturation > 25))
+        assert 1 <= found <= 8  # touching corners may join two objects into one component, never split one
+        # a disc fills pi/4 of its bounding box; a cube or a cylinder (rounded square) 0.9 or more
+        fills = [np.mean(labelled[box] == k) for k, box in enumerate(ndimage.find_objects(labelled), start=1)]
+        found_spheres.append(int(np.sum(np.array(fills) < 0.84)))
+    found_spheres = np.array(found_spheres)
+    assert np.mean(found_spheres == labels) >= 0.8  # pixel-level reading at 64 px: not every object
+    means = [found_spheres[labels == label].mean() for label in range(4)]
+    assert np.all(np.diff(means) > 0.5), means
 
 
 def test_the_light_direction_shows_in_the_shading():

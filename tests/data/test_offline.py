@@ -39,6 +39,7 @@ STRUCTURED = {  # the VTAB-structured-style targets and their class counts
     "sprites-distance": 4,
     "shape-lighting": 5,
     "scene-size": 4,
+    "scene-spheres": 4,
 }
 
 
@@ -92,6 +93,7 @@ _BUILDERS = {  # each generated image set once: name -> its images, built from _
     "sprites-distance": lambda: offline._sprite_distances()["images"],
     "shape-lighting": lambda: offline._shape_lightings()["images"],
     "scene-size": lambda: offline._scene_sizes()["images"],
+    "scene-spheres": lambda: offline._scene_spheres()["images"],
 }
 
 
