@@ -19,6 +19,7 @@ size, 0 to 3 of them spheres.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -301,6 +302,30 @@ def render_counting(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return images
 
 
+def _render_scenes(
+    labels: np.ndarray,
+    layout: Callable[[int], tuple[np.ndarray, np.ndarray | None]],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One scene per label on :func:`render_counting`'s floor: ``layout(label)`` gives the objects'
+    radii and kinds (None: each kind drawn as its object is painted), placed 1.5 px apart.
+
+    The order of the draws from ``rng`` is part of each task's images (their pools are cached by
+    seed): floor, layout, placement, then per object its kind (if not given) and its colour.
+    """
+    yy, xx = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64) + 0.5
+    images = np.empty((len(labels), _SIZE, _SIZE, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        floor = 110 + 25 * (yy / _SIZE) + rng.normal(0, 2, size=(_SIZE, _SIZE))
+        canvas = np.repeat(floor[:, :, None], 3, axis=2)
+        radii, kinds = layout(int(label))
+        for k, ((cx, cy), radius) in enumerate(zip(_place_apart(radii, 1.5, rng), radii)):
+            kind = int(rng.integers(0, 3)) if kinds is None else int(kinds[k])
+            _draw_object(canvas, (yy, xx), (cx, cy), radius, kind, _saturated_colour(rng))
+        images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
+    return images
+
+
 SCENE_LARGE_COUNTS = 4  # labels 0-3: how many of a scene's objects are large
 _SMALL_RADII, _LARGE_RADII = (3.0, 4.0), (6.0, 7.0)  # pixels; CLEVR's two sizes, never confused
 
@@ -316,28 +341,17 @@ def render_scene_sizes(large_counts: np.ndarray, rng: np.random.Generator) -> np
     Shape:
         large_counts: (N,) ints in [0, 4). returns: (N, 64, 64, 3) uint8.
     """
-    yy, xx = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64) + 0.5
-    images = np.empty((len(large_counts), _SIZE, _SIZE, 3), dtype=np.uint8)
-    for i, large in enumerate(large_counts):
-        canvas = _floor(yy, rng)
+
+    def layout(large: int) -> tuple[np.ndarray, None]:
         total = int(rng.integers(3, 9))
-        large_radii = rng.uniform(*_LARGE_RADII, int(large))
-        radii = np.concatenate([large_radii, rng.uniform(*_SMALL_RADII, total - int(large))])
-        for (cx, cy), radius in zip(_place_apart(radii, 1.5, rng), radii):
-            kind = int(rng.integers(0, 3))
-            _draw_object(canvas, (yy, xx), (cx, cy), radius, kind, _saturated_colour(rng))
-        images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
-    return images
+        large_radii = rng.uniform(*_LARGE_RADII, large)
+        return np.concatenate([large_radii, rng.uniform(*_SMALL_RADII, total - large)]), None
+
+    return _render_scenes(large_counts, layout, rng)
 
 
 SCENE_SPHERE_COUNTS = 4  # labels 0-3: how many of a scene's objects are spheres
 _SHAPE_RADII = (5.0, 7.0)  # pixels: large enough that a disc, a square and a rounded square differ
-
-
-def _floor(yy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The scenes' grey floor (a light gradient down the image, pixel noise sd 2) as an RGB canvas."""
-    floor = 110 + 25 * (yy / _SIZE) + rng.normal(0, 2, size=(_SIZE, _SIZE))
-    return np.repeat(floor[:, :, None], 3, axis=2)
 
 
 def render_scene_spheres(sphere_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -351,17 +365,13 @@ def render_scene_spheres(sphere_counts: np.ndarray, rng: np.random.Generator) ->
     Shape:
         sphere_counts: (N,) ints in [0, 4). returns: (N, 64, 64, 3) uint8.
     """
-    yy, xx = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64) + 0.5
-    images = np.empty((len(sphere_counts), _SIZE, _SIZE, 3), dtype=np.uint8)
-    for i, spheres in enumerate(sphere_counts):
-        canvas = _floor(yy, rng)
+
+    def layout(spheres: int) -> tuple[np.ndarray, np.ndarray]:
         total = int(rng.integers(3, 9))
-        kinds = np.concatenate([np.zeros(int(spheres), dtype=int), rng.integers(1, 3, total - int(spheres))])
-        radii = rng.uniform(*_SHAPE_RADII, total)
-        for (cx, cy), radius, kind in zip(_place_apart(radii, 1.5, rng), radii, kinds):
-            _draw_object(canvas, (yy, xx), (cx, cy), radius, int(kind), _saturated_colour(rng))
-        images[i] = np.clip(canvas, 0, 255).astype(np.uint8)
-    return images
+        kinds = np.concatenate([np.zeros(spheres, dtype=int), rng.integers(1, 3, total - spheres)])
+        return rng.uniform(*_SHAPE_RADII, total), kinds
+
+    return _render_scenes(sphere_counts, layout, rng)
 
 
 CLOSEST_BINS = 6
