@@ -196,15 +196,18 @@ def weights_task(inputs: WeightingInputs, names: list[str], seeds: list[int]) ->
 
 
 def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[str], seeds: list[int],
-            zero_shot: pd.DataFrame, tag: str) -> tuple[WeightingInputs, Any]:  # fmt: skip
-    """The weightings' inputs for ``target`` (train800 / val200 only) and the search, if run."""
+            zero_shot: pd.DataFrame, tag: str) -> tuple[WeightingInputs, Any, list[SearchResult]]:  # fmt: skip
+    """The weightings' inputs for ``target`` (train800 / val200 only), the search, if run, and
+    every search run (HGPrompt's, the random one)."""
     import ray
 
     name = tag
     found = statistics = probe = None
     positions: tuple[int, ...] = ()
+    searched: list[SearchResult] = []
     if needs & {"search", "probe"}:
         found = search(plan, target, sources, plan.output / "searches" / name)
+        searched.append(found)
         statistics = statistics_in_order(ray.get(found.statistics), sources)  # the search's order may differ
     if "probe" in needs and found is not None:
         from hgprompt_ray.tuning.probe_metric import probe_data_task
@@ -217,6 +220,7 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
     if "random-search" in needs:
         randomly = search(plan, target, sources, plan.output / "searches" / f"{name}@random", sampler="random")
         random_weights = randomly.weights.aligned(sources)
+        searched.append(randomly)
     similarities: dict[int, np.ndarray] = {}
     if "spot" in needs:
         from hgprompt_ray.transfer.weights import spot_similarities
@@ -237,7 +241,7 @@ def _inputs(plan: EvaluationPlan, target: str, sources: list[str], needs: set[st
                                                      if s in sources),
         random_search_weights=random_weights,
     )  # fmt: skip
-    return inputs, found
+    return inputs, found, searched
 
 
 def split_tag(plan: EvaluationPlan, target: str, seed: int = 0) -> str:
@@ -322,7 +326,7 @@ def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str
     sources = list(plan.sources[target])
     needs = {n for m in [*methods, *scaling] for n in m.needs}
     zero_shot = zero_shot_column(plan, target, tag)
-    inputs, found = _inputs(plan, target, sources, needs, seeds, zero_shot, tag)
+    inputs, found, searched = _inputs(plan, target, sources, needs, seeds, zero_shot, tag)
     task = remote(weights_task, plan)
     computed = ray.get(task.remote(inputs, [m.name for m in methods], seeds)) if methods else {}
     entry: dict[str, Any] = {
@@ -349,7 +353,8 @@ def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str
             index = [sources.index(s) for s in subset]
             scaled = None
             if any("search" in m.needs for m in scaling):
-                scaled = search(plan, target, subset, plan.output / "searches" / f"{tag}@{size}").weights.aligned(subset)
+                searched.append(search(plan, target, subset, plan.output / "searches" / f"{tag}@{size}"))
+                scaled = searched[-1].weights.aligned(subset)
             point = ray.get(task.remote(inputs.subset(index, scaled), [m.name for m in scaling],
                                         [seed] if seed else list(range(settings.scaling_seeds))))  # fmt: skip
             entry["scaling"][str(size)] = {"sources": subset, "methods": point}
@@ -358,4 +363,6 @@ def target_weights(plan: EvaluationPlan, target: str, seed: int = 0) -> dict[str
         entry["methods"].update({n: v[str(seed)] for n, v in entry["per_seed"].items() if str(seed) in v})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, entry)
+    for result in searched:  # this draw's tables leave the object store (19 prompts x 5 draws spilled GBs)
+        result.release()
     return entry

@@ -79,6 +79,13 @@ class SearchResult:
     seconds: float
     screening_extraction: Any = None
 
+    def release(self) -> None:
+        """Drop the search's feature and gradient tables from the object store (the cache keeps
+        them; a resumed search puts them back). The weights and ``best`` stay usable."""
+        for extraction in (self.extraction, self.screening_extraction):
+            if extraction is not None:
+                extraction.release()
+
 
 def run_search(spec: SearchSpec | SearchPlan, *, progress: bool = True) -> SearchResult:
     """Run one search (module docstring). Pass a :class:`SearchPlan` to reuse checks already made.

@@ -277,7 +277,9 @@ class FeatureStore:
         return sorted(self._ray.get(self._actor.keys.remote()))
 
     def drop(self, keys: Iterable[str]) -> None:
-        """Forget tables (their objects are freed once no reader holds a ref)."""
+        """Forget tables and the readable names that point at them (their objects are freed once
+        no reader holds a ref; :func:`~hgprompt_ray.workers.extract.extract` puts them back from
+        the cache)."""
         self._ray.get(self._actor.drop.remote(list(keys)))
 
     def kill(self) -> None:
@@ -328,6 +330,8 @@ def _store_actor_class() -> Any:
                 for key in keys:
                     self._refs.pop(key, None)
                     self._info.pop(key, None)
+                gone = set(keys)  # a readable name of a dropped table resolves no more
+                self._aliases = {a: k for a, k in self._aliases.items() if k not in gone}
 
         _STORE_CLASS = FeatureStoreActor
     return _STORE_CLASS

@@ -14,6 +14,7 @@ from PIL import Image
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.methods import get_method, method_names, registered
 from hgprompt_ray.transfer.report import RESULT_COLUMNS, _chunks_text, _wall_text
+from hgprompt_ray.workers.feature_store import STORE_NAME, STORE_NAMESPACE
 from launch.evaluate import TIME_LIMIT_EXIT, main
 from tests.workers.conftest import DEPTH, EMBED_DIM
 
@@ -57,6 +58,9 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
     try:
         assert main(argv) == 0
         first = capsys.readouterr().out
+        # every draw's searches released their tables: nothing of the evaluation stays pinned
+        store = ray.get_actor(STORE_NAME, namespace=STORE_NAMESPACE)
+        assert ray.get(store.keys.remote()) == []
         assert f"({runs} runs this time, {runs} in all)" in first
         results = pd.read_csv(out / "results.csv")
         assert tuple(results.columns) == RESULT_COLUMNS

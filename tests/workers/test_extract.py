@@ -147,6 +147,20 @@ def test_second_run_computes_nothing_and_serves_zero_copy_views(first_run, extra
         assert not views[name].flags.writeable and not views[name].flags.owndata
     refs = again.feature_refs("train800")
     assert set(refs) == set(NAMES) and all(isinstance(r, ray.ObjectRef) for r in refs.values())
+    # released (an evaluation does so after each split draw's weights): gone from the store and
+    # its readable names, kept in the cache, and a rerun puts them back without computing
+    del refs
+    again.release()
+    keys = [k for split in again.feature_keys.values() for k in split.values()] + [again.gradient_key]
+    assert not any(FeatureStore().contains(keys).values())
+    with pytest.raises(KeyError, match="has no 'val200' features"):
+        FeatureStore().features(NAMES, again.target_name, "val200")
+    back = extract(extraction_setup, num_workers=2, progress=False)
+    assert back.stats["workers"] == 0 and back.stats["cached_tables"] == len(keys)
+    assert all(FeatureStore().contains(keys).values())
+    views, _ = FeatureStore().features(NAMES, again.target_name, "val200")
+    for name in NAMES:
+        np.testing.assert_array_equal(views[name], reference[name])
 
 
 def test_samples_are_a_recorded_seeded_draw(first_run, extraction_setup, tmp_path):

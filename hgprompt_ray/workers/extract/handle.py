@@ -104,6 +104,13 @@ class Extraction:
 
         return moments_from_table(ray.get(self.gradient_ref()))
 
+    def release(self) -> None:
+        """Drop this extraction's tables from the store, so the object store can free them (a
+        long evaluation extracts a new set per split draw). The cache keeps them: a later
+        :func:`extract` of the same config computes nothing and puts them back."""
+        keys = [k for split in self.feature_keys.values() for k in split.values()]
+        self.store().drop([*keys, *([self.gradient_key] if self.gradient_key else [])])
+
     def _keys(self, split: str) -> dict[str, str]:
         if split not in self.feature_keys:
             raise InvalidValueError(
