@@ -29,7 +29,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-/work/evals/offline-v2}        # where the zoo trains (a copy lands in the repo)
 STORAGE=${STORAGE:-/tmp/zoo2}                # Ray Train's checkpoints of the prompt in progress
-ZOO=prompt_zoo/offline-v2
+ZOO=${ZOO:-prompt_zoo/offline-v2}            # offline-v3: WORK=/work/evals/offline-v3 STORAGE=/tmp/zoo3,
+                                             # seeded with v2's prompts and manifest (its README says how)
 STEPS=${STEPS:-zoo matrix loo}
 export RAY_TMPDIR=${RAY_TMPDIR:-/tmp/ray_offline}
 
@@ -42,7 +43,7 @@ for step in $STEPS; do
       mkdir -p "$ZOO"
       cp "$WORK"/*.safetensors "$WORK"/manifest.json "$ZOO"/
       python -m hgprompt_ray.prompts report "$ZOO" --probe-json bench/results/linear_probe.json \
-        --out "$WORK/README.md"
+        bench/results/linear_probe_new_targets.json --out "$WORK/README.md"
       echo "the table of $ZOO is in $WORK/README.md: merge it into $ZOO/README.md";;
     matrix)
       # shellcheck disable=SC2086  # MATRIX_TARGETS is a list of names

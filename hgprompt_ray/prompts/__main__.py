@@ -11,9 +11,10 @@
   verify  LIBRARY                                  sizes, checksums, shapes, stray files (exit 1 on problems)
   migrate LIBRARY                                  rewrite an older manifest in the current schema version
   remove  LIBRARY NAME                             delete a prompt
-  report  LIBRARY [--probe-json F] [--out F]       Markdown table of the library (and a linear
+  report  LIBRARY [--probe-json F...] [--out F]   Markdown table of the library (and a linear
                                                    probe's accuracy per source task, from
-                                                   bench/bench_linear_probe.py --json)
+                                                   bench/bench_linear_probe.py --json; a later
+                                                   file's row for a task wins)
 
 Imported tensors may be (m, d) or (1, m, d); d must equal the backbone's width. ``.pt`` files are
 read with ``torch.load(weights_only=True)`` and ``.npy`` with ``allow_pickle=False``: nothing
@@ -243,10 +244,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     import json
 
     library = PromptLibrary(args.library)
-    probe = None
+    probe: dict[str, float] | None = None
     if args.probe_json:
-        rows = json.loads(Path(args.probe_json).read_text(encoding="utf-8"))
-        probe = {row["task"]: float(row["backbone"]) for row in rows}
+        probe = {}
+        for path in args.probe_json:  # several runs of the bench (e.g. one per batch of new tasks)
+            rows = json.loads(Path(path).read_text(encoding="utf-8"))
+            probe.update({row["task"]: float(row["backbone"]) for row in rows})
     text = library_report(library, probe)
     if args.out:
         with atomic_path(args.out) as tmp:
@@ -292,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     removing.add_argument("name")
     reporting = commands.add_parser("report", help="Markdown table of the library")
     reporting.add_argument("library")
-    reporting.add_argument("--probe-json", default=None, help="bench/bench_linear_probe.py --json output")
+    reporting.add_argument(
+        "--probe-json", nargs="+", default=None, help="bench/bench_linear_probe.py --json output(s)"
+    )
     reporting.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     handlers = {

@@ -157,3 +157,8 @@ def test_report_renders_accuracies_and_probe_column(tmp_path, capsys):
     assert main(["report", str(library), "--probe-json", str(probe), "--out", str(tmp_path / "R.md")]) == 0
     text = (tmp_path / "R.md").read_text()
     assert "| a | digits | dinov2-s-imgfocus | 4 | 112 | - | 0.800 | 0.930 |" in text
+    later = tmp_path / "later.json"  # a second bench run: its row for a task replaces the first's
+    later.write_text(json.dumps([{"task": "digits", "backbone": 0.95, "pixels": 0.9}]))
+    out = str(tmp_path / "R.md")
+    assert main(["report", str(library), "--probe-json", str(probe), str(later), "--out", out]) == 0
+    assert "| 0.800 | 0.950 |" in (tmp_path / "R.md").read_text()
