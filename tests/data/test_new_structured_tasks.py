@@ -194,3 +194,15 @@ def test_every_v2_zoo_prompt_is_an_eligible_source(name):
     assert len(sources) == 19
     assert eligible_sources(name, sources) == list(sources)
     assert related_tasks(name) == ()
+
+
+@pytest.mark.parametrize("name", NEW_TASKS)
+def test_the_v3_zoo_has_the_task_s_prompt_and_leaves_only_it_out(name):
+    """offline-v3 = v2 + one prompt per new task: as a target, each new task loses its own prompt
+    and nothing else (no other task shares its images)."""
+    v3 = json.loads((_V2_MANIFEST.parents[1] / "offline-v3" / "manifest.json").read_text())["prompts"]
+    sources = {prompt["name"]: prompt["source_task"] for prompt in v3}
+    v2 = {prompt["name"] for prompt in json.loads(_V2_MANIFEST.read_text())["prompts"]}
+    assert len(sources) == 24 and v2 | set(NEW_TASKS) == set(sources)
+    assert sources[name] == name
+    assert eligible_sources(name, sources) == [s for s in sources if s != name]
