@@ -11,7 +11,7 @@
   verify  LIBRARY                                  sizes, checksums, shapes, stray files (exit 1 on problems)
   migrate LIBRARY                                  rewrite an older manifest in the current schema version
   remove  LIBRARY NAME                             delete a prompt
-  report  LIBRARY [--probe-json F...] [--out F]   Markdown table of the library (and a linear
+  report  LIBRARY [--probe-json F...] [--out F]    Markdown table of the library (and a linear
                                                    probe's accuracy per source task, from
                                                    bench/bench_linear_probe.py --json; a later
                                                    file's row for a task wins)
