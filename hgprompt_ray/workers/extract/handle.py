@@ -108,8 +108,7 @@ class Extraction:
         """Drop this extraction's tables from the store, so the object store can free them (a
         long evaluation extracts a new set per split draw). The cache keeps them: a later
         :func:`extract` of the same config computes nothing and puts them back."""
-        keys = [k for split in self.feature_keys.values() for k in split.values()]
-        self.store().drop([*keys, *([self.gradient_key] if self.gradient_key else [])])
+        self.store().drop(table_keys(self.feature_keys, self.gradient_key))
 
     def _keys(self, split: str) -> dict[str, str]:
         if split not in self.feature_keys:
@@ -117,6 +116,12 @@ class Extraction:
                 invalid_value("split", split, f"must be one of the extracted {list(self.feature_keys)}", "")
             )
         return self.feature_keys[split]
+
+
+def table_keys(feature_keys: dict[str, dict[str, str]], gradient_key: str | None) -> list[str]:
+    """Every table's key: the features of each (split, prompt), then the gradient table's."""
+    keys = [key for split in feature_keys.values() for key in split.values()]
+    return keys if gradient_key is None else [*keys, gradient_key]
 
 
 def extract(
@@ -155,9 +160,7 @@ def extract(
     plan = make_plan(config, store_name, progress, task=task, device="cuda" if use_gpu else "cpu")
     task = plan.task
     cache = ExtractionCache(config.cache_dir)
-    all_keys = [k for split in plan.feature_keys.values() for k in split.values()]
-    if plan.gradient_key is not None:
-        all_keys.append(plan.gradient_key)
+    all_keys = table_keys(plan.feature_keys, plan.gradient_key)
     missing = [k for k in all_keys if not cache.has(k)]
     stats: dict[str, Any] = {
         "image_prompt_forwards": 0,
