@@ -98,6 +98,8 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
     full = json.loads((out / "runs" / "data" / "full" / "seed0.json").read_text())
     assert full["trainable_parameters"] > 300_000 and full["precision"] in ("bf16", "fp32")
     assert len(weights["scaling"]["2"]["sources"]) == 2
+    scaled = json.loads((out / "searches" / "data@2" / "best.json").read_text())["extraction"]
+    assert scaled["stats"]["gradients_from"] == search["extraction"]["gradient_key"]  # no gradient pass
     runs_frame = pd.read_csv(out / "runs.csv")
     scaling = {m.name for m in registered() if m.scaling}
     assert set(runs_frame[~runs_frame["main"]]["method"]) == scaling

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -50,7 +51,9 @@ class Extraction:
         stats: work done by this call: ``image_prompt_forwards``, ``gradient_sample_prompts``,
             ``workers`` (0 when everything came from the cache), ``cached_tables``, ``seconds``
             (driver wall time) and, when workers ran, ``feature_seconds`` / ``gradient_seconds``
-            (the slowest rank's compute time of each phase).
+            (the slowest rank's compute time of each phase); ``gradients_from``: the cached
+            table of a superset of the prompts that this set's gradient table was cut from
+            (:meth:`ExtractionCache.derive_gradients`).
     """
 
     target: str
@@ -160,6 +163,11 @@ def extract(
     plan = make_plan(config, store_name, progress, task=task, device="cuda" if use_gpu else "cpu")
     task = plan.task
     cache = ExtractionCache(config.cache_dir)
+    derived = None  # a prompt subset's gradient table: cut from a cached superset's, not recomputed
+    if plan.compute_gradients and plan.gradient_key is not None:
+        derived = cache.derive_gradients(plan.gradient_key, plan.gradient_meta, plan.names)
+        if derived is not None:
+            plan = dataclasses.replace(plan, compute_gradients=False)
     all_keys = table_keys(plan.feature_keys, plan.gradient_key)
     missing = [k for k in all_keys if not cache.has(k)]
     stats: dict[str, Any] = {
@@ -168,6 +176,8 @@ def extract(
         "workers": 0,
         "cached_tables": len(all_keys) - len(missing),
     }
+    if derived is not None:
+        stats["gradients_from"] = derived
     store = FeatureStore(store_name)
     if missing:
         workers = min(num_workers, len(plan.names))
