@@ -14,3 +14,26 @@ def test_core_imports_neither_ray_nor_timm():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_trial_and_the_search_tasks_import_only_what_they_run():
+    """A Tune trial's process unpickles ``tuning.trainable.hgprompt_trial``, and the statistics,
+    screening and probe-data tasks' processes their modules: none may pull in the driver's side
+    (Ray Train and Tune, timm and the data registry, the extraction), which a fresh Ray worker
+    would import for nothing (the package ``__init__`` files resolve their names lazily)."""
+    code = (
+        "import sys\n"
+        "import hgprompt_ray.tuning.trainable, hgprompt_ray.tuning.tasks, hgprompt_ray.tuning.probe_metric\n"
+        "import hgprompt_ray.tuning, hgprompt_ray.models\n"
+        "heavy = ('timm', 'torchvision', 'ray', 'pandas', 'optuna', 'hgprompt_ray.data', 'hgprompt_ray.workers.extract',"
+        " 'hgprompt_ray.tuning.run', 'hgprompt_ray.tuning.search', 'hgprompt_ray.models.backbones')\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith(heavy))))\n"
+        "from hgprompt_ray.tuning import run_search, SearchSpec\n"  # the names still resolve, on first use
+        "from hgprompt_ray.models import load_backbone\n"
+        "print(run_search.__module__, SearchSpec.__module__, load_backbone.__module__, 'timm' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "",
+        "hgprompt_ray.tuning.run hgprompt_ray.tuning.spec hgprompt_ray.models.backbones True",
+    ]

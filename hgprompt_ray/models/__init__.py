@@ -1,14 +1,8 @@
 """Prompted ViT over timm and backbone loading (hub, local file, offline default)."""
 
-from hgprompt_ray.models.backbones import (
-    OFFLINE_BACKBONE,
-    OFFLINE_IMG_SIZE,
-    BackboneSpec,
-    load_backbone,
-)
-from hgprompt_ray.models.gradients import prompt_gradients, unfused_attention
-from hgprompt_ray.models.precision import PRECISIONS, autocast, native_bf16, resolve_precision
-from hgprompt_ray.models.prompted_vit import PromptedViT, vpt_init_bound
+from typing import TYPE_CHECKING
+
+from hgprompt_ray.lazy import lazy_exports
 
 __all__ = [
     "OFFLINE_BACKBONE",
@@ -24,3 +18,25 @@ __all__ = [
     "unfused_attention",
     "vpt_init_bound",
 ]
+
+_EXPORTS = {  # name: its submodule (imported when the name is first read)
+    "OFFLINE_BACKBONE": "backbones",
+    "OFFLINE_IMG_SIZE": "backbones",
+    "BackboneSpec": "backbones",
+    "load_backbone": "backbones",
+    "prompt_gradients": "gradients",
+    "unfused_attention": "gradients",
+    "PRECISIONS": "precision",
+    "autocast": "precision",
+    "native_bf16": "precision",
+    "resolve_precision": "precision",
+    "PromptedViT": "prompted_vit",
+    "vpt_init_bound": "prompted_vit",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
+    from hgprompt_ray.models.backbones import OFFLINE_BACKBONE, OFFLINE_IMG_SIZE, BackboneSpec, load_backbone
+    from hgprompt_ray.models.gradients import prompt_gradients, unfused_attention
+    from hgprompt_ray.models.precision import PRECISIONS, autocast, native_bf16, resolve_precision
+    from hgprompt_ray.models.prompted_vit import PromptedViT, vpt_init_bound

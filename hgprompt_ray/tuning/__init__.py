@@ -7,17 +7,9 @@ statistics task, ``Tuner`` / ``Tuner.restore`` and the results table; ``outputs`
 tables, plots; ``progress``: the console's progress lines.
 """
 
-from hgprompt_ray.tuning.plan import SearchPlan, plan_search
-from hgprompt_ray.tuning.run import SearchFailedError, SearchResult, run_search
-from hgprompt_ray.tuning.spec import SearchSpec
-from hgprompt_ray.tuning.trainable import (
-    SearchStatistics,
-    TrialInputs,
-    hgprompt_trial,
-    run_trial,
-    search_statistics,
-    select_subset,
-)
+from typing import TYPE_CHECKING
+
+from hgprompt_ray.lazy import lazy_exports
 
 __all__ = [
     "SearchFailedError",
@@ -33,3 +25,32 @@ __all__ = [
     "search_statistics",
     "select_subset",
 ]
+
+_EXPORTS = {  # name: its submodule (imported when the name is first read)
+    "SearchPlan": "plan",
+    "plan_search": "plan",
+    "SearchFailedError": "run",
+    "SearchResult": "run",
+    "run_search": "run",
+    "SearchSpec": "spec",
+    "SearchStatistics": "trainable",
+    "TrialInputs": "trainable",
+    "hgprompt_trial": "trainable",
+    "run_trial": "trainable",
+    "search_statistics": "trainable",
+    "select_subset": "trainable",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
+    from hgprompt_ray.tuning.plan import SearchPlan, plan_search
+    from hgprompt_ray.tuning.run import SearchFailedError, SearchResult, run_search
+    from hgprompt_ray.tuning.spec import SearchSpec
+    from hgprompt_ray.tuning.trainable import (
+        SearchStatistics,
+        TrialInputs,
+        hgprompt_trial,
+        run_trial,
+        search_statistics,
+        select_subset,
+    )

@@ -27,17 +27,14 @@ from ray import tune
 from hgprompt_ray.core.ensemble_weights import EnsembleWeights
 from hgprompt_ray.errors import IntegrityError
 from hgprompt_ray.tuning.progress import TrialProgress
-from hgprompt_ray.tuning.screening import Screening, rank_prompts
+from hgprompt_ray.tuning.tasks import choice_task, screening_task, statistics_task
 from hgprompt_ray.tuning.trainable import (
     DEFAULT_STATISTICS_BUDGET_GB,
-    SearchStatistics,
     TrialInputs,
     choose_statistics,
     hgprompt_trial,
-    search_statistics,
 )
 from hgprompt_ray.workers.extract import Extraction
-from hgprompt_ray.workers.feature_store import features_from_table, moments_from_table
 from search_spaces.hgprompt import ALPHA_PREFIX, TRIAL_COLUMNS
 
 __all__ = [
@@ -130,36 +127,6 @@ def repair_experiment_state(experiment_dir: str | Path, backup_dir: str | Path) 
     return [p.name for p in saved]
 
 
-def _statistics_from_tables(
-    prompts: list[str],
-    train_tables: list[Any],
-    val_tables: list[Any],
-    gradient_table: Any,
-    mode: str = "all-pairs",
-    trials: int = 1,
-    max_prompts: int | None = None,
-    budget_gb: float = DEFAULT_STATISTICS_BUDGET_GB,
-) -> SearchStatistics:
-    train = [features_from_table(t) for t in train_tables]
-    val = [features_from_table(t) for t in val_tables]
-    names, moments = moments_from_table(gradient_table)
-    order = [names.index(p) for p in prompts]
-    moments = moments.subset(order) if order != list(range(len(names))) else moments
-    choice = choose_statistics(
-        len(prompts),
-        max_prompts or len(prompts),
-        [len(train[0][1]), len(val[0][1])],
-        train[0][0].shape[1],
-        trials,
-        requested=mode,
-        budget_gb=budget_gb,
-    )
-    logger.info("search statistics: %s (%s)", choice.mode, choice.reason)
-    return search_statistics(
-        prompts, [f for f, _, _ in train], train[0][1], [f for f, _, _ in val], val[0][1], moments, choice
-    )
-
-
 def screen_sources(
     extraction: Extraction, prompts: Sequence[str], metric: str, top: int | None, num_cpus: int = 1
 ) -> Any:
@@ -170,13 +137,8 @@ def screen_sources(
     import ray
 
     train_refs = extraction.feature_refs(next(iter(extraction.feature_keys)))
-    task = ray.remote(num_cpus=num_cpus)(_screening_task)
+    task = ray.remote(num_cpus=num_cpus)(screening_task)
     return task.remote(list(prompts), metric, top, *[train_refs[p] for p in prompts])
-
-
-def _screening_task(prompts: list[str], metric: str, top: int | None, *tables: Any) -> Screening:
-    blocks = [features_from_table(table) for table in tables]
-    return rank_prompts(prompts, [features for features, _, _ in blocks], blocks[0][1], metric, top)
 
 
 def prepare_statistics(
@@ -209,7 +171,7 @@ def prepare_statistics(
     train_refs = extraction.feature_refs(train_split)
     val_refs = extraction.feature_refs(val_split)
     choose_statistics(1, 1, [2], 1, 1, requested=mode, budget_gb=budget_gb)  # bad settings fail here
-    task = ray.remote(num_cpus=num_cpus)(_statistics_task)
+    task = ray.remote(num_cpus=num_cpus)(statistics_task)
     return task.remote(
         prompts,
         (mode, trials, max_prompts, budget_gb),
@@ -219,26 +181,12 @@ def prepare_statistics(
     )
 
 
-def _statistics_task(prompts: list[str], form: tuple[Any, ...], *tables: Any) -> SearchStatistics:
-    from hgprompt_ray.threads import use_allocated_threads
-
-    use_allocated_threads()
-    count = len(prompts)
-    return _statistics_from_tables(
-        prompts, list(tables[:count]), list(tables[count : 2 * count]), tables[-1], *form
-    )
-
-
 def statistics_choice(statistics_ref: Any) -> dict[str, Any] | None:
     """The :class:`~hgprompt_ray.tuning.trainable.StatisticsChoice` (as a dict) of the statistics
     behind ``statistics_ref``, read by a small task (the driver maps none of the arrays)."""
     import ray
 
-    return ray.get(ray.remote(num_cpus=0)(_choice_task).remote(statistics_ref))  # type: ignore[no-any-return]
-
-
-def _choice_task(statistics: SearchStatistics) -> dict[str, Any] | None:
-    return statistics.choice
+    return ray.get(ray.remote(num_cpus=0)(choice_task).remote(statistics_ref))  # type: ignore[no-any-return]
 
 
 def build_tuner(

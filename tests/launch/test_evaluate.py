@@ -16,6 +16,7 @@ from hgprompt_ray.transfer.methods import get_method, method_names, registered
 from hgprompt_ray.transfer.report import RESULT_COLUMNS, _chunks_text, _wall_text
 from hgprompt_ray.workers.feature_store import STORE_NAME, STORE_NAMESPACE
 from launch.evaluate import TIME_LIMIT_EXIT, main
+from tests.launch.conftest import shared_cluster
 from tests.workers.conftest import DEPTH, EMBED_DIM
 
 ray = pytest.importorskip("ray")
@@ -47,6 +48,7 @@ def _argv(config, out, *extra):
 
 @pytest.mark.slow
 def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
+    shared_cluster()
     out = tmp_path / "report"
     names = method_names()
     probed = [m for m in names if "init-probe" in get_method(m).protocols]  # the weightings + the linear probe
@@ -55,139 +57,143 @@ def test_evaluate_end_to_end_and_resume(extraction_setup, tmp_path, capsys):
     # (init-probe), and the scaling point's 3 methods under each protocol
     runs = len(names) + 2 * len(probed) + 2 * 3
     argv = _argv(extraction_setup, out, "--protocol", "tuned", "init-probe", "--tuned-seeds", "1")
-    try:
-        assert main(argv) == 0
-        first = capsys.readouterr().out
-        # every draw's searches released their tables: nothing of the evaluation stays pinned
-        store = ray.get_actor(STORE_NAME, namespace=STORE_NAMESPACE)
-        assert ray.get(store.keys.remote()) == []
-        assert f"({runs} runs this time, {runs} in all)" in first
-        results = pd.read_csv(out / "results.csv")
-        assert tuple(results.columns) == RESULT_COLUMNS
-        assert set(results["method"]) == set(names) and set(results["protocol"]) == {"tuned", "init-probe"}
-        assert set(results[results["protocol"] == "init-probe"]["method"]) == set(probed)
-        assert results.groupby(["method", "protocol"]).size().to_dict() == {
-            **{(m, "tuned"): 1 for m in names}, **{(m, "init-probe"): 2 for m in probed}}
-        assert results["test_accuracy"].between(0, 1).all() and (results["wall_seconds"] > 0).all()
-        assert (results[results["method"] == "linear-probe"]["test_accuracy"] > 0.75).all()
-        weights = json.loads((out / "weights" / "data.json").read_text())
-        assert weights["sources"] == ["p0", "p1", "p2"]
-        for method in registered():
-            if method.weights is not None:
-                alpha = weights["methods"][method.name]
-                assert len(alpha) == 3 and abs(sum(alpha) - 1) < 1e-6, method.name
-        assert sum(weights["methods"]["single-best"]) == 1 and max(weights["methods"]["single-best"]) == 1
-        best = max(weights["zero_shot_val"], key=weights["zero_shot_val"].get)  # val200, never test
-        assert weights["methods"]["single-best"][weights["sources"].index(best)] == 1
-        search = json.loads((out / "searches" / "data" / "best.json").read_text())
-        assert weights["methods"]["hgprompt"] == [search["alpha"][s] for s in weights["sources"]]
-        recorded = json.loads((out / "runs" / "data" / "hgprompt" / "seed0.json").read_text())
-        assert recorded["job"]["weights"] == weights["methods"]["hgprompt"]
-        randomly = json.loads((out / "searches" / "data@random" / "search.json").read_text())
-        assert randomly["arguments"]["sampler"] == "random"  # the same search, random sampling
-        random_best = json.loads((out / "searches" / "data@random" / "best.json").read_text())
-        assert weights["methods"]["search-random"] == [random_best["alpha"][s] for s in weights["sources"]]
-        assert 0 < recorded["epochs"] <= 1 and recorded["lr_scale"] == 1 and recorded["num_test"] == 60
-        assert recorded["trainable_parameters"] == 4 * EMBED_DIM + 2 * EMBED_DIM + 2
-        full = json.loads((out / "runs" / "data" / "full" / "seed0.json").read_text())
-        assert full["trainable_parameters"] > 300_000 and full["precision"] in ("bf16", "fp32")
-        assert len(weights["scaling"]["2"]["sources"]) == 2
-        runs_frame = pd.read_csv(out / "runs.csv")
-        scaling = {m.name for m in registered() if m.scaling}
-        assert set(runs_frame[~runs_frame["main"]]["method"]) == scaling
-        report = (out / "report.md").read_text()
-        assert "python launch/evaluate.py --targets" in report
-        assert "seeds: tuned 1, init-probe 2; protocols: tuned, init-probe" in report
-        labels = [get_method(m).display_label() for m in names]
-        for label in (*labels, "Where HGPrompt does not win", "Learning curve of VPT from scratch"):
-            assert label in report, label
-        table = pd.read_csv(out / "main_table.csv", index_col=0)
-        assert list(table.index) == labels and "PARTIAL-1" in labels and "MLP-3" in labels
-        # 2 init-probe seeds cannot show a target informative: its column is marked, with the reason
-        assert {"Params", "Wall s/run", "data †", "Average"} <= set(table.columns)
-        assert "† marks a target not shown to be informative" in report
-        assert table.loc["Linear probe", "Fit"] == "closed form"
-        spearman = pd.read_csv(out / "spearman.csv", index_col=0)  # values: tests/transfer/test_report.py
-        assert list(spearman.index) == ["data", "Average"] and "HGPrompt" in spearman.columns
-        assert "## Scaling with the number of sources" in report
-        ablation = pd.read_csv(out / "ablation.csv", index_col=0)
-        assert list(ablation.index) == ["neither (uniform)", "H only", "alignment only", "both (HGPrompt)"]
-        subset = [weights["sources"].index(s) for s in search["subset"]]  # the ablation's rows: one subset
-        for method in ("search-uniform", "search-h-only", "align-only"):
-            alpha = weights["methods"][method]
-            assert all(alpha[i] == 0 for i in range(3) if i not in subset), method
-        assert weights["methods"]["search-uniform"] == [1 / len(subset) if i in subset else 0 for i in range(3)]
-        for image in ("scaling.png", "tsne.png", "weights_data.png", "learning_curve.png"):
-            with Image.open(out / image) as png:
-                assert png.format == "PNG" and png.width > 200
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    # every draw's searches released their tables: nothing of the evaluation stays pinned
+    store = ray.get_actor(STORE_NAME, namespace=STORE_NAMESPACE)
+    tables = set()  # what each search's extraction put in the store (the cluster is the directory's)
+    for best in (out / "searches").glob("*/best.json"):
+        extraction = json.loads(best.read_text())["extraction"]
+        tables |= {k for split in extraction["feature_keys"].values() for k in split.values()}
+        tables.add(extraction["gradient_key"])
+    assert len(tables) > 3 * 2 and not tables & set(ray.get(store.keys.remote()))
+    assert f"({runs} runs this time, {runs} in all)" in first
+    results = pd.read_csv(out / "results.csv")
+    assert tuple(results.columns) == RESULT_COLUMNS
+    assert set(results["method"]) == set(names) and set(results["protocol"]) == {"tuned", "init-probe"}
+    assert set(results[results["protocol"] == "init-probe"]["method"]) == set(probed)
+    assert results.groupby(["method", "protocol"]).size().to_dict() == {
+        **{(m, "tuned"): 1 for m in names}, **{(m, "init-probe"): 2 for m in probed}}
+    assert results["test_accuracy"].between(0, 1).all() and (results["wall_seconds"] > 0).all()
+    assert (results[results["method"] == "linear-probe"]["test_accuracy"] > 0.75).all()
+    weights = json.loads((out / "weights" / "data.json").read_text())
+    assert weights["sources"] == ["p0", "p1", "p2"]
+    for method in registered():
+        if method.weights is not None:
+            alpha = weights["methods"][method.name]
+            assert len(alpha) == 3 and abs(sum(alpha) - 1) < 1e-6, method.name
+    assert sum(weights["methods"]["single-best"]) == 1 and max(weights["methods"]["single-best"]) == 1
+    best = max(weights["zero_shot_val"], key=weights["zero_shot_val"].get)  # val200, never test
+    assert weights["methods"]["single-best"][weights["sources"].index(best)] == 1
+    search = json.loads((out / "searches" / "data" / "best.json").read_text())
+    assert weights["methods"]["hgprompt"] == [search["alpha"][s] for s in weights["sources"]]
+    recorded = json.loads((out / "runs" / "data" / "hgprompt" / "seed0.json").read_text())
+    assert recorded["job"]["weights"] == weights["methods"]["hgprompt"]
+    randomly = json.loads((out / "searches" / "data@random" / "search.json").read_text())
+    assert randomly["arguments"]["sampler"] == "random"  # the same search, random sampling
+    random_best = json.loads((out / "searches" / "data@random" / "best.json").read_text())
+    assert weights["methods"]["search-random"] == [random_best["alpha"][s] for s in weights["sources"]]
+    assert 0 < recorded["epochs"] <= 1 and recorded["lr_scale"] == 1 and recorded["num_test"] == 60
+    assert recorded["trainable_parameters"] == 4 * EMBED_DIM + 2 * EMBED_DIM + 2
+    full = json.loads((out / "runs" / "data" / "full" / "seed0.json").read_text())
+    assert full["trainable_parameters"] > 300_000 and full["precision"] in ("bf16", "fp32")
+    assert len(weights["scaling"]["2"]["sources"]) == 2
+    scaled = json.loads((out / "searches" / "data@2" / "best.json").read_text())["extraction"]
+    assert scaled["stats"]["gradients_from"] == search["extraction"]["gradient_key"]  # no gradient pass
+    runs_frame = pd.read_csv(out / "runs.csv")
+    scaling = {m.name for m in registered() if m.scaling}
+    assert set(runs_frame[~runs_frame["main"]]["method"]) == scaling
+    report = (out / "report.md").read_text()
+    assert "python launch/evaluate.py --targets" in report
+    assert "seeds: tuned 1, init-probe 2; protocols: tuned, init-probe" in report
+    labels = [get_method(m).display_label() for m in names]
+    for label in (*labels, "Where HGPrompt does not win", "Learning curve of VPT from scratch"):
+        assert label in report, label
+    table = pd.read_csv(out / "main_table.csv", index_col=0)
+    assert list(table.index) == labels and "PARTIAL-1" in labels and "MLP-3" in labels
+    # 2 init-probe seeds cannot show a target informative: its column is marked, with the reason
+    assert {"Params", "Wall s/run", "data †", "Average"} <= set(table.columns)
+    assert "† marks a target not shown to be informative" in report
+    assert table.loc["Linear probe", "Fit"] == "closed form"
+    spearman = pd.read_csv(out / "spearman.csv", index_col=0)  # values: tests/transfer/test_report.py
+    assert list(spearman.index) == ["data", "Average"] and "HGPrompt" in spearman.columns
+    assert "## Scaling with the number of sources" in report
+    ablation = pd.read_csv(out / "ablation.csv", index_col=0)
+    assert list(ablation.index) == ["neither (uniform)", "H only", "alignment only", "both (HGPrompt)"]
+    subset = [weights["sources"].index(s) for s in search["subset"]]  # the ablation's rows: one subset
+    for method in ("search-uniform", "search-h-only", "align-only"):
+        alpha = weights["methods"][method]
+        assert all(alpha[i] == 0 for i in range(3) if i not in subset), method
+    assert weights["methods"]["search-uniform"] == [1 / len(subset) if i in subset else 0 for i in range(3)]
+    for image in ("scaling.png", "tsne.png", "weights_data.png", "learning_curve.png"):
+        with Image.open(out / image) as png:
+            assert png.format == "PNG" and png.width > 200
 
-        # init-probe (the issue's contract): seed 1 is split draw 1 with its own weights, so no
-        # choice reads an image of that draw's test split
-        other = json.loads((out / "weights" / "data~split1.json").read_text())
-        for tag, split in (("data", 0), ("data~split1", 1)):  # both draws' zero-shot columns, one pass
-            assert pd.read_parquet(out / "zero_shot" / f"{tag}.parquet")["split_seed"].unique().tolist() == [split]
-        assert (weights["split_seed"], other["split_seed"]) == (0, 1)
-        for folder, split in (("data", 0), ("data~split1", 1)):  # each draw's own search
-            assert json.loads((out / "searches" / folder / "search.json").read_text())["arguments"]["split_seed"] == split
-        searched = json.loads((out / "searches" / "data~split1" / "best.json").read_text())
-        assert other["methods"]["hgprompt"] == [searched["alpha"][s] for s in other["sources"]]
-        for seed in (0, 1):
-            record = json.loads((out / "runs" / "data" / "hgprompt~init-probe" / f"seed{seed}.json").read_text())
-            assert record["split_seed"] == seed and record["closed_form"] and record["epochs"] == 0
-            assert record["job"]["weights"] == (weights if seed == 0 else other)["methods"]["hgprompt"]
-            assert record["trainable_parameters"] == EMBED_DIM + 1  # the probe: binary logistic regression
-        for text in ("## Main table, init-probe", "HGPrompt against each baseline (init-probe)",
-                     "Do the weightings differ on each target? (init-probe)", "## Main table, tuned",
-                     "## Scaling with the number of sources (init-probe)"):  # fmt: skip
-            assert text in report, text
-        paired = pd.read_csv(out / "paired_init-probe.csv", index_col=0)
-        assert set(paired.index) == {get_method(m).display_label() for m in probed if m != "hgprompt"}
-        assert (paired["pairs"] == 2).all()
-        probe_table = pd.read_csv(out / "main_table_init-probe.csv", index_col=0)
-        assert probe_table.loc["Linear probe", "Fit"] == "probe on the bare backbone"
-        assert probe_table.loc["HGPrompt", "Fit"] == "probe on P0's features"
+    # init-probe (the issue's contract): seed 1 is split draw 1 with its own weights, so no
+    # choice reads an image of that draw's test split
+    other = json.loads((out / "weights" / "data~split1.json").read_text())
+    for tag, split in (("data", 0), ("data~split1", 1)):  # both draws' zero-shot columns, one pass
+        assert pd.read_parquet(out / "zero_shot" / f"{tag}.parquet")["split_seed"].unique().tolist() == [split]
+    assert (weights["split_seed"], other["split_seed"]) == (0, 1)
+    for folder, split in (("data", 0), ("data~split1", 1)):  # each draw's own search
+        assert json.loads((out / "searches" / folder / "search.json").read_text())["arguments"]["split_seed"] == split
+    searched = json.loads((out / "searches" / "data~split1" / "best.json").read_text())
+    assert other["methods"]["hgprompt"] == [searched["alpha"][s] for s in other["sources"]]
+    for seed in (0, 1):
+        record = json.loads((out / "runs" / "data" / "hgprompt~init-probe" / f"seed{seed}.json").read_text())
+        assert record["split_seed"] == seed and record["closed_form"] and record["epochs"] == 0
+        assert record["job"]["weights"] == (weights if seed == 0 else other)["methods"]["hgprompt"]
+        assert record["trainable_parameters"] == EMBED_DIM + 1  # the probe: binary logistic regression
+    for text in ("## Main table, init-probe", "HGPrompt against each baseline (init-probe)",
+                 "Do the weightings differ on each target? (init-probe)", "## Main table, tuned",
+                 "## Scaling with the number of sources (init-probe)"):  # fmt: skip
+        assert text in report, text
+    paired = pd.read_csv(out / "paired_init-probe.csv", index_col=0)
+    assert set(paired.index) == {get_method(m).display_label() for m in probed if m != "hgprompt"}
+    assert (paired["pairs"] == 2).all()
+    probe_table = pd.read_csv(out / "main_table_init-probe.csv", index_col=0)
+    assert probe_table.loc["Linear probe", "Fit"] == "probe on the bare backbone"
+    assert probe_table.loc["HGPrompt", "Fit"] == "probe on P0's features"
 
-        (out / "runs" / "data" / "attempt" / "seed0.json").unlink()  # a run lost (e.g. killed job)
-        # weights written before a method was registered (a resumed evaluation after the registry
-        # grew): that method's weights are computed, the search resumes without a new trial
-        stale = {**weights, "methods": {k: v for k, v in weights["methods"].items() if k != "search-uniform"}}
-        stale["methods"]["average"] = [1.0, 0.0, 0.0]  # a marker: what the entry has is kept, not recomputed
-        (out / "weights" / "data.json").write_text(json.dumps(stale))
-        (out / "runs" / "data" / "search-uniform" / "seed0.json").unlink()
-        trials = pd.read_csv(out / "searches" / "data" / "trials.csv")
-        assert main(argv) == 0
-        assert f"(2 runs this time, {runs} in all)" in capsys.readouterr().out
-        assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
-        assert json.loads((out / "weights" / "data.json").read_text())["methods"] == {
-            **weights["methods"], "average": [1.0, 0.0, 0.0]}
-        pd.testing.assert_frame_equal(pd.read_csv(out / "searches" / "data" / "trials.csv"), trials)
-        state = json.loads((out / "evaluate.json").read_text())
-        assert len(state["chunks"]) == 2 and state["runs"] == runs and "Ray: 2 CPUs" in state["machine"]
-        assert state["seconds"] == pytest.approx(sum(c["seconds"] for c in state["chunks"]))
-        assert [c["finished"] for c in state["chunks"]] == [True, True]  # each chunk's checkpoints, then its end
-        # --max-minutes: the chunk ends at its first step boundary past the limit, exit 75, recorded as such
-        assert main([*argv, "--max-minutes", "1e-6"]) == TIME_LIMIT_EXIT
-        assert "stopped at --max-minutes 1e-06" in capsys.readouterr().out
-        stopped = json.loads((out / "evaluate.json").read_text())["chunks"][-1]
-        assert stopped["stopped"] == "--max-minutes 1e-06" and stopped["finished"] is False
-        after = json.loads((out / "evaluate.json").read_text())
-        assert "until its time limit (--max-minutes 1e-06)" in _chunks_text(after)
-        assert "interrupted" not in _wall_text(after, pd.DataFrame())  # stopped by design, not cut
-        assert main([*argv, "--max-minutes", "0"]) == 2
-        assert "--max-minutes 0: must be positive" in capsys.readouterr().err
-        assert main(["--report-only", "--output", str(out)]) == 0
-        capsys.readouterr()
-        assert main([*argv, "--epochs", "2"]) == 2  # another budget: refused, kept
-        assert "holds an evaluation with another budget" in capsys.readouterr().err
-        assert main([*argv, "--partial-k", "2"]) == 2  # a method's setting is budget too
-        capsys.readouterr()
-        # the protocols may differ between chunks (same budget): tuned alone finds its runs done
-        assert main(_argv(extraction_setup, out, "--tuned-seeds", "1")) == 0
-        assert f"(0 runs this time, {len(names) + 3} in all)" in capsys.readouterr().out
-        assert json.loads((out / "evaluate.json").read_text())["chunks"][-1]["protocols"] == ["tuned"]
-        assert len(list((out / "runs").glob("**/*.json"))) == runs
-    finally:
-        ray.shutdown()
+    (out / "runs" / "data" / "attempt" / "seed0.json").unlink()  # a run lost (e.g. killed job)
+    # weights written before a method was registered (a resumed evaluation after the registry
+    # grew): that method's weights are computed, the search resumes without a new trial
+    stale = {**weights, "methods": {k: v for k, v in weights["methods"].items() if k != "search-uniform"}}
+    stale["methods"]["average"] = [1.0, 0.0, 0.0]  # a marker: what the entry has is kept, not recomputed
+    (out / "weights" / "data.json").write_text(json.dumps(stale))
+    (out / "runs" / "data" / "search-uniform" / "seed0.json").unlink()
+    trials = pd.read_csv(out / "searches" / "data" / "trials.csv")
+    assert main(argv) == 0
+    assert f"(2 runs this time, {runs} in all)" in capsys.readouterr().out
+    assert (out / "runs" / "data" / "attempt" / "seed0.json").is_file()
+    assert json.loads((out / "weights" / "data.json").read_text())["methods"] == {
+        **weights["methods"], "average": [1.0, 0.0, 0.0]}
+    pd.testing.assert_frame_equal(pd.read_csv(out / "searches" / "data" / "trials.csv"), trials)
+    state = json.loads((out / "evaluate.json").read_text())
+    assert len(state["chunks"]) == 2 and state["runs"] == runs and "Ray: 2 CPUs" in state["machine"]
+    assert state["seconds"] == pytest.approx(sum(c["seconds"] for c in state["chunks"]))
+    assert [c["finished"] for c in state["chunks"]] == [True, True]  # each chunk's checkpoints, then its end
+    # --max-minutes: the chunk ends at its first step boundary past the limit, exit 75, recorded as such
+    assert main([*argv, "--max-minutes", "1e-6"]) == TIME_LIMIT_EXIT
+    assert "stopped at --max-minutes 1e-06" in capsys.readouterr().out
+    stopped = json.loads((out / "evaluate.json").read_text())["chunks"][-1]
+    assert stopped["stopped"] == "--max-minutes 1e-06" and stopped["finished"] is False
+    after = json.loads((out / "evaluate.json").read_text())
+    assert "until its time limit (--max-minutes 1e-06)" in _chunks_text(after)
+    assert "interrupted" not in _wall_text(after, pd.DataFrame())  # stopped by design, not cut
+    assert main([*argv, "--max-minutes", "0"]) == 2
+    assert "--max-minutes 0: must be positive" in capsys.readouterr().err
+    assert main(["--report-only", "--output", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2"]) == 2  # another budget: refused, kept
+    assert "holds an evaluation with another budget" in capsys.readouterr().err
+    assert main([*argv, "--partial-k", "2"]) == 2  # a method's setting is budget too
+    capsys.readouterr()
+    # the protocols may differ between chunks (same budget): tuned alone finds its runs done
+    assert main(_argv(extraction_setup, out, "--tuned-seeds", "1")) == 0
+    assert f"(0 runs this time, {len(names) + 3} in all)" in capsys.readouterr().out
+    assert json.loads((out / "evaluate.json").read_text())["chunks"][-1]["protocols"] == ["tuned"]
+    assert len(list((out / "runs").glob("**/*.json"))) == runs
 
 
 def test_the_init_probe_contract_plans_a_csv_target(extraction_setup, tiny_setup, tmp_path):

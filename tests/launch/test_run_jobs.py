@@ -18,6 +18,7 @@ from hgprompt_ray.errors import InvalidValueError
 from hgprompt_ray.transfer.runner import JOBS_FILE, _seed_major, read_job_file, run_here, unfinished
 from launch.evaluate import main as evaluate
 from launch.run_jobs import main as run_jobs
+from tests.launch.conftest import shared_cluster
 from tests.launch.test_evaluate import _argv
 
 ray = pytest.importorskip("ray")
@@ -36,13 +37,11 @@ def _run_jobs_without_ray(*argv: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def prepared(extraction_setup, tmp_path_factory):
+    shared_cluster()
     out = tmp_path_factory.mktemp("prepared") / "report"
     argv = _argv(extraction_setup, out, "--methods", "vpt", "average", "hgprompt", "--no-ablation", "--scaling-sizes",
                  "--prepare-only")  # fmt: skip
-    try:
-        assert evaluate(argv) == 0
-    finally:
-        ray.shutdown()
+    assert evaluate(argv) == 0
     return out
 
 
@@ -106,14 +105,12 @@ def test_deadline_shards_and_bad_input(prepared, tmp_path, capsys):
 
 
 def test_a_rerun_may_add_seeds_but_not_change_the_budget(prepared, extraction_setup, capsys):
+    shared_cluster()
     base = _argv(extraction_setup, prepared, "--methods", "vpt", "average", "hgprompt", "--no-ablation", "--scaling-sizes",
                  "--prepare-only")  # fmt: skip
-    try:
-        assert evaluate([*base, "--seeds", "3"]) == 0  # the weights are cached: only seed 2's runs are new
-        assert evaluate([*base, "--max-test", "30"]) == 2
-        assert "holds an evaluation with another budget" in capsys.readouterr().err
-    finally:
-        ray.shutdown()
+    assert evaluate([*base, "--seeds", "3"]) == 0  # the weights are cached: only seed 2's runs are new
+    assert evaluate([*base, "--max-test", "30"]) == 2
+    assert "holds an evaluation with another budget" in capsys.readouterr().err
     jobs, _, _ = read_job_file(prepared)
     assert sorted((j.method, j.seed) for j in jobs) == [("average", 2), ("hgprompt", 2), ("vpt", 2)]
     state = json.loads((prepared / "evaluate.json").read_text())

@@ -18,6 +18,7 @@ from PIL import Image
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.workers._trainer import PLACEMENT_GROUP_CLEANER_LOGGER
 from launch.search import main
+from tests.launch.conftest import shared_cluster
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,16 +52,14 @@ class _Detached:
 
 
 def test_search_writes_every_output(extraction_setup, tmp_path, capsys):
+    shared_cluster()
     out = tmp_path / "search"
-    try:
-        assert main(_argv(extraction_setup, out)) == 0
-        # --no-dashboard: no State API, so every worker quiets Ray Train's cleaner (it would warn each second)
-        task_level = ray.get(ray.remote(num_cpus=0)(_cleaner_level).remote())
-        actor = _Detached.options(name="cleaner-like", namespace="test-search", lifetime="detached").remote()
-        actor_level = ray.get(actor.level.remote())
-        ray.kill(actor)
-    finally:
-        ray.shutdown()
+    assert main(_argv(extraction_setup, out)) == 0
+    # --no-dashboard: no State API, so every worker quiets Ray Train's cleaner (it would warn each second)
+    task_level = ray.get(ray.remote(num_cpus=0)(_cleaner_level).remote())
+    actor = _Detached.options(name="cleaner-like", namespace="test-search", lifetime="detached").remote()
+    actor_level = ray.get(actor.level.remote())
+    ray.kill(actor)
     assert task_level == actor_level == logging.ERROR
     assert _cleaner_level() == logging.NOTSET  # the driver's own logging is left alone
     printed = capsys.readouterr().out
@@ -134,6 +133,7 @@ CASES = [
 def test_bad_input_is_one_line_and_exit_2(case, extraction_setup, tmp_path, capsys):
     import re
 
+    ray.shutdown()  # a bad input fails before Ray starts: begin without the directory's cluster
     out = tmp_path / "out"
     argv_extra, pattern = _bad_cases(extraction_setup, tmp_path)[case]
     argv = _argv(extraction_setup, out)
@@ -215,11 +215,9 @@ def test_resume_after_sigkill_finishes_exactly_the_requested_trials(extraction_s
 
 
 def test_asha_scheduler_runs_the_staged_trials(extraction_setup, tmp_path):
+    shared_cluster()
     out = tmp_path / "asha"
-    try:
-        assert main(_argv(extraction_setup, out, "--scheduler", "asha")) == 0
-    finally:
-        ray.shutdown()
+    assert main(_argv(extraction_setup, out, "--scheduler", "asha")) == 0
     frame = pd.read_parquet(out / "trials.parquet")
     assert len(frame) == 6 and frame["stage"].between(1, 4).all()
     progress = [pd.read_csv(p) for p in (out / "ray" / "tune").glob("*/progress.csv")]

@@ -23,7 +23,7 @@ from hgprompt_ray.models import PromptedViT, load_backbone
 from hgprompt_ray.models.gradients import prompt_gradients
 from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.workers.extract import ExtractionCache, extract, sample_indices
-from hgprompt_ray.workers.feature_store import FeatureStore
+from hgprompt_ray.workers.feature_store import FeatureStore, table_metadata
 from tests.workers.conftest import EMBED_DIM, NAMES
 
 ray = pytest.importorskip("ray")
@@ -161,6 +161,41 @@ def test_second_run_computes_nothing_and_serves_zero_copy_views(first_run, extra
     views, _ = FeatureStore().features(NAMES, again.target_name, "val200")
     for name in NAMES:
         np.testing.assert_array_equal(views[name], reference[name])
+
+
+def test_a_prompt_subsets_gradients_are_cut_from_the_cached_set(first_run, extraction_setup, tmp_path):
+    """A search over some of the prompts (a scaling point's) reads the full set's gradient table:
+    no worker starts, and the table is the set's rows and columns for (p2, p0), in that order
+    (the set's own moments match a direct computation: the test above). A set that differs in
+    anything but its prompts (here the gradient samples) is not used."""
+    subset = replace(extraction_setup, prompts=("p2", "p0"))
+    cut = extract(subset, storage_path=tmp_path, progress=False)
+    assert cut.stats["workers"] == 0 and cut.stats["gradient_sample_prompts"] == 0
+    assert cut.stats["gradients_from"] == first_run.gradient_key != cut.gradient_key
+    names, moments = cut.gradient_moments()
+    _, full = first_run.gradient_moments()
+    assert names == ["p2", "p0"] and moments.num_samples == full.num_samples
+    np.testing.assert_array_equal(moments.mean, full.mean[:, [2, 0]])
+    np.testing.assert_array_equal(moments.m2, full.m2[:, [2, 0]][:, :, [2, 0]])
+    cache = ExtractionCache(extraction_setup.cache_dir)
+    meta = json.loads(cache.read(cut.gradient_key).schema.metadata[b"hgprompt.gradient_head"])
+    whole = json.loads(cache.read(first_run.gradient_key).schema.metadata[b"hgprompt.gradient_head"])
+    assert meta["mean_gradient_norm"] == {n: whole["mean_gradient_norm"][n] for n in ("p2", "p0")}
+    assert meta["held_out_accuracy"] == whole["held_out_accuracy"]
+    again = extract(subset, storage_path=tmp_path, progress=False)  # now a cached table of its own
+    assert again.gradient_key == cut.gradient_key and "gradients_from" not in again.stats
+    other = {**cut_meta(cache, cut.gradient_key), "num_gradient_samples": 12, "key": "gradients-0"}
+    assert cache.derive_gradients("gradients-0", other, ["p2", "p0"]) is None
+    missing = {**cut_meta(cache, cut.gradient_key), "features": ["features-unknown"], "key": "gradients-1"}
+    assert cache.derive_gradients("gradients-1", missing, ["p9"]) is None
+    assert not cache.has("gradients-0") and not cache.has("gradients-1")
+
+
+def cut_meta(cache: ExtractionCache, key: str) -> dict:
+    """The key's fields of a cached gradient table (what ``derive_gradients`` is given)."""
+    table = cache.read(key)
+    drop = {"gradient_head", "derived_from", "prompts", "num_samples", "prompt_shape"}
+    return {k: v for k, v in table_metadata(table).items() if k not in drop}
 
 
 def test_samples_are_a_recorded_seeded_draw(first_run, extraction_setup, tmp_path):

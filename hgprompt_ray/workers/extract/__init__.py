@@ -6,9 +6,10 @@ Data flow (``extract(config)`` on the driver):
 1. The driver resolves the target and the prompts, draws the sample indices of each split
    (``sample_seed``), fingerprints the backbone weights, and derives a content address for every
    output: one feature table per (prompt, split) and one gradient table for the prompt set.
-   Everything already in the Parquet cache is not recomputed. When all of it is cached no
-   worker starts at all. The target is resolved once, here: the plan carries the resolved task
-   to the workers, which never resolve the target by name again.
+   Everything already in the Parquet cache is not recomputed; a prompt subset's gradient table
+   is cut from a cached superset's (same samples, head and precision: ``cache.derive_gradients``).
+   When all of it is cached no worker starts at all. The target is resolved once, here: the
+   plan carries the resolved task to the workers, which never resolve the target by name again.
 2. Otherwise a ``TorchTrainer`` starts ``num_workers`` workers. Rank r takes the prompts at
    positions r, r + W, r + 2W, ... (a deterministic shard), loads the backbone and its prompts
    onto its device and, per split, runs the samples once per batch with all its prompts in one

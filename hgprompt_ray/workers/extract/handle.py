@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -50,7 +51,9 @@ class Extraction:
         stats: work done by this call: ``image_prompt_forwards``, ``gradient_sample_prompts``,
             ``workers`` (0 when everything came from the cache), ``cached_tables``, ``seconds``
             (driver wall time) and, when workers ran, ``feature_seconds`` / ``gradient_seconds``
-            (the slowest rank's compute time of each phase).
+            (the slowest rank's compute time of each phase); ``gradients_from``: the cached
+            table of a superset of the prompts that this set's gradient table was cut from
+            (:meth:`ExtractionCache.derive_gradients`).
     """
 
     target: str
@@ -108,8 +111,7 @@ class Extraction:
         """Drop this extraction's tables from the store, so the object store can free them (a
         long evaluation extracts a new set per split draw). The cache keeps them: a later
         :func:`extract` of the same config computes nothing and puts them back."""
-        keys = [k for split in self.feature_keys.values() for k in split.values()]
-        self.store().drop([*keys, *([self.gradient_key] if self.gradient_key else [])])
+        self.store().drop(table_keys(self.feature_keys, self.gradient_key))
 
     def _keys(self, split: str) -> dict[str, str]:
         if split not in self.feature_keys:
@@ -117,6 +119,12 @@ class Extraction:
                 invalid_value("split", split, f"must be one of the extracted {list(self.feature_keys)}", "")
             )
         return self.feature_keys[split]
+
+
+def table_keys(feature_keys: dict[str, dict[str, str]], gradient_key: str | None) -> list[str]:
+    """Every table's key: the features of each (split, prompt), then the gradient table's."""
+    keys = [key for split in feature_keys.values() for key in split.values()]
+    return keys if gradient_key is None else [*keys, gradient_key]
 
 
 def extract(
@@ -155,9 +163,12 @@ def extract(
     plan = make_plan(config, store_name, progress, task=task, device="cuda" if use_gpu else "cpu")
     task = plan.task
     cache = ExtractionCache(config.cache_dir)
-    all_keys = [k for split in plan.feature_keys.values() for k in split.values()]
-    if plan.gradient_key is not None:
-        all_keys.append(plan.gradient_key)
+    derived = None  # a prompt subset's gradient table: cut from a cached superset's, not recomputed
+    if plan.compute_gradients and plan.gradient_key is not None:
+        derived = cache.derive_gradients(plan.gradient_key, plan.gradient_meta, plan.names)
+        if derived is not None:
+            plan = dataclasses.replace(plan, compute_gradients=False)
+    all_keys = table_keys(plan.feature_keys, plan.gradient_key)
     missing = [k for k in all_keys if not cache.has(k)]
     stats: dict[str, Any] = {
         "image_prompt_forwards": 0,
@@ -165,6 +176,8 @@ def extract(
         "workers": 0,
         "cached_tables": len(all_keys) - len(missing),
     }
+    if derived is not None:
+        stats["gradients_from"] = derived
     store = FeatureStore(store_name)
     if missing:
         workers = min(num_workers, len(plan.names))

@@ -159,7 +159,9 @@ def extract_worker(plan_dict: dict[str, Any]) -> None:
             shape = (plan.num_tokens, model.embed_dim)
             meta = {**plan.gradient_meta, "gradient_head": head}
             cache.write(plan.gradient_key, gradient_table(plan.names, moments, shape, meta))
-    if rank == 0 and plan.gradient_key is not None:
+    if rank == 0 and plan.compute_gradients and plan.gradient_key is not None:
+        # a table this run did not compute (cached, or cut from a superset's) is in the driver's
+        # cache, which rank 0 on another node does not see: the driver puts it in the store
         table = cache.read(plan.gradient_key)
         if table is None:
             raise RuntimeError(f"gradient table {plan.gradient_key} is not in the cache {cache.root}")
