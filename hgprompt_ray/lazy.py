@@ -15,14 +15,16 @@ from typing import Any
 
 
 def lazy_exports(
-    package: str, exports: Mapping[str, str]
+    package: str, modules: Mapping[str, tuple[str, ...]]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for ``package``, whose ``exports`` map a name to its submodule.
+    """``__getattr__`` and ``__dir__`` for ``package``, whose ``modules`` map a submodule to the
+    names it exports.
 
-    Example: ``__getattr__, __dir__ = lazy_exports(__name__, {"run_search": "run"})`` makes
+    Example: ``__getattr__, __dir__ = lazy_exports(__name__, {"run": ("run_search",)})`` makes
     ``from hgprompt_ray.tuning import run_search`` import ``hgprompt_ray.tuning.run`` then.
     """
     namespace = importlib.import_module(package).__dict__
+    exports = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)

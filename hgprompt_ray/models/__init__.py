@@ -19,19 +19,27 @@ __all__ = [
     "vpt_init_bound",
 ]
 
-_EXPORTS = {  # name: its submodule (imported when the name is first read)
-    "OFFLINE_BACKBONE": "backbones",
-    "OFFLINE_IMG_SIZE": "backbones",
-    "BackboneSpec": "backbones",
-    "load_backbone": "backbones",
-    "prompt_gradients": "gradients",
-    "unfused_attention": "gradients",
-    "PRECISIONS": "precision",
-    "autocast": "precision",
-    "native_bf16": "precision",
-    "resolve_precision": "precision",
-    "PromptedViT": "prompted_vit",
-    "vpt_init_bound": "prompted_vit",
+_EXPORTS = {  # submodule: the names it exports (imported when one is first read)
+    "backbones": (
+        "OFFLINE_BACKBONE",
+        "OFFLINE_IMG_SIZE",
+        "BackboneSpec",
+        "load_backbone",
+    ),
+    "gradients": (
+        "prompt_gradients",
+        "unfused_attention",
+    ),
+    "precision": (
+        "PRECISIONS",
+        "autocast",
+        "native_bf16",
+        "resolve_precision",
+    ),
+    "prompted_vit": (
+        "PromptedViT",
+        "vpt_init_bound",
+    ),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

@@ -26,19 +26,25 @@ __all__ = [
     "select_subset",
 ]
 
-_EXPORTS = {  # name: its submodule (imported when the name is first read)
-    "SearchPlan": "plan",
-    "plan_search": "plan",
-    "SearchFailedError": "run",
-    "SearchResult": "run",
-    "run_search": "run",
-    "SearchSpec": "spec",
-    "SearchStatistics": "trainable",
-    "TrialInputs": "trainable",
-    "hgprompt_trial": "trainable",
-    "run_trial": "trainable",
-    "search_statistics": "trainable",
-    "select_subset": "trainable",
+_EXPORTS = {  # submodule: the names it exports (imported when one is first read)
+    "plan": (
+        "SearchPlan",
+        "plan_search",
+    ),
+    "run": (
+        "SearchFailedError",
+        "SearchResult",
+        "run_search",
+    ),
+    "spec": ("SearchSpec",),
+    "trainable": (
+        "SearchStatistics",
+        "TrialInputs",
+        "hgprompt_trial",
+        "run_trial",
+        "search_statistics",
+        "select_subset",
+    ),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
