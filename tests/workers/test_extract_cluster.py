@@ -26,6 +26,7 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 @pytest.fixture(scope="module")
 def two_nodes():
+    ray.shutdown()  # the run's local cluster (tests/conftest.py); the next module's ray_cluster restarts it
     cluster = cluster_utils.Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
     )
