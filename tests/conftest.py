@@ -28,6 +28,29 @@ def tiny_vit() -> VisionTransformer:
     return make_tiny_vit()
 
 
+@pytest.fixture(scope="session")
+def _ray_stopped_after_the_last_test():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(_ray_stopped_after_the_last_test):
+    """The run's local Ray cluster (2 CPUs, no dashboard): started unless one runs, then shared
+    by every later module that asks for it, and stopped after the last test.
+
+    A start and a stop cost about 9 s on the 2-core machine. A module that needs Ray down (the
+    two-node ``Cluster`` of tests/workers) calls ``ray.shutdown()``; the next module's
+    ``ray_cluster`` starts it again. tests/launch keeps a cluster of its own, started by the
+    launchers' ``start_ray`` and stopped after its last test (``tests/launch/conftest.py``).
+    """
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    yield
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Point the converted-weights cache at a fresh temp folder for the whole run.
 

@@ -10,13 +10,6 @@ from hgprompt_ray.threads import allocated_cpus, use_allocated_threads
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
 def _inside(start_threads: int) -> tuple[float | None, int, int]:
     torch.set_num_threads(start_threads)  # as a reused worker process would have it
     before = torch.get_num_threads()
@@ -38,13 +31,13 @@ def test_outside_ray_the_default_applies():
 
 
 @pytest.mark.parametrize("cpus, start", [(1, 2), (2, 1)])
-def test_a_ray_task_gets_its_allocation(cluster, cpus, start):
+def test_a_ray_task_gets_its_allocation(ray_cluster, cpus, start):
     allocation, before, after = ray.get(ray.remote(num_cpus=cpus)(_inside).remote(start))
     assert before == start
     assert allocation == cpus and after == cpus
 
 
-def test_the_driver_has_no_allocation(cluster):
+def test_the_driver_has_no_allocation(ray_cluster):
     current = torch.get_num_threads()
     assert allocated_cpus() is None and allocated_cpus(5) == 5
     assert use_allocated_threads() == current
@@ -61,7 +54,7 @@ def _threads_after(function, *args) -> int:
     return torch.get_num_threads()
 
 
-def test_the_evaluations_weights_and_zero_shot_tasks_use_their_allocation(cluster, tmp_path):
+def test_the_evaluations_weights_and_zero_shot_tasks_use_their_allocation(ray_cluster, tmp_path):
     """CMA-ES's val-probe forwards run in ``weights_task`` and the zero-shot forwards in
     ``_zero_shot_task``: on a 2-CPU task they get both threads, whatever the worker ran before."""
     from hgprompt_ray.transfer.evaluation import _threads

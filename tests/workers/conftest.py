@@ -1,4 +1,5 @@
-"""Shared fixtures for Ray Train tests: a local cluster and a tiny training setup."""
+"""Shared fixtures for Ray Train tests: a tiny training setup (the local cluster, ``ray_cluster``,
+is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,6 @@ VisionTransformer, about 18x less arithmetic than vit_tiny, so the suite's time 
 it checks rather than to matrix products."""
 EMBED_DIM = 64
 DEPTH = 6
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

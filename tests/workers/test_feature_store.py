@@ -49,13 +49,6 @@ def test_bad_tables():
         feature_table("p", features, labels[:3])
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
 @ray.remote(num_cpus=0)
 class Producer:
     """Stands in for a Ray Train worker that computes features and then goes away."""
@@ -70,7 +63,7 @@ class Producer:
         return [ray.put(feature_table("own", features, labels))]
 
 
-def test_tables_outlive_the_worker_that_made_them(cluster):
+def test_tables_outlive_the_worker_that_made_them(ray_cluster):
     name = f"store-{uuid.uuid4().hex[:8]}"
     producer = Producer.remote()
     assert ray.get(producer.publish.remote(name, "digits/train800/p0", 1)) == "digits/train800/p0"
@@ -89,7 +82,7 @@ def test_tables_outlive_the_worker_that_made_them(cluster):
     store.kill()
 
 
-def test_an_object_put_by_the_producer_itself_dies_with_it(cluster):
+def test_an_object_put_by_the_producer_itself_dies_with_it(ray_cluster):
     producer = Producer.remote()
     (ref,) = ray.get(producer.put_own.remote(2))
     ray.kill(producer)
@@ -108,7 +101,7 @@ def test_an_object_put_by_the_producer_itself_dies_with_it(cluster):
     )
 
 
-def test_missing_keys_and_drop(cluster):
+def test_missing_keys_and_drop(ray_cluster):
     store = FeatureStore(f"store-{uuid.uuid4().hex[:8]}")
     features, labels = _features(3)
     ref = store.put("a", feature_table("a", features, labels))

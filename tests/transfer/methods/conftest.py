@@ -6,7 +6,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from tests.workers.conftest import extraction_setup, ray_cluster, tiny_library, tiny_setup  # noqa: F401  (shared fixtures)
+from tests.workers.conftest import extraction_setup, tiny_library, tiny_setup  # noqa: F401  (shared fixtures)
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Extraction on two Ray nodes (``ray.cluster_utils.Cluster``, 1 CPU each): both contribute."""
+"""Extraction on two Ray nodes (``ray.cluster_utils.Cluster``, 1 CPU each): both contribute.
+
+Named to run after the other tests/workers modules: its cluster needs the run's local one down,
+and the modules before it share that one without a restart."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 @pytest.fixture(scope="module")
 def two_nodes():
+    ray.shutdown()  # the run's local cluster (tests/conftest.py): a module after this one starts it again
     cluster = cluster_utils.Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
     )
