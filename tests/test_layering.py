@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def test_core_imports_neither_ray_nor_timm():
@@ -37,3 +42,21 @@ def test_a_trial_and_the_search_tasks_import_only_what_they_run():
         "",
         "hgprompt_ray.tuning.run hgprompt_ray.tuning.spec hgprompt_ray.models.backbones True",
     ]
+
+
+@pytest.mark.parametrize("package", ["hgprompt_ray.models", "hgprompt_ray.tuning"])
+def test_a_lazy_package_lists_each_export_once_everywhere(package):
+    """A lazy package names its exports three times (``__all__``, the lazy table, the
+    ``TYPE_CHECKING`` imports for type checkers): the three agree, and each name resolves to its
+    submodule's object."""
+    module = importlib.import_module(package)
+    table = {name: sub for sub, names in module._EXPORTS.items() for name in names}
+    assert sorted(module.__all__) == sorted(table)
+    tree = ast.parse(Path(module.__file__).read_text())
+    guarded = [node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
+    typed = {alias.name: node.module for block in guarded for node in block.body
+             if isinstance(node, ast.ImportFrom) for alias in node.names}  # fmt: skip
+    assert typed == {name: f"{package}.{sub}" for name, sub in table.items()}
+    for name, sub in table.items():
+        assert getattr(module, name) is getattr(importlib.import_module(f"{package}.{sub}"), name)
+    assert set(module.__all__) <= set(dir(module))
