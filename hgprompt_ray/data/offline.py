@@ -24,30 +24,30 @@
 | shape-lighting | generated smallNORB-style 3-D solids lit from the left, right, above, below or front (smallNORB has 6 lightings) | 5 |
 | scene-size | generated CLEVR-style scenes of 3-8 objects in CLEVR's two sizes: how many are large (0-3) | 4 |
 | scene-spheres | generated CLEVR-style scenes of 3-8 spheres, cubes and cylinders: how many are spheres (0-3) | 4 |
+| scene-red | generated CLEVR-style scenes of 3-8 objects in CLEVR's eight colours: how many are red (0-3) | 4 |
 | fashion-mnist | Debian ``dataset-fashion-mnist`` (60k + 10k), when installed | 10 |
 | fashion-coarse | the same, grouped into tops / trousers-dresses / footwear / bags | 4 |
 
 Generated pools hold 2,000 images (data seed fixed at 0, so the images never change), cached as
-``.npz`` under ``$HGPROMPT_CACHE/data`` (written atomically). train800 and val200 are drawn from
+``.npz`` under ``$HGPROMPT_CACHE/data`` (written atomically; :mod:`hgprompt_ray.data.pools`). train800 and val200 are drawn from
 the pool by the split seed; test is the rest of the pool (at least 500 images), or the official
 test split for Fashion-MNIST. The texture-blur and texture-contrast pools, like textures, keep
 their test patches (600 of the 2,000) apart: they are cut from the bottom third of each image.
 Tasks that relabel or re-cut the same images share an image set (``registry.IMAGE_SETS``), so
-none is ever a source for another. sprites-count, sprites-distance, shape-lighting, scene-size and
-scene-spheres each render new images (their own image set) in the style of the dsprites, shape and count
+none is ever a source for another. sprites-count, sprites-distance, shape-lighting, scene-size,
+scene-spheres and scene-red each render new images (their own image set) in the style of the dsprites, shape and count
 tasks, so every prompt trained on those is an eligible source for them.
 """
 
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 
-from hgprompt_ray.atomic import atomic_path
+from hgprompt_ray.data import pools
 from hgprompt_ray.data.base import (
     ArraySplit,
     ImageSplit,
@@ -57,60 +57,12 @@ from hgprompt_ray.data.base import (
     vtab_split_indices,
 )
 from hgprompt_ray.data.packaged import FASHION_MNIST_ENV, FashionTask, TextileTask, read_idx
-from hgprompt_ray.data.shapes3d import (
-    SHAPE_LIGHTINGS,
-    render_shapes,
-    sample_lighting_factors,
-    sample_shape_factors,
-)
-from hgprompt_ray.data.synthetic import (
-    CLOSEST_BINS,
-    SCENE_LARGE_COUNTS,
-    SCENE_SPHERE_COUNTS,
-    SPRITE_COUNT_MAX,
-    SPRITE_DISTANCE_EDGES,
-    SpriteScenes,
-    render_closest,
-    render_counting,
-    render_dsprites,
-    render_scene_sizes,
-    render_scene_spheres,
-    render_sprite_counts,
-    render_sprite_pairs,
-    sample_dsprites_factors,
-)
-from hgprompt_ray.data.texture_patches import (
-    TEXTURE_LEVELS,
-    TEXTURE_SOURCES,
-    cut_degraded_patches,
-    cut_texture_patches,
-)
-from hgprompt_ray.paths import cache_root
+from hgprompt_ray.data.scenes import CLOSEST_BINS, SCENE_LARGE_COUNTS, SCENE_RED_COUNTS, SCENE_SPHERE_COUNTS
+from hgprompt_ray.data.shapes3d import SHAPE_LIGHTINGS
+from hgprompt_ray.data.synthetic import SPRITE_COUNT_MAX, SPRITE_DISTANCE_EDGES
+from hgprompt_ray.data.texture_patches import TEXTURE_LEVELS, TEXTURE_SOURCES
 
 __all__ = ["FASHION_MNIST_ENV", "OFFLINE_TASKS", "offline_task", "read_idx"]
-
-_POOL = 2000
-_DATA_SEED = 0
-_GENERATOR_VERSION = 2
-def _cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    path = cache_root() / "data" / f"{name}-seed{_DATA_SEED}-v{_GENERATOR_VERSION}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            return {key: stored[key] for key in stored.files}
-    arrays = build()
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-    return arrays
-
-
-def _data_rng(name: str) -> np.random.Generator:
-    """The generator of pool ``name``'s images: seeded by the data seed and the name.
-
-    Never ``default_rng(_DATA_SEED)`` alone: its first permutation is the split draw's at split
-    seed 0, which would tie the labels to train800 (every mirrored digit in it, for one).
-    """
-    return np.random.default_rng([_DATA_SEED, zlib.crc32(name.encode())])
 
 
 class _PoolTask(Task):
@@ -138,103 +90,6 @@ def _relabelled(
     return build
 
 
-def _count_pool() -> tuple[np.ndarray, np.ndarray]:
-    arrays = _counting()
-    return arrays["images"], arrays["counts"] - 3
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    return images, bunch.target.astype(np.int64)
-
-
-def _digits_mirror() -> tuple[np.ndarray, np.ndarray]:
-    """The digits images, a fixed random half mirrored left-right; label 1 = mirrored."""
-    images, _ = _digits()
-    order = _data_rng("digits-mirror").permutation(len(images))
-    mirrored = np.zeros(len(images), dtype=np.int64)
-    mirrored[order[: len(images) // 2]] = 1
-    images = np.where(mirrored[:, None, None] == 1, images[:, :, ::-1], images)
-    return images, mirrored
-
-
-def _dsprites() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        factors = sample_dsprites_factors(_POOL, np.random.default_rng(_DATA_SEED))
-        return {"images": render_dsprites(factors), **factors._asdict()}
-
-    return _cached_arrays("dsprites", build)
-
-
-def _counting() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(_DATA_SEED)
-        counts = rng.integers(3, 11, _POOL)
-        return {"images": render_counting(counts, rng), "counts": counts}
-
-    return _cached_arrays("count", build)
-
-
-def _balanced(
-    name: str, classes: int, render: Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]
-) -> dict[str, np.ndarray]:
-    """Pool ``name``: ``_POOL`` labels, each of ``classes`` equally often in a seeded random order
-    (``_data_rng(name)``), rendered by ``render(labels, rng)`` (the images and any factors), cached."""
-
-    def build() -> dict[str, np.ndarray]:
-        rng = _data_rng(name)
-        labels = rng.permutation(np.arange(_POOL) % classes)
-        return {"labels": labels, **render(labels, rng)}
-
-    return _cached_arrays(name, build)
-
-
-def _closest() -> dict[str, np.ndarray]:
-    return _balanced("closest-distance", CLOSEST_BINS, lambda labels, rng: {"images": render_closest(labels, rng)})
-
-
-def _shapes() -> dict[str, np.ndarray]:
-    def build() -> dict[str, np.ndarray]:
-        rng = _data_rng("shapes3d")
-        factors = sample_shape_factors(_POOL, rng)
-        return {"images": render_shapes(factors, rng), **factors._asdict()}
-
-    return _cached_arrays("shapes3d", build)
-
-
-def _sprite_arrays(scenes: SpriteScenes) -> dict[str, np.ndarray]:
-    return {"images": scenes.images, "centres": scenes.centres, "radii": scenes.radii}
-
-
-def _sprite_counts() -> dict[str, np.ndarray]:
-    return _balanced("sprites-count", SPRITE_COUNT_MAX,
-                     lambda labels, rng: _sprite_arrays(render_sprite_counts(labels + 1, rng)))  # fmt: skip
-
-
-def _sprite_distances() -> dict[str, np.ndarray]:
-    return _balanced("sprites-distance", len(SPRITE_DISTANCE_EDGES) - 1,
-                     lambda labels, rng: _sprite_arrays(render_sprite_pairs(labels, rng)))  # fmt: skip
-
-
-def _shape_lightings() -> dict[str, np.ndarray]:
-    def render(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        factors = sample_lighting_factors(labels, rng)
-        return {"images": render_shapes(factors, rng), **factors._asdict()}
-
-    return _balanced("shape-lighting", len(SHAPE_LIGHTINGS), render)
-
-
-def _scene_sizes() -> dict[str, np.ndarray]:
-    return _balanced("scene-size", SCENE_LARGE_COUNTS, lambda labels, rng: {"images": render_scene_sizes(labels, rng)})
-
-
-def _scene_spheres() -> dict[str, np.ndarray]:
-    return _balanced("scene-spheres", SCENE_SPHERE_COUNTS, lambda labels, rng: {"images": render_scene_spheres(labels, rng)})
-
-
 def _array_pool(
     arrays: Callable[[], dict[str, np.ndarray]], key: str
 ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
@@ -245,17 +100,6 @@ def _array_pool(
         return stored["images"], stored[key].astype(np.int64)
 
     return pool
-
-
-def _textures() -> dict[str, np.ndarray]:
-    return _cached_arrays("textures", lambda: cut_texture_patches(np.random.default_rng(_DATA_SEED)))
-
-
-def _texture_levels(kind: str) -> dict[str, np.ndarray]:
-    """``_POOL`` new texture patches at 4 levels of ``kind`` (texture_patches.cut_degraded_patches)."""
-    return _cached_arrays(
-        f"texture-{kind}", lambda: cut_degraded_patches(kind, _POOL, _data_rng(f"texture-{kind}"))
-    )
 
 
 class _HeldOutTask(Task):
@@ -289,7 +133,7 @@ def _dsprites_pool(
     label: Callable[[dict[str, np.ndarray]], np.ndarray],
 ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     def pool() -> tuple[np.ndarray, np.ndarray]:
-        arrays = _dsprites()
+        arrays = pools.dsprites()
         return arrays["images"], label(arrays).astype(np.int64)
 
     return pool
@@ -299,7 +143,7 @@ def _texture_task(name: str, kind: str, description: str) -> Task:
     classes = tuple(f"{kind}{level:g}" for level in TEXTURE_LEVELS[kind])
     source = "scikit-image data (bundled images): new patches of the textures task's images"
     info = TaskInfo(name, "offline", len(classes), classes, (64, 64), description, source)
-    return _HeldOutTask(info, partial(_texture_levels, kind))
+    return _HeldOutTask(info, partial(pools.texture_levels, kind))
 
 
 _DSPRITES_SOURCE = "generated (dSprites factors: 3 shapes, 6 scales, 40 orientations, 32 x 32 positions)"
@@ -309,7 +153,7 @@ _DIGIT_NAMES = tuple(str(i) for i in range(10))
 
 OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
     "digits": lambda: _pool_task(
-        "digits", _DIGIT_NAMES, (8, 8), "handwritten digit", "scikit-learn load_digits", _digits
+        "digits", _DIGIT_NAMES, (8, 8), "handwritten digit", "scikit-learn load_digits", pools.digits
     ),
     "digits-parity": lambda: _pool_task(
         "digits-parity",
@@ -317,7 +161,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (8, 8),
         "parity of a handwritten digit",
         "scikit-learn load_digits",
-        _relabelled(_digits, lambda y: y % 2),
+        _relabelled(pools.digits, lambda y: y % 2),
     ),
     "digits-high": lambda: _pool_task(
         "digits-high",
@@ -325,7 +169,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (8, 8),
         "is a handwritten digit >= 5",
         "scikit-learn load_digits",
-        _relabelled(_digits, lambda y: y >= 5),
+        _relabelled(pools.digits, lambda y: y >= 5),
     ),
     "textile": lambda: TextileTask("textile", coarse=False),
     "textile-defect": lambda: TextileTask("textile-defect", coarse=True),
@@ -339,7 +183,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
             "which scikit-image texture a 64 px grey patch comes from",
             "scikit-image data (bundled images)",
         ),
-        _textures,
+        pools.textures,
     ),
     "dsprites-location": lambda: _pool_task(
         "dsprites-location",
@@ -379,7 +223,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (64, 64),
         "number of objects in a CLEVR-style scene (3-10)",
         "generated (CLEVR-style scenes)",
-        _count_pool,
+        pools.count_pool,
     ),
     "closest-distance": lambda: _pool_task(
         "closest-distance",
@@ -387,7 +231,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (64, 64),
         "distance bin of the closest object in a CLEVR-style scene (0 = nearest)",
         "generated (CLEVR-style scenes in perspective, 3-10 objects)",
-        _array_pool(_closest, "labels"),
+        _array_pool(pools.closest, "labels"),
     ),
     "shape-azimuth": lambda: _pool_task(
         "shape-azimuth",
@@ -395,7 +239,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (64, 64),
         "azimuth of a shaded 3-D solid (8 bins of 45 degrees)",
         _SHAPES_SOURCE,
-        _array_pool(_shapes, "azimuth"),
+        _array_pool(pools.shapes, "azimuth"),
     ),
     "shape-elevation": lambda: _pool_task(
         "shape-elevation",
@@ -403,7 +247,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (64, 64),
         "camera elevation over a shaded 3-D solid (6 bins of 10 degrees, 20-70)",
         _SHAPES_SOURCE,
-        _array_pool(_shapes, "elevation"),
+        _array_pool(pools.shapes, "elevation"),
     ),
     "digits-mirror": lambda: _pool_task(
         "digits-mirror",
@@ -411,7 +255,7 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         (8, 8),
         "is a handwritten digit mirrored left-right",
         "scikit-learn load_digits (a fixed half mirrored)",
-        _digits_mirror,
+        pools.digits_mirror,
     ),
     "texture-blur": lambda: _texture_task(
         "texture-blur", "blur", "Gaussian blur of a texture patch (sigma 0, 1, 2, 4 px)"
@@ -420,26 +264,53 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         "texture-contrast", "contrast", "contrast of a texture patch (x1, 1/2, 1/4, 1/8 about its mean)"
     ),
     "sprites-count": lambda: _pool_task(
-        "sprites-count", tuple(str(i) for i in range(1, SPRITE_COUNT_MAX + 1)), (64, 64),
-        "number of dSprites-style sprites in an image (1-6)", _SPRITE_SCENES_SOURCE,
-        _array_pool(_sprite_counts, "labels")),
+        "sprites-count",
+        tuple(str(i) for i in range(1, SPRITE_COUNT_MAX + 1)),
+        (64, 64),
+        "number of dSprites-style sprites in an image (1-6)",
+        _SPRITE_SCENES_SOURCE,
+        _array_pool(pools.sprite_counts, "labels"),
+    ),
     "sprites-distance": lambda: _pool_task(
-        "sprites-distance", tuple(f"d{low:g}-{high:g}" for low, high in itertools.pairwise(SPRITE_DISTANCE_EDGES)),
-        (64, 64), "distance between two dSprites-style sprites' centres (4 bins of 8 px, 19-51 px)",
-        _SPRITE_SCENES_SOURCE, _array_pool(_sprite_distances, "labels")),
+        "sprites-distance",
+        tuple(f"d{low:g}-{high:g}" for low, high in itertools.pairwise(SPRITE_DISTANCE_EDGES)),
+        (64, 64),
+        "distance between two dSprites-style sprites' centres (4 bins of 8 px, 19-51 px)",
+        _SPRITE_SCENES_SOURCE,
+        _array_pool(pools.sprite_distances, "labels"),
+    ),
     "shape-lighting": lambda: _pool_task(
-        "shape-lighting", SHAPE_LIGHTINGS, (64, 64),
+        "shape-lighting",
+        SHAPE_LIGHTINGS,
+        (64, 64),
         "where the light on a shaded 3-D solid comes from (left, right, above, below, front)",
         "generated (smallNORB-style: 5 solids, per-axis stretch, random azimuth and elevation, 5 lights)",
-        _array_pool(_shape_lightings, "labels")),
+        _array_pool(pools.shape_lightings, "labels"),
+    ),
     "scene-size": lambda: _pool_task(
-        "scene-size", tuple(f"{i} large" for i in range(SCENE_LARGE_COUNTS)), (64, 64),
+        "scene-size",
+        tuple(f"{i} large" for i in range(SCENE_LARGE_COUNTS)),
+        (64, 64),
         "number of large objects (0-3) in a CLEVR-style scene of 3-8 small and large objects",
-        "generated (CLEVR-style scenes, CLEVR's two object sizes)", _array_pool(_scene_sizes, "labels")),
+        "generated (CLEVR-style scenes, CLEVR's two object sizes)",
+        _array_pool(pools.scene_sizes, "labels"),
+    ),
     "scene-spheres": lambda: _pool_task(
-        "scene-spheres", tuple(f"{i} spheres" for i in range(SCENE_SPHERE_COUNTS)), (64, 64),
+        "scene-spheres",
+        tuple(f"{i} spheres" for i in range(SCENE_SPHERE_COUNTS)),
+        (64, 64),
         "number of spheres (0-3) in a CLEVR-style scene of 3-8 spheres, cubes and cylinders",
-        "generated (CLEVR-style scenes, CLEVR's three shapes)", _array_pool(_scene_spheres, "labels")),
+        "generated (CLEVR-style scenes, CLEVR's three shapes)",
+        _array_pool(pools.scene_spheres, "labels"),
+    ),
+    "scene-red": lambda: _pool_task(
+        "scene-red",
+        tuple(f"{i} red" for i in range(SCENE_RED_COUNTS)),
+        (64, 64),
+        "number of red objects (0-3) in a CLEVR-style scene of 3-8 objects in CLEVR's eight colours",
+        "generated (CLEVR-style scenes, CLEVR's eight colours)",
+        _array_pool(pools.scene_reds, "labels"),
+    ),
     "fashion-mnist": lambda: FashionTask("fashion-mnist", coarse=False),
     "fashion-coarse": lambda: FashionTask("fashion-coarse", coarse=True),
 }

@@ -37,6 +37,7 @@ IMAGE_SETS: dict[str, str] = {
     "shape-lighting": "smallnorb-style-lighting",  # new renders, not the shape-azimuth images
     "scene-size": "clevr-style-sizes",
     "scene-spheres": "clevr-style-shapes",  # new scenes: how many spheres
+    "scene-red": "clevr-style-colours",  # new scenes: how many red objects
     "fashion-mnist": "fashion-mnist",
     "fashion-coarse": "fashion-mnist",
     # VTAB-1k

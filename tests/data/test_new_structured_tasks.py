@@ -1,4 +1,4 @@
-"""sprites-count, sprites-distance, shape-lighting, scene-size, scene-spheres: labels read back from the pixels,
+"""sprites-count, sprites-distance, shape-lighting, scene-size, scene-spheres, scene-red: labels read back from the pixels,
 seeded renders, balanced pools, and every prompt of the v2 zoo an eligible source."""
 
 from __future__ import annotations
@@ -10,22 +10,23 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from hgprompt_ray.data import eligible_sources, offline, related_tasks, shapes3d
-from hgprompt_ray.data.shapes3d import SHAPE_LIGHTINGS, render_shapes, sample_lighting_factors
-from hgprompt_ray.data.synthetic import (
-    SPRITE_DISTANCE_EDGES,
+from hgprompt_ray.data import eligible_sources, pools, related_tasks, shapes3d
+from hgprompt_ray.data.scenes import (
+    CLEVR_COLOURS,
+    render_scene_reds,
     render_scene_sizes,
     render_scene_spheres,
-    render_sprite_counts,
-    render_sprite_pairs,
 )
+from hgprompt_ray.data.shapes3d import SHAPE_LIGHTINGS, render_shapes, sample_lighting_factors
+from hgprompt_ray.data.synthetic import SPRITE_DISTANCE_EDGES, render_sprite_counts, render_sprite_pairs
 
 NEW_TASKS = {  # task -> its pool builder and class count
-    "sprites-count": (offline._sprite_counts, 6),
-    "sprites-distance": (offline._sprite_distances, 4),
-    "shape-lighting": (offline._shape_lightings, 5),
-    "scene-size": (offline._scene_sizes, 4),
-    "scene-spheres": (offline._scene_spheres, 4),
+    "sprites-count": (pools.sprite_counts, 6),
+    "sprites-distance": (pools.sprite_distances, 4),
+    "shape-lighting": (pools.shape_lightings, 5),
+    "scene-size": (pools.scene_sizes, 4),
+    "scene-spheres": (pools.scene_spheres, 4),
+    "scene-red": (pools.scene_reds, 4),
 }
 _V2_MANIFEST = Path(__file__).resolve().parents[2] / "prompt_zoo" / "offline-v2" / "manifest.json"
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -44,7 +45,10 @@ def _renders(name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.repeat(np.arange(5), 3)
         return render_shapes(sample_lighting_factors(labels, rng), rng), labels
     labels = np.repeat(np.arange(4), 3)
-    return (render_scene_spheres if name == "scene-spheres" else render_scene_sizes)(labels, rng), labels
+    render = {"scene-spheres": render_scene_spheres, "scene-red": render_scene_reds}.get(
+        name, render_scene_sizes
+    )
+    return render(labels, rng), labels
 
 
 @pytest.mark.parametrize("name", NEW_TASKS)
@@ -117,6 +121,25 @@ def test_scene_spheres_show_the_labelled_number_of_discs():
     assert np.mean(found_spheres == labels) >= 0.8  # pixel-level reading at 64 px: not every object
     means = [found_spheres[labels == label].mean() for label in range(4)]
     assert np.all(np.diff(means) > 0.5), means
+
+
+def test_scene_reds_show_the_labelled_number_of_red_objects():
+    labels = np.repeat(np.arange(4), 25)
+    images = render_scene_reds(labels, np.random.default_rng(2)).astype(int)
+    red, green, blue = images[..., 0], images[..., 1], images[..., 2]
+    # shading scales a colour's channels together: red keeps green and blue at 0.2 of its red;
+    # brown (0.57 and 0.19), purple and every other CLEVR colour fail one of the two ratios
+    reddish = (red > 60) & (green < 0.35 * red) & (blue < 0.35 * red)
+    found_reds = np.array([ndimage.label(ndimage.binary_opening(mask))[1] for mask in reddish])
+    np.testing.assert_array_equal(found_reds, labels)  # objects 1.5 px apart never join
+    palette = np.array(list(CLEVR_COLOURS.values()))
+    others = palette[np.arange(len(palette)) != list(CLEVR_COLOURS).index("red")]
+    assert not np.any((others[:, 1] < 0.35 * others[:, 0]) & (others[:, 2] < 0.35 * others[:, 0]))
+    # the total count does not give the label away: 3-8 objects whatever the number of reds
+    saturation = images.max(axis=3) - images.min(axis=3)
+    totals = np.array([ndimage.label(ndimage.binary_opening(s > 25))[1] for s in saturation])
+    means = [totals[labels == label].mean() for label in range(4)]
+    assert max(means) - min(means) < 1.5, means
 
 
 def test_the_light_direction_shows_in_the_shading():
@@ -203,6 +226,6 @@ def test_the_v3_zoo_has_the_task_s_prompt_and_leaves_only_it_out(name):
     v3 = json.loads((_V2_MANIFEST.parents[1] / "offline-v3" / "manifest.json").read_text())["prompts"]
     sources = {prompt["name"]: prompt["source_task"] for prompt in v3}
     v2 = {prompt["name"] for prompt in json.loads(_V2_MANIFEST.read_text())["prompts"]}
-    assert len(sources) == 24 and v2 | set(NEW_TASKS) == set(sources)
+    assert len(sources) == 19 + len(NEW_TASKS) and v2 | set(NEW_TASKS) == set(sources)
     assert sources[name] == name
     assert eligible_sources(name, sources) == [s for s in sources if s != name]

@@ -14,17 +14,12 @@ from hgprompt_ray.data import (
     backbone_transform,
     get_task,
     list_tasks,
-    offline,
+    pools,
     readable_here,
 )
 from hgprompt_ray.data.offline import FASHION_MNIST_ENV, OFFLINE_TASKS, read_idx
-from hgprompt_ray.data.synthetic import (
-    closest_bin_rows,
-    render_closest,
-    render_counting,
-    render_dsprites,
-    sample_dsprites_factors,
-)
+from hgprompt_ray.data.scenes import closest_bin_rows, render_closest, render_counting
+from hgprompt_ray.data.synthetic import render_dsprites, sample_dsprites_factors
 from hgprompt_ray.paths import CACHE_ENV, cache_root
 
 PIP_ONLY = [name for name in OFFLINE_TASKS if not name.startswith("fashion")]
@@ -40,6 +35,7 @@ STRUCTURED = {  # the VTAB-structured-style targets and their class counts
     "shape-lighting": 5,
     "scene-size": 4,
     "scene-spheres": 4,
+    "scene-red": 4,
 }
 
 
@@ -83,26 +79,27 @@ def test_structured_tasks_have_every_class_in_every_split(name):
         assert counts.min() >= 0.4 * counts.mean(), (split, counts)  # roughly balanced
 
 
-_BUILDERS = {  # each generated image set once: name -> its images, built from _DATA_SEED
-    "closest-distance": lambda: offline._closest()["images"],
-    "shape-azimuth": lambda: offline._shapes()["images"],
-    "digits-mirror": lambda: offline._digits_mirror()[0],
-    "texture-blur": lambda: offline._texture_levels("blur")["train_images"],
-    "texture-contrast": lambda: offline._texture_levels("contrast")["test_images"],
-    "sprites-count": lambda: offline._sprite_counts()["images"],
-    "sprites-distance": lambda: offline._sprite_distances()["images"],
-    "shape-lighting": lambda: offline._shape_lightings()["images"],
-    "scene-size": lambda: offline._scene_sizes()["images"],
-    "scene-spheres": lambda: offline._scene_spheres()["images"],
+_BUILDERS = {  # each generated image set once: name -> its images, built from pools.DATA_SEED
+    "closest-distance": lambda: pools.closest()["images"],
+    "shape-azimuth": lambda: pools.shapes()["images"],
+    "digits-mirror": lambda: pools.digits_mirror()[0],
+    "texture-blur": lambda: pools.texture_levels("blur")["train_images"],
+    "texture-contrast": lambda: pools.texture_levels("contrast")["test_images"],
+    "sprites-count": lambda: pools.sprite_counts()["images"],
+    "sprites-distance": lambda: pools.sprite_distances()["images"],
+    "shape-lighting": lambda: pools.shape_lightings()["images"],
+    "scene-size": lambda: pools.scene_sizes()["images"],
+    "scene-spheres": lambda: pools.scene_spheres()["images"],
+    "scene-red": lambda: pools.scene_reds()["images"],
 }
 
 
 @pytest.mark.parametrize("name", _BUILDERS)
 def test_structured_images_are_a_function_of_the_data_seed(name, tmp_path, monkeypatch):
-    monkeypatch.setattr(offline, "_POOL", 60)  # small pools, built afresh in empty caches
+    monkeypatch.setattr(pools, "POOL_SIZE", 60)  # small pools, built afresh in empty caches
     built = []
     for seed, cache in ((0, "a"), (0, "b"), (1, "c")):
-        monkeypatch.setattr(offline, "_DATA_SEED", seed)
+        monkeypatch.setattr(pools, "DATA_SEED", seed)
         monkeypatch.setenv(CACHE_ENV, str(tmp_path / cache))
         built.append(_BUILDERS[name]())
     first, again, other = built
@@ -112,8 +109,8 @@ def test_structured_images_are_a_function_of_the_data_seed(name, tmp_path, monke
 
 
 def test_digits_mirror_flips_exactly_the_mirrored_half():
-    digits, _ = offline._digits()
-    images, mirrored = offline._digits_mirror()
+    digits, _ = pools.digits()
+    images, mirrored = pools.digits_mirror()
     assert abs(int(mirrored.sum()) - len(mirrored) // 2) <= 1
     np.testing.assert_array_equal(images[mirrored == 1], digits[mirrored == 1][:, :, ::-1])
     np.testing.assert_array_equal(images[mirrored == 0], digits[mirrored == 0])
@@ -122,7 +119,7 @@ def test_digits_mirror_flips_exactly_the_mirrored_half():
 def test_shape_azimuth_and_elevation_label_the_same_images():
     azimuth, elevation = get_task("shape-azimuth").split("test"), get_task("shape-elevation").split("test")
     np.testing.assert_array_equal(azimuth.images, elevation.images)
-    stored = offline._shapes()
+    stored = pools.shapes()
     assert np.all(np.abs(stored["azimuth_deg"] - 45.0 * stored["azimuth"]) <= 45.0 / 2)
     assert np.all(np.abs(stored["elevation_deg"] - (20.0 + 10.0 * stored["elevation"])) <= 5.0)
 
