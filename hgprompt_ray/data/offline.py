@@ -29,14 +29,14 @@
 | fashion-coarse | the same, grouped into tops / trousers-dresses / footwear / bags | 4 |
 
 Generated pools hold 2,000 images (data seed fixed at 0, so the images never change), cached as
-``.npz`` under ``$HGPROMPT_CACHE/data`` (written atomically; :mod:`hgprompt_ray.data.pools`). train800 and val200 are drawn from
-the pool by the split seed; test is the rest of the pool (at least 500 images), or the official
+``.npz`` under ``$HGPROMPT_CACHE/data`` (written atomically; :mod:`hgprompt_ray.data.pools`).
+train800 and val200 are drawn from the pool by the split seed; test is the rest of the pool (at least 500 images), or the official
 test split for Fashion-MNIST. The texture-blur and texture-contrast pools, like textures, keep
 their test patches (600 of the 2,000) apart: they are cut from the bottom third of each image.
 Tasks that relabel or re-cut the same images share an image set (``registry.IMAGE_SETS``), so
 none is ever a source for another. sprites-count, sprites-distance, shape-lighting, scene-size,
-scene-spheres and scene-red each render new images (their own image set) in the style of the dsprites, shape and count
-tasks, so every prompt trained on those is an eligible source for them.
+scene-spheres and scene-red each render new images (their own image set) in the style of the
+dsprites, shape and count tasks, so every prompt trained on those is an eligible source for them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""The offline suite's image pools: generated (seeded) or loaded, cached as ``.npz``.
+"""The offline suite's image pools, generated (seeded) or loaded from pip packages.
 
-Each function returns one pool's arrays (``images`` and its labels or factors); generated pools
-are built once from :data:`DATA_SEED` and cached under ``$HGPROMPT_CACHE/data`` (written
-atomically), so their images never change. :mod:`hgprompt_ray.data.offline` draws each task's
-splits from them.
+Each pool function returns one pool: a dict of arrays (``images`` and the labels or factors) or
+an ``(images, labels)`` pair. Generated pools are built once from :data:`DATA_SEED` and cached
+as ``.npz`` under ``$HGPROMPT_CACHE/data`` (:func:`cached_arrays`, written atomically), so their
+images never change; the digits pools are re-read from scikit-learn. :func:`cached_arrays`,
+:func:`data_rng` and :func:`balanced` are the helpers they share.
+:mod:`hgprompt_ray.data.offline` draws each task's splits from them.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ GENERATOR_VERSION = 2
 
 
 def cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Pool ``name``'s arrays from the cache, or ``build()`` them and cache them (atomically).
+
+    The file name holds the data seed and :data:`GENERATOR_VERSION`.
+    """
     path = cache_root() / "data" / f"{name}-seed{DATA_SEED}-v{GENERATOR_VERSION}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
@@ -97,11 +103,13 @@ def data_rng(name: str) -> np.random.Generator:
 
 
 def count_pool() -> tuple[np.ndarray, np.ndarray]:
+    """The count scenes and their labels: the number of objects less 3 (classes 0-7)."""
     arrays = counting()
     return arrays["images"], arrays["counts"] - 3
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 handwritten digits as uint8 (N, 8, 8) and their digits (not cached)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -120,6 +128,8 @@ def digits_mirror() -> tuple[np.ndarray, np.ndarray]:
 
 
 def dsprites() -> dict[str, np.ndarray]:
+    """The dSprites pool: ``images`` and the factor indices (``shape``, ``scale``, ``orientation``, ``x``, ``y``)."""
+
     def build() -> dict[str, np.ndarray]:
         factors = sample_dsprites_factors(POOL_SIZE, np.random.default_rng(DATA_SEED))
         return {"images": render_dsprites(factors), **factors._asdict()}
@@ -128,6 +138,8 @@ def dsprites() -> dict[str, np.ndarray]:
 
 
 def counting() -> dict[str, np.ndarray]:
+    """The count pool: CLEVR-style ``images`` of 3-10 objects and their ``counts``."""
+
     def build() -> dict[str, np.ndarray]:
         rng = np.random.default_rng(DATA_SEED)
         counts = rng.integers(3, 11, POOL_SIZE)
@@ -151,12 +163,15 @@ def balanced(
 
 
 def closest() -> dict[str, np.ndarray]:
+    """The closest-distance pool: ``images`` and ``labels`` (distance bin of the closest object)."""
     return balanced(
         "closest-distance", CLOSEST_BINS, lambda labels, rng: {"images": render_closest(labels, rng)}
     )
 
 
 def shapes() -> dict[str, np.ndarray]:
+    """The smallNORB-style pool shared by shape-azimuth and shape-elevation: ``images`` and factors."""
+
     def build() -> dict[str, np.ndarray]:
         rng = data_rng("shapes3d")
         factors = sample_shape_factors(POOL_SIZE, rng)
@@ -170,16 +185,26 @@ def _sprite_arrays(scenes: SpriteScenes) -> dict[str, np.ndarray]:
 
 
 def sprite_counts() -> dict[str, np.ndarray]:
-    return balanced("sprites-count", SPRITE_COUNT_MAX,
-                     lambda labels, rng: _sprite_arrays(render_sprite_counts(labels + 1, rng)))  # fmt: skip
+    """The sprites-count pool: ``images``, ``labels`` (count less 1), sprite ``centres`` and ``radii``."""
+    return balanced(
+        "sprites-count",
+        SPRITE_COUNT_MAX,
+        lambda labels, rng: _sprite_arrays(render_sprite_counts(labels + 1, rng)),
+    )
 
 
 def sprite_distances() -> dict[str, np.ndarray]:
-    return balanced("sprites-distance", len(SPRITE_DISTANCE_EDGES) - 1,
-                     lambda labels, rng: _sprite_arrays(render_sprite_pairs(labels, rng)))  # fmt: skip
+    """The sprites-distance pool: ``images``, ``labels`` (distance bin), ``centres`` and ``radii``."""
+    return balanced(
+        "sprites-distance",
+        len(SPRITE_DISTANCE_EDGES) - 1,
+        lambda labels, rng: _sprite_arrays(render_sprite_pairs(labels, rng)),
+    )
 
 
 def shape_lightings() -> dict[str, np.ndarray]:
+    """The shape-lighting pool: ``images``, ``labels`` (light direction) and the view factors."""
+
     def render(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         factors = sample_lighting_factors(labels, rng)
         return {"images": render_shapes(factors, rng), **factors._asdict()}
@@ -188,12 +213,14 @@ def shape_lightings() -> dict[str, np.ndarray]:
 
 
 def scene_sizes() -> dict[str, np.ndarray]:
+    """The scene-size pool: ``images`` and ``labels`` (how many objects are large)."""
     return balanced(
         "scene-size", SCENE_LARGE_COUNTS, lambda labels, rng: {"images": render_scene_sizes(labels, rng)}
     )
 
 
 def scene_spheres() -> dict[str, np.ndarray]:
+    """The scene-spheres pool: ``images`` and ``labels`` (how many objects are spheres)."""
     return balanced(
         "scene-spheres",
         SCENE_SPHERE_COUNTS,
@@ -202,12 +229,14 @@ def scene_spheres() -> dict[str, np.ndarray]:
 
 
 def scene_reds() -> dict[str, np.ndarray]:
+    """The scene-red pool: ``images`` and ``labels`` (how many objects are red)."""
     return balanced(
         "scene-red", SCENE_RED_COUNTS, lambda labels, rng: {"images": render_scene_reds(labels, rng)}
     )
 
 
 def textures() -> dict[str, np.ndarray]:
+    """The textures patches: ``train_images``/``train_labels`` and ``test_images``/``test_labels``."""
     return cached_arrays("textures", lambda: cut_texture_patches(np.random.default_rng(DATA_SEED)))
 
 

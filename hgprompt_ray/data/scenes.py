@@ -1,7 +1,8 @@
 """CLEVR-style scenes for the offline suite, at 64 x 64 RGB.
 
-:func:`render_counting` draws 3 to 10 non-overlapping objects (spheres, cubes, cylinders seen
-from above: shaded discs, squares, rounded squares) of random colour and size on a grey floor
+:func:`render_counting` draws 3 to 10 objects (spheres, cubes, cylinders seen from above:
+shaded discs, squares, rounded squares; centres spaced by their radii, so only a cube's corners
+may touch another object) of random colour and size on a grey floor
 with a light gradient. Colours are saturated (HSV s >= 0.45) so every object stands out from the
 floor. :func:`render_closest` puts the same objects in perspective, for VTAB's closest-object
 distance (see its docstring). Three renderers count objects by one of CLEVR's attributes, 0 to 3
@@ -11,7 +12,8 @@ by shape, :func:`render_scene_reds` by colour (CLEVR's eight).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -65,10 +67,13 @@ def _draw_object(
     canvas[mask] = np.clip(colour[None, :] * shade[mask][:, None], 0, 255)
 
 
+_COUNTING_RADII = (3.5, 6.0)  # pixels: render_counting's object sizes (and render_scene_reds')
+
+
 def render_counting(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """CLEVR-style scenes with ``counts[i]`` objects each, as uint8 RGB (N, 64, 64, 3).
 
-    Objects do not overlap (rejection sampling of centres with a minimum distance).
+    Objects' bounding discs do not overlap (rejection sampling of centres 1.5 px beyond the radii).
     """
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64) + 0.5
     images = np.empty((len(counts), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -79,7 +84,7 @@ def render_counting(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         attempts = 0
         while len(placed) < count:
             attempts += 1
-            radius = rng.uniform(3.5, 6.0) if attempts < 2000 else 3.0
+            radius = rng.uniform(*_COUNTING_RADII) if attempts < 2000 else 3.0
             cx, cy = rng.uniform(radius + 1, IMAGE_SIZE - radius - 1, size=2)
             if all((cx - px) ** 2 + (cy - py) ** 2 > (radius + pr + 1.5) ** 2 for px, py, pr in placed):
                 placed.append((cx, cy, radius))
@@ -90,8 +95,11 @@ def render_counting(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class SceneLayout(NamedTuple):
-    """One scene's objects: radii (px), and kinds and RGB colours when fixed (None: each drawn as
-    its object is painted, the kind uniform over the three, the colour by ``_saturated_colour``)."""
+    """One scene's objects: their radii, and their kinds and colours where a task fixes them.
+
+    A field left None is drawn as each object is painted: the kind uniform over the three, the
+    colour by ``_saturated_colour``.
+    """
 
     radii: np.ndarray  # (K,)
     kinds: np.ndarray | None = None  # (K,) 0 sphere, 1 cube, 2 cylinder
@@ -103,9 +111,9 @@ def _render_scenes(
     layout: Callable[[int], SceneLayout],
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """One scene per label on :func:`render_counting`'s floor: ``layout(label)`` gives the objects
-    (:class:`SceneLayout`), placed 1.5 px apart.
+    """One scene per label on :func:`render_counting`'s floor, its objects placed 1.5 px apart.
 
+    ``layout(label)`` gives each scene's objects (:class:`SceneLayout`).
     The order of the draws from ``rng`` is part of each task's images (their pools are cached by
     seed): floor, layout, placement, then per object its kind and its colour (each only if not
     given).
@@ -173,18 +181,19 @@ def render_scene_spheres(sphere_counts: np.ndarray, rng: np.random.Generator) ->
 
 
 SCENE_RED_COUNTS = 4  # labels 0-3: how many of a scene's objects are red
-CLEVR_COLOURS: dict[str, tuple[int, int, int]] = {
-    "gray": (87, 87, 87),
-    "red": (173, 35, 35),
-    "blue": (42, 75, 215),
-    "green": (29, 105, 20),
-    "brown": (129, 74, 25),
-    "purple": (129, 38, 192),
-    "cyan": (41, 208, 208),
-    "yellow": (255, 238, 51),
-}
+CLEVR_COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
+    {
+        "gray": (87, 87, 87),
+        "red": (173, 35, 35),
+        "blue": (42, 75, 215),
+        "green": (29, 105, 20),
+        "brown": (129, 74, 25),
+        "purple": (129, 38, 192),
+        "cyan": (41, 208, 208),
+        "yellow": (255, 238, 51),
+    }
+)
 """CLEVR's eight colours (RGB, from its generator's ``properties.json``)."""
-_COUNTING_RADII = (3.5, 6.0)  # pixels: render_counting's object sizes
 
 
 def render_scene_reds(red_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -195,8 +204,9 @@ def render_scene_reds(red_counts: np.ndarray, rng: np.random.Generator) -> np.nd
     even odds (gray too, darker than the floor). Kinds are uniform over sphere, cube and cylinder
     and radii uniform over :func:`render_counting`'s 3.5-6 px whatever the colour, the total count
     is uniform over 3-8 whatever the label, and objects are placed 1.5 px apart on its floor.
-    Shading scales a colour's channels together, so a red object stays red (and brown, the
-    nearest colour, stays brown: its green is 0.57 of its red, red's 0.20).
+    Shading scales a colour's channels together (up to clipping at 255, which only yellow
+    reaches), so a red object stays red and brown, the nearest colour, stays brown: its green
+    is 0.57 of its red, red's 0.20.
 
     Shape:
         red_counts: (N,) ints in [0, 4). returns: (N, 64, 64, 3) uint8.

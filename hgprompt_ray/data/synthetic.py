@@ -8,8 +8,8 @@ supersampling). Factors are drawn uniformly and independently, as in dSprites.
 :func:`render_sprite_counts` and :func:`render_sprite_pairs` draw several such sprites apart in
 one image (1 to 6 of them; or two at a binned distance).
 
-The CLEVR-style scenes are in :mod:`hgprompt_ray.data.scenes`; they place their objects with
-:func:`place_apart`.
+The CLEVR-style scenes are in :mod:`hgprompt_ray.data.scenes`; those that count objects by an
+attribute place them with :func:`place_apart`, as the sprite scenes here do.
 """
 
 from __future__ import annotations
