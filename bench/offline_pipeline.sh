@@ -43,7 +43,7 @@ for step in $STEPS; do
       mkdir -p "$ZOO"
       cp "$WORK"/*.safetensors "$WORK"/manifest.json "$ZOO"/
       python -m hgprompt_ray.prompts report "$ZOO" --probe-json bench/results/linear_probe.json \
-        bench/results/linear_probe_new_targets.json --out "$WORK/README.md"
+        bench/results/linear_probe_new_targets.json bench/results/linear_probe_scene_red.json --out "$WORK/README.md"
       echo "the table of $ZOO is in $WORK/README.md: merge it into $ZOO/README.md";;
     matrix)
       # shellcheck disable=SC2086  # MATRIX_TARGETS is a list of names
