@@ -146,6 +146,26 @@ def _texture_task(name: str, kind: str, description: str) -> Task:
     return _HeldOutTask(info, partial(pools.texture_levels, kind))
 
 
+def _scene_count_task(
+    name: str,
+    label: str,
+    counted: str,
+    objects: str,
+    attribute: str,
+    classes: int,
+    pool: Callable[[], dict[str, np.ndarray]],
+) -> Task:
+    """A CLEVR-style task that counts a scene's objects of one attribute value (``classes`` counts)."""
+    return _pool_task(
+        name,
+        tuple(f"{i} {label}" for i in range(classes)),
+        (64, 64),
+        f"number of {counted} (0-{classes - 1}) in a CLEVR-style scene of 3-8 {objects}",
+        f"generated (CLEVR-style scenes, {attribute})",
+        _array_pool(pool, "labels"),
+    )
+
+
 _DSPRITES_SOURCE = "generated (dSprites factors: 3 shapes, 6 scales, 40 orientations, 32 x 32 positions)"
 _SHAPES_SOURCE = "generated (smallNORB-style: 5 solids, per-axis stretch, azimuth, elevation, lighting)"
 _SPRITE_SCENES_SOURCE = "generated (dSprites-style sprites: 3 shapes, 6 scales, 40 orientations, apart)"
@@ -287,29 +307,32 @@ OFFLINE_TASKS: dict[str, Callable[[], Task]] = {
         "generated (smallNORB-style: 5 solids, per-axis stretch, random azimuth and elevation, 5 lights)",
         _array_pool(pools.shape_lightings, "labels"),
     ),
-    "scene-size": lambda: _pool_task(
+    "scene-size": lambda: _scene_count_task(
         "scene-size",
-        tuple(f"{i} large" for i in range(SCENE_LARGE_COUNTS)),
-        (64, 64),
-        "number of large objects (0-3) in a CLEVR-style scene of 3-8 small and large objects",
-        "generated (CLEVR-style scenes, CLEVR's two object sizes)",
-        _array_pool(pools.scene_sizes, "labels"),
+        "large",
+        "large objects",
+        "small and large objects",
+        "CLEVR's two object sizes",
+        SCENE_LARGE_COUNTS,
+        pools.scene_sizes,
     ),
-    "scene-spheres": lambda: _pool_task(
+    "scene-spheres": lambda: _scene_count_task(
         "scene-spheres",
-        tuple(f"{i} spheres" for i in range(SCENE_SPHERE_COUNTS)),
-        (64, 64),
-        "number of spheres (0-3) in a CLEVR-style scene of 3-8 spheres, cubes and cylinders",
-        "generated (CLEVR-style scenes, CLEVR's three shapes)",
-        _array_pool(pools.scene_spheres, "labels"),
+        "spheres",
+        "spheres",
+        "spheres, cubes and cylinders",
+        "CLEVR's three shapes",
+        SCENE_SPHERE_COUNTS,
+        pools.scene_spheres,
     ),
-    "scene-red": lambda: _pool_task(
+    "scene-red": lambda: _scene_count_task(
         "scene-red",
-        tuple(f"{i} red" for i in range(SCENE_RED_COUNTS)),
-        (64, 64),
-        "number of red objects (0-3) in a CLEVR-style scene of 3-8 objects in CLEVR's eight colours",
-        "generated (CLEVR-style scenes, CLEVR's eight colours)",
-        _array_pool(pools.scene_reds, "labels"),
+        "red",
+        "red objects",
+        "objects in CLEVR's eight colours",
+        "CLEVR's eight colours",
+        SCENE_RED_COUNTS,
+        pools.scene_reds,
     ),
     "fashion-mnist": lambda: FashionTask("fashion-mnist", coarse=False),
     "fashion-coarse": lambda: FashionTask("fashion-coarse", coarse=True),
