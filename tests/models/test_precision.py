@@ -56,9 +56,10 @@ def test_autocast_switches_the_matmul_dtype():
 
 
 # Where the CPU has no native bf16 (no AMX-BF16 or AVX512-BF16), torch emulates it: on an AMD EPYC
-# without AVX-512 a bf16 forward ran 5x and a per-sample gradient 24x slower than float32, and this test
-# took 291 s of the suite instead of 12. There it checks the same numerics on fewer images and
-# gradient samples (auto never picks bf16 on such a CPU; only an explicit --precision bf16 does).
+# without AVX-512 a bf16 forward ran 7.1x and a per-sample gradient 33.4x slower than float32
+# (bench/bench_bf16_cost.py), and this test took 291 s of the suite instead of 12. There it checks the
+# same numerics on fewer images and gradient samples (auto never picks bf16 on such a CPU; only an
+# explicit --precision bf16 does).
 _IMAGES, _GRADIENT_SAMPLES = (96, 32) if cpu_bf16_flags() else (48, 8)  # (the test runs on the CPU)
 
 
