@@ -1,9 +1,9 @@
 """CLEVR-style scenes for the offline suite, at 64 x 64 RGB.
 
 :func:`render_counting` draws 3 to 10 objects (spheres, cubes, cylinders seen from above:
-shaded discs, squares, rounded squares; centres spaced by their radii, so only a cube's corners
-may touch another object) of random colour and size on a grey floor
-with a light gradient. Colours are saturated (HSV s >= 0.45) so every object stands out from the
+shaded discs, squares, rounded squares; centres 1.5 px beyond the sum of their radii apart, so
+only a cube's corners may touch another object) of random colour and size on a grey floor with
+a light gradient. Colours are saturated (HSV s >= 0.45) so every object stands out from the
 floor. :func:`render_closest` puts the same objects in perspective, for VTAB's closest-object
 distance (see its docstring). Three renderers count objects by one of CLEVR's attributes, 0 to 3
 of 3-8 objects: :func:`render_scene_sizes` by size (CLEVR's two), :func:`render_scene_spheres`
