@@ -93,21 +93,32 @@ def write_tsne_plot(features: Mapping[str, Any], labels: np.ndarray, path: Path,
 
 def write_weights_plot(
     entry: Mapping[str, Any], methods: Sequence[str], path: Path, title: str, label: Callable[[str], str] = str
-) -> None:
-    """Grouped bars: each method's weight on each source."""
+) -> dict[str, tuple[float, ...]]:
+    """Grouped bars: each method's weight on each source. Returns each shown method's bar colour
+    (RGBA). Every method gets its own: matplotlib's default cycle has 10 colours and the report
+    shows 12 weightings, so HGPrompt drew in Single-Best's orange; ``tab20`` has 20, and beyond 20
+    the colours are spread over ``turbo``."""
     plt = _pyplot()
     sources = list(entry["sources"])
     shown = [m for m in methods if m in entry["methods"]]
     width = 0.8 / max(1, len(shown))
     figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(sources) + 2), 3.8))
     positions = np.arange(len(sources))
+    many = len(shown) > 20
+    palette = plt.get_cmap("turbo" if many else "tab20")
+    colours: dict[str, tuple[float, ...]] = {}
     for index, method in enumerate(shown):
-        axis.bar(positions + index * width, entry["methods"][method], width, label=label(method))
+        colour = palette(index / (len(shown) - 1) if many else index)
+        weights = entry["methods"][method]
+        bars = axis.bar(positions + index * width, weights, width, label=label(method), color=colour)
+        drawn = bars.patches[0].get_facecolor() if bars.patches else colour
+        colours[method] = tuple(float(c) for c in drawn)
     axis.set_xticks(positions + 0.4 - width / 2, sources, rotation=45, ha="right", fontsize=8)
     axis.set_ylabel("weight alpha_i")
     axis.set_title(title)
     axis.legend(fontsize=7, ncol=2)
     _save(figure, path)
+    return colours
 
 
 def write_learning_curve_plot(curves: pd.DataFrame, path: Path, title: str) -> None:

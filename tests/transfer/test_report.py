@@ -131,6 +131,13 @@ def test_scaling_and_weights_plots(tmp_path):
     assert point["mean"].item() == pytest.approx(0.1)
     entry = {"sources": ["s1", "s2"], "methods": {"hgprompt": [0.3, 0.7], "h-only": [1.0, 0.0]}}
     report.write_weights_plot(entry, ["hgprompt", "h-only"], tmp_path / "w.png", "t")
+    many = {"sources": ["s1", "s2"], "methods": {f"m{i}": [0.5, 0.5] for i in range(12)}}
+    colours = report.write_weights_plot(many, list(many["methods"]), tmp_path / "w12.png", "t")
+    assert list(colours) == list(many["methods"])
+    assert len(set(colours.values())) == 12  # no two methods share a colour (the default cycle has 10)
+    crowd = {"sources": ["s1"], "methods": {f"m{i}": [1.0] for i in range(25)}}
+    crowded = report.write_weights_plot(crowd, list(crowd["methods"]), tmp_path / "w25.png", "t")
+    assert len(set(crowded.values())) == 25
     rng = np.random.default_rng(0)
     features = {"x": rng.normal(size=(40, 8)), "y": rng.normal(size=(40, 8))}
     report.write_tsne_plot(features, np.repeat([0, 1], 20), tmp_path / "tsne.png")
