@@ -193,6 +193,17 @@ def test_the_report_puts_informative_targets_first_and_says_why_the_others_are_n
     main_table = text.split("## Main table, init-probe", 1)[1].split("|", 1)[0]  # its caption, before the table
     assert "each half-width is Nadeau and Bengio's corrected one" in main_table and "1.87 times" in main_table
     assert "seeds: init-probe 5; protocols: init-probe" in text and "Machine: test machine." in text
+    alone = pd.read_csv(tmp_path / "paired_informative_init-probe.csv", index_col=0)  # a only: b, c not informative
+    assert alone.loc[["Average", "Single-Best"], "pairs"].tolist() == [5, 5] and "SPoT-best" not in alone.index
+    assert alone.loc["Average", "HGPrompt - baseline (points)"].startswith("+5.0 [")  # a's gap, undiluted by b and c
+    assert alone.loc["Average", "win / tie / loss (targets)"] == "0 / 1 / 0"  # a constant gap: sign test p 0.0625
+    assert "HGPrompt against each baseline on the informative targets only (init-probe)" in text
+    entry = json.loads((tmp_path / "weights" / "a.json").read_text())  # a's sources saturated too: nothing informative,
+    entry["zero_shot"] = {"s1": 0.9, "s2": 0.91, "s3": 0.92}  # so no such table, and the earlier file is gone
+    (tmp_path / "weights" / "a.json").write_text(json.dumps(entry))
+    report.write_report(tmp_path, state)
+    assert not (tmp_path / "paired_informative_init-probe.csv").exists()
+    assert "on the informative targets only" not in path.read_text()
 
 
 def test_the_correction_applies_to_init_probe_draws_of_one_pool_only():
