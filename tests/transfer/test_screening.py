@@ -109,8 +109,18 @@ def test_the_report_screens_every_target_of_the_librarys_matrix(tmp_path):
     state = {"command": "evaluate.py --targets a", "library": str(library.root), "backbone": "vit", "img_size": 32,
              "target_names": ["a"], "scaling_target_names": [], "scaling_seeds": 1, "seeds": 5,
              "budget": {"tuned_seeds": 3}, "machine": "test machine"}  # fmt: skip
+    (out / "zero_shot").mkdir()  # the evaluation's own columns: target c, outside the matrix, and a's draw 0 again
+    own = {"pa": 0.4, "pa2": 0.9, "pb": 0.5, "pc": 0.6, "pd": 0.7, "(none)": 0.45}
+    pd.DataFrame([{"source": s, "target": "c", "test_accuracy": v, "split_seed": 0, "num_test": 500} for s, v in own.items()]
+                 ).to_parquet(out / "zero_shot" / "c.parquet")  # fmt: skip
+    pd.DataFrame([{"source": s, "target": "a", "test_accuracy": 0.3, "split_seed": 0, "num_test": 500} for s in own]
+                 ).to_parquet(out / "zero_shot" / "a.parquet")  # fmt: skip
     path, _ = report.write_report(out, state)
     screen = pd.read_csv(out / "screen.csv", index_col=0)
+    assert screen.loc["c", "spread (draw 0)"] == pytest.approx(50.0) and screen.loc["c", "best source"] == "pa2"
+    assert screen.loc["c", "init-probe verdict"] == "no init-probe runs yet"
+    assert screen.loc["a", "best"] == pytest.approx(98.0)  # the matrix's draw 0 of a, not the folder's copy
+    assert "The rows of c (targets or draws the library's matrix lacks) come from" in path.read_text()
     assert screen.loc["a", "init-probe verdict"] == "informative"
     assert screen.loc["b", "init-probe verdict"] == "no init-probe runs yet"
     assert screen.loc["a", "sources"] == 4 and screen.loc["a", "best source"] == "pa2"  # the library's tasks
