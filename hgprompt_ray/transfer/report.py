@@ -218,35 +218,16 @@ def _informative_pairs(
     ]  # fmt: skip
 
 
-def _with_own_columns(matrix: pd.DataFrame, output: Path, checksums: Mapping[str, str]) -> tuple[pd.DataFrame, list[str]]:
-    """The library matrix's rows and, for the (target, draw) pairs it lacks, the columns this
-    evaluation computed itself (``OUTPUT/zero_shot/*.parquet``: a target outside the matrix, such as a
-    new task added after it, or a draw beyond its own); only rows that still describe the library.
-    Also the targets those columns add rows to."""
-    from hgprompt_ray.transfer.zero_shot import current_rows
-
-    files = sorted((output / "zero_shot").glob("*.parquet"))
-    if not files:
-        return matrix, []
-    own = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    own = own.assign(split_seed=own["split_seed"].fillna(0) if "split_seed" in own else 0)
-    own = own[current_rows(own, checksums)]
-    if not matrix.empty:
-        covered = pd.MultiIndex.from_frame(matrix[["target", "split_seed"]].drop_duplicates())
-        own = own[~pd.MultiIndex.from_frame(own[["target", "split_seed"]]).isin(covered)]
-    return pd.concat([matrix, own], ignore_index=True), sorted(set(own["target"]))
-
-
 def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame, spread: Mapping[str, float]) -> str:
     """The library's zero-shot screen (``transfer.screening``) of every target its matrix
     (``<library>/zero_shot/zero_shot.parquet`` and the ``parts/`` of a run still going, the library
     path as recorded, from the working directory) or this evaluation's own columns
-    (:func:`_with_own_columns`) cover, with each target's init-probe verdict
+    (``zero_shot.evaluation_columns``, for the pairs the matrix lacks) cover, with each target's init-probe verdict
     where it has runs; "" (and no ``screen.csv``) without a matrix or a readable manifest. Only the
     manifest is read: a damaged prompt file does not stop a report."""
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.screening import SCREEN_TEXT, zero_shot_screen
-    from hgprompt_ray.transfer.zero_shot import matrix_files, read_matrix
+    from hgprompt_ray.transfer.zero_shot import evaluation_columns, matrix_files, read_matrix
 
     folder = Path(str(state.get("library") or "")).expanduser() / "zero_shot"
     screen, own = pd.DataFrame(), []
@@ -258,7 +239,9 @@ def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame,
             records = []
         if records:
             checksums = {r.name: r.sha256 for r in records}
-            rows, own = _with_own_columns(read_matrix(folder / "zero_shot.parquet", checksums), output, checksums)
+            extra = evaluation_columns(output)
+            rows = read_matrix(folder / "zero_shot.parquet", checksums, extra=extra)
+            own = sorted(set(rows.loc[rows["file"].isin([str(f) for f in extra]), "target"]))
             screen = zero_shot_screen(rows, {r.name: r.source_task for r in records})
     if screen.empty:
         (output / "screen.csv").unlink(missing_ok=True)  # a screen of an earlier report would mislead

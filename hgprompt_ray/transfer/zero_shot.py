@@ -28,7 +28,7 @@ from hgprompt_ray.prompts import PromptLibrary
 from hgprompt_ray.transfer.linear_probe import linear_probe
 from hgprompt_ray.transfer.splits import load_transfer_splits
 
-__all__ = ["NO_PROMPT", "current_rows", "distinct_images", "matrix_files", "stale_rows", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
+__all__ = ["NO_PROMPT", "current_rows", "distinct_images", "evaluation_columns", "matrix_files", "stale_rows", "zero_shot_draws", "zero_shot_matrix", "zero_shot_target"]
 
 logger = logging.getLogger(__name__)
 NO_PROMPT = "(none)"
@@ -144,19 +144,39 @@ def matrix_files(matrix: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def read_matrix(matrix: Path, checksums: Mapping[str, str]) -> pd.DataFrame:
+def read_matrix(matrix: Path, checksums: Mapping[str, str], extra: Sequence[Path] = ()) -> pd.DataFrame:
     """A library's zero-shot matrix as one frame (empty when it has no file): the rows of
     :func:`matrix_files`, ``split_seed`` filled in (absent: draw 0), the newest row per (source,
     target, draw, test size) among those that still describe the library (:func:`current_rows`
     with ``checksums``, name -> sha256), since a part is newer than the matrix. The report's
-    screen and ``--leave-one-out``'s order both read it, so they agree."""
-    files = matrix_files(matrix)
-    if not files:
-        return pd.DataFrame()
-    rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    screen and ``--leave-one-out``'s order both read it, so they agree.
+
+    ``extra``: more column files, read the same way (an evaluation's own, :func:`evaluation_columns`);
+    their rows fill only the (target, draw) pairs that the matrix's files lack: where both have a
+    pair, the matrix's rows win. Every row names the file it came from (column ``file``)."""
+    files, extra = matrix_files(matrix), [f for f in extra if f.is_file()]
+    frames = [_current(files, checksums)] if files else []
+    if extra:
+        own = _current(extra, checksums)
+        if frames:
+            covered = pd.MultiIndex.from_frame(frames[0][["target", "split_seed"]].drop_duplicates())
+            own = own[~pd.MultiIndex.from_frame(own[["target", "split_seed"]]).isin(covered)]
+        frames.append(own)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _current(files: Sequence[Path], checksums: Mapping[str, str]) -> pd.DataFrame:
+    """The rows of ``files`` (later files newer) that still describe the library, newest per key."""
+    rows = pd.concat([pd.read_parquet(f).assign(file=str(f)) for f in files], ignore_index=True)
     rows = rows.assign(split_seed=rows["split_seed"].fillna(0) if "split_seed" in rows else 0)
     key = ["source", "target", "split_seed", *(["num_test"] if "num_test" in rows else [])]
     return rows[current_rows(rows, checksums)].drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def evaluation_columns(output: Path) -> list[Path]:
+    """The zero-shot columns an evaluation computed itself, ``OUTPUT/zero_shot/<tag>.parquet``
+    (``method_weights``: a target the library's matrix lacks, or a draw beyond its own), in name order."""
+    return sorted((Path(output) / "zero_shot").glob("*.parquet"))
 
 
 def current_rows(frame: pd.DataFrame, checksums: Mapping[str, str]) -> pd.Series:
