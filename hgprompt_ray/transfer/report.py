@@ -222,9 +222,9 @@ def _screen_section(output: Path, state: Mapping[str, Any], frame: pd.DataFrame,
     """The library's zero-shot screen (``transfer.screening``) of every target its matrix
     (``<library>/zero_shot/zero_shot.parquet`` and the ``parts/`` of a run still going, the library
     path as recorded, from the working directory) or this evaluation's own columns
-    (``zero_shot.evaluation_columns``, for the pairs the matrix lacks) cover, with each target's init-probe verdict
-    where it has runs; "" (and no ``screen.csv``) without a matrix or a readable manifest. Only the
-    manifest is read: a damaged prompt file does not stop a report."""
+    (``zero_shot.evaluation_columns``, for the pairs the matrix lacks) cover, with each target's
+    init-probe verdict where it has runs; "" (and no ``screen.csv``) without a matrix or a readable
+    manifest. Only the manifest is read: a damaged prompt file does not stop a report."""
     from hgprompt_ray.prompts import PromptLibrary
     from hgprompt_ray.transfer.screening import SCREEN_TEXT, zero_shot_screen
     from hgprompt_ray.transfer.zero_shot import evaluation_columns, matrix_files, read_matrix

@@ -267,12 +267,11 @@ def test_linear_probe_fits_with_one_blas_thread_and_restores_the_setting(monkeyp
     assert after and all(n == 2 for n in after)  # numpy's and scipy's BLAS are loaded here
 
 
-def test_read_matrix_takes_the_newest_current_rows_and_own_columns_only_where_it_lacks_them_and_the_leave_one_out_order_follows_the_screen(tmp_path):
+def test_read_matrix_takes_the_newest_current_rows_fills_its_gaps_from_own_columns_and_orders_the_leave_one_out(tmp_path):
     from types import SimpleNamespace
 
     from hgprompt_ray.transfer.plan import _widest_spread_first
-    from hgprompt_ray.transfer.zero_shot import NO_PROMPT, read_matrix
-    from hgprompt_ray.transfer.zero_shot import evaluation_columns as module_columns
+    from hgprompt_ray.transfer.zero_shot import NO_PROMPT, evaluation_columns, read_matrix
 
     matrix = tmp_path / "zero_shot" / "zero_shot.parquet"
     records = [SimpleNamespace(name=f"p-{t}", source_task=t, sha256=t) for t in ("a", "b", "c")]  # d: no prompt
@@ -295,7 +294,7 @@ def test_read_matrix_takes_the_newest_current_rows_and_own_columns_only_where_it
                  columns=["source", "target", "test_accuracy", "sha256", "split_seed"]).to_parquet(own[0])  # fmt: skip
     pd.DataFrame([("p-a", "b", 0.20, "a", 1), ("p-b", "b", 0.25, "stale", 1)],
                  columns=["source", "target", "test_accuracy", "sha256", "split_seed"]).to_parquet(own[1])  # fmt: skip
-    assert module_columns(tmp_path / "out") == own
+    assert evaluation_columns(tmp_path / "out") == own
     both = read_matrix(matrix, checksums, extra=[*own, tmp_path / "out" / "gone.parquet"])
     added = both[both["file"].isin([str(f) for f in own])]
     assert sorted(zip(added["target"], added["split_seed"], added["test_accuracy"])) == [("b", 1, 0.20), ("e", 0, 0.30)]
