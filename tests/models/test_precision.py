@@ -59,13 +59,15 @@ def test_autocast_switches_the_matmul_dtype():
 # without AVX-512 a bf16 forward ran 7.1x and a per-sample gradient 33.4x slower than float32
 # (bench/bench_bf16_cost.py), and this test took 291 s of the suite instead of 12. There it checks the
 # same numerics on fewer images and gradient samples (auto never picks bf16 on such a CPU; only an
-# explicit --precision bf16 does).
-_IMAGES, _GRADIENT_SAMPLES = (96, 32) if cpu_bf16_flags() else (48, 8)  # (the test runs on the CPU)
+# explicit --precision bf16 does). There 48 images and 8 samples took 87 s, 32 and 4 take 50 s, and
+# the margins hold (session 49: feature cosine 0.99995, H within 0.04%, gradient cosine 0.9996,
+# alpha within 0.011 in L1 against the tolerances 0.999, 1%, 0.99 and 0.02).
+_IMAGES, _GRADIENT_SAMPLES = (96, 32) if cpu_bf16_flags() else (32, 4)  # (the test runs on the CPU)
 
 
 @pytest.fixture(scope="module")
 def offline_inputs():
-    """The offline backbone, three zoo prompts and 96 (48) train800 images of the offline target count."""
+    """The offline backbone, three zoo prompts and 96 (32) train800 images of the offline target count."""
     from hgprompt_ray.data import backbone_transform, resolve_target
     from hgprompt_ray.models import OFFLINE_BACKBONE, PromptedViT, load_backbone
     from hgprompt_ray.paths import DEFAULT_LIBRARY
