@@ -362,7 +362,7 @@ def _widest_spread_first(targets: list[str], tasks: dict[str, Any], records: lis
     The order only schedules the chunks: no method reads test. A matrix still being computed
     counts by its ``parts/``."""
     from hgprompt_ray.transfer.screening import zero_shot_screen
-    from hgprompt_ray.transfer.tables import INFORMATIVE
+    from hgprompt_ray.transfer.tables import spread_reaches_bar
     from hgprompt_ray.transfer.zero_shot import read_matrix
 
     rows = read_matrix(matrix, {r.name: r.sha256 for r in records})
@@ -372,13 +372,12 @@ def _widest_spread_first(targets: list[str], tasks: dict[str, Any], records: lis
     if screen.empty:
         return targets
     spread = screen["spread (draw 0)"].fillna(screen["spread of draw means"]).to_dict()
-    limit = INFORMATIVE["zero_shot_spread"]
 
     def rank(target: str) -> tuple[int, float]:  # candidates, then unscreened, then saturated
         value = spread.get(tasks[target].info.name)
         if value is None:
             return 1, 0.0
-        return (0 if value >= limit else 2), -value
+        return (0 if spread_reaches_bar(value) else 2), -value
 
     return sorted(targets, key=rank)
 

@@ -31,7 +31,7 @@ import pandas as pd
 from hgprompt_ray.atomic import atomic_path, atomic_write_text
 from hgprompt_ray.data.registry import eligible_sources
 from hgprompt_ray.transfer.statistics import mean_ci
-from hgprompt_ray.transfer.tables import INFORMATIVE, markdown
+from hgprompt_ray.transfer.tables import INFORMATIVE, markdown, spread_reaches_bar
 from hgprompt_ray.transfer.zero_shot import NO_PROMPT
 
 __all__ = ["SCREEN_TEXT", "write_screen", "zero_shot_screen"]
@@ -125,6 +125,6 @@ def write_screen(matrix: pd.DataFrame, source_tasks: Mapping[str, str], out: Pat
 
 def _screen_of(spread: float) -> str:
     limit = INFORMATIVE["zero_shot_spread"]
-    if spread >= limit:
+    if spread_reaches_bar(spread):
         return f"candidate: spread >= {limit:g} points"
     return f"saturated: spread {spread:.1f} < {limit:g} points"

@@ -38,6 +38,7 @@ __all__ = [
     "results_table",
     "spearman_display",
     "spearman_table",
+    "spread_reaches_bar",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,17 @@ INFORMATIVE = {"zero_shot_spread": 5.0, "p": 0.01, "seeds": 5}
 """An informative target (the evaluation issue's bar): its sources' zero-shot test accuracies
 spread by >= 5 points, and the init-probe weightings differ beyond seed noise (one-way ANOVA
 p < 0.01 over >= 5 seeds). Other targets are saturated for this purpose and marked in the tables."""
+SPREAD_TOLERANCE = 1e-9
+"""Points of floating-point rounding that :func:`spread_reaches_bar` forgives: accuracies are counts
+over a test set, so a spread of exactly 5 points can come out as 4.999999999999993 (0.968 - 0.918)."""
+
+
+def spread_reaches_bar(points: float) -> bool:
+    """Whether a zero-shot spread (points) reaches :data:`INFORMATIVE`'s bar, up to rounding.
+
+    The one comparison the screen, the leave-one-out's order and the report's verdict share, so that
+    the same accuracies never read "candidate" in one table and "saturated" in another."""
+    return bool(points >= INFORMATIVE["zero_shot_spread"] - SPREAD_TOLERANCE)
 _LEGACY = {"h-only": "h-ensemble"}
 """Runs of schema 1 (before the registry): "h-only" was argmax_alpha H, which is H-ensemble."""
 _LEGACY_DROPPED = ("h-ensemble",)
@@ -386,7 +398,7 @@ def _verdict_of(row: pd.Series, seed_noise: float, protocol: str) -> str:
     spread = row["zero-shot spread (points)"]
     if not np.isfinite(spread):
         return "undetermined: no zero-shot column"
-    if spread < INFORMATIVE["zero_shot_spread"]:
+    if not spread_reaches_bar(spread):
         return f"saturated: zero-shot spread {spread:.1f} < {INFORMATIVE['zero_shot_spread']:g} points"
     if not row["p (ANOVA)"] < INFORMATIVE["p"]:
         return f"weightings within seed noise: p = {row['p (ANOVA)']:.2g}"

@@ -136,3 +136,28 @@ def test_the_report_screens_every_target_of_the_librarys_matrix(tmp_path):
     library.add("pe", torch.randn(2, 8), source_task="e", backbone="vit", img_size=32)  # no rows yet
     path, _ = report.write_report(out, state)  # every target waits for pe's rows
     assert "zero-shot screen" not in path.read_text() and not (out / "screen.csv").exists()
+
+
+def test_a_spread_of_exactly_the_bar_reads_the_same_in_the_screen_and_the_verdict():
+    """Accuracies are counts over a test set: 0.968 - 0.918 is 5 points, but 4.999999999999993 in
+    floating point (fashion-coarse's draw 0). The screen, the leave-one-out's order and the report's
+    verdict share one comparison, so the same accuracies never read "candidate" in one table and
+    "saturated" in another."""
+    from hgprompt_ray.transfer.tables import informative_table, spread_reaches_bar
+
+    spread = 100 * (0.968 - 0.918)
+    assert spread < 5.0 and spread_reaches_bar(spread)  # the rounding this guards against
+    assert not spread_reaches_bar(4.8)  # the next spread down at 500 test images is saturated
+    zero_shot = {"pb": 0.968, "pc": 0.918, "pd": 0.93, "(none)": 0.95}
+    matrix = pd.DataFrame([{"source": s, "target": "a", "test_accuracy": v, "split_seed": 0, "num_test": 500}
+                           for s, v in zero_shot.items()])  # fmt: skip
+    screen = zero_shot_screen(matrix, TASKS, _eligible)
+    assert screen.loc["a", "screen"] == "candidate: spread >= 5 points"
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame([{"target": "a", "method": method, "protocol": "init-probe", "seed": draw, "draw": draw,
+                          "main": True, "test_accuracy": 0.9 + 0.01 * rng.normal()}
+                         for method in ("average", "hgprompt", "single-best") for draw in range(5)])  # fmt: skip
+    verdict = informative_table(runs, "init-probe", zero_shot_spread={"a": spread}).loc["a", "verdict"]
+    assert verdict.startswith("weightings within seed noise")  # judged on its ANOVA, not called saturated
+    below = informative_table(runs, "init-probe", zero_shot_spread={"a": 100 * (0.966 - 0.918)})
+    assert below.loc["a", "verdict"] == "saturated: zero-shot spread 4.8 < 5 points"
