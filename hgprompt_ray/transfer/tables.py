@@ -53,15 +53,13 @@ INFORMATIVE = {"zero_shot_spread": 5.0, "p": 0.01, "seeds": 5}
 spread by >= 5 points, and the init-probe weightings differ beyond seed noise (one-way ANOVA
 p < 0.01 over >= 5 seeds). Other targets are saturated for this purpose and marked in the tables."""
 SPREAD_TOLERANCE = 1e-9
-"""Points of floating-point rounding that :func:`spread_reaches_bar` forgives: accuracies are counts
-over a test set, so a spread of exactly 5 points can come out as 4.999999999999993 (0.968 - 0.918)."""
+"""Points of float rounding that :func:`spread_reaches_bar` forgives: accuracies are counts over a
+test set, and an exact 5-point spread can come out as 4.999999999999993 (0.968 - 0.918)."""
 
 
 def spread_reaches_bar(points: float) -> bool:
-    """Whether a zero-shot spread (points) reaches :data:`INFORMATIVE`'s bar, up to rounding.
-
-    The one comparison the screen, the leave-one-out's order and the report's verdict share, so that
-    the same accuracies never read "candidate" in one table and "saturated" in another."""
+    """Whether a zero-shot spread (points) reaches :data:`INFORMATIVE`'s bar, up to rounding: the one
+    comparison the screen, the leave-one-out's order and the report's verdict share."""
     return bool(points >= INFORMATIVE["zero_shot_spread"] - SPREAD_TOLERANCE)
 _LEGACY = {"h-only": "h-ensemble"}
 """Runs of schema 1 (before the registry): "h-only" was argmax_alpha H, which is H-ensemble."""
