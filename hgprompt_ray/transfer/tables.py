@@ -55,12 +55,6 @@ p < 0.01 over >= 5 seeds). Other targets are saturated for this purpose and mark
 SPREAD_TOLERANCE = 1e-9
 """Points of float rounding that :func:`spread_reaches_bar` forgives: accuracies are counts over a
 test set, and an exact 5-point spread can come out as 4.999999999999993 (0.968 - 0.918)."""
-
-
-def spread_reaches_bar(points: float) -> bool:
-    """Whether a zero-shot spread (points) reaches :data:`INFORMATIVE`'s bar, up to rounding: the one
-    comparison the screen, the leave-one-out's order and the report's verdict share."""
-    return bool(points >= INFORMATIVE["zero_shot_spread"] - SPREAD_TOLERANCE)
 _LEGACY = {"h-only": "h-ensemble"}
 """Runs of schema 1 (before the registry): "h-only" was argmax_alpha H, which is H-ensemble."""
 _LEGACY_DROPPED = ("h-ensemble",)
@@ -384,6 +378,12 @@ def informative_table(
     table["informative"] = table["verdict"] == "informative"
     table["_p"] = table["p (ANOVA)"].fillna(np.inf)
     return table.sort_values(["informative", "_p"], ascending=[False, True], kind="stable").drop(columns="_p")
+
+
+def spread_reaches_bar(points: float) -> bool:
+    """Whether a zero-shot spread (points) reaches :data:`INFORMATIVE`'s bar, up to rounding: the one
+    comparison the screen, the leave-one-out's order and the report's verdict share."""
+    return bool(points >= INFORMATIVE["zero_shot_spread"] - SPREAD_TOLERANCE)
 
 
 def _verdict_of(row: pd.Series, seed_noise: float, protocol: str) -> str:
